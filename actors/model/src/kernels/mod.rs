@@ -1,0 +1,3 @@
+//! Compute kernels on packed GGUF blocks.
+
+pub mod cpu;

@@ -1,0 +1,368 @@
+//! ggml tensor types and their block layouts, decoded exactly as ggml lays them out.
+//!
+//! Source: ggml/src/ggml-common.h (`block_q4_0`, `block_q4_1`, `block_q8_0`, `block_q8_1`) and
+//! ggml/src/ggml-quants.c (`dequantize_row_*`, `quantize_row_q8_1_ref`). All scalars are
+//! little-endian; `d`/`m` are IEEE half floats.
+//!
+//! | type | elements/block | bytes/block | layout | value |
+//! |------|----------------|-------------|--------|-------|
+//! | Q4_0 | 32 | 18 | `f16 d, u8 qs[16]` | `(q - 8) * d` |
+//! | Q4_1 | 32 | 20 | `f16 d, f16 m, u8 qs[16]` | `q * d + m` |
+//! | Q8_0 | 32 | 34 | `f16 d, i8 qs[32]` | `q * d` |
+//!
+//! In the 4-bit formats byte `j` holds element `j` in its low nibble and element `j + 16` in
+//! its high nibble.
+
+use half::f16;
+
+/// A ggml tensor type (`enum ggml_type`), with the ids the GGUF tensor-info table uses.
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GgmlType {
+    F32,
+    F16,
+    Q4_0,
+    Q4_1,
+    Q5_0,
+    Q5_1,
+    Q8_0,
+    Q8_1,
+    Q2_K,
+    Q3_K,
+    Q4_K,
+    Q5_K,
+    Q6_K,
+    Q8_K,
+    I8,
+    I16,
+    I32,
+    I64,
+    F64,
+    BF16,
+}
+
+impl GgmlType {
+    /// The type of a `ggml_type` id, or `None` for ids this reader does not know.
+    pub fn from_id(id: u32) -> Option<Self> {
+        use GgmlType::*;
+        Some(match id {
+            0 => F32,
+            1 => F16,
+            2 => Q4_0,
+            3 => Q4_1,
+            6 => Q5_0,
+            7 => Q5_1,
+            8 => Q8_0,
+            9 => Q8_1,
+            10 => Q2_K,
+            11 => Q3_K,
+            12 => Q4_K,
+            13 => Q5_K,
+            14 => Q6_K,
+            15 => Q8_K,
+            24 => I8,
+            25 => I16,
+            26 => I32,
+            27 => I64,
+            28 => F64,
+            30 => BF16,
+            _ => return None,
+        })
+    }
+
+    /// The `ggml_type` id.
+    pub fn id(self) -> u32 {
+        use GgmlType::*;
+        match self {
+            F32 => 0,
+            F16 => 1,
+            Q4_0 => 2,
+            Q4_1 => 3,
+            Q5_0 => 6,
+            Q5_1 => 7,
+            Q8_0 => 8,
+            Q8_1 => 9,
+            Q2_K => 10,
+            Q3_K => 11,
+            Q4_K => 12,
+            Q5_K => 13,
+            Q6_K => 14,
+            Q8_K => 15,
+            I8 => 24,
+            I16 => 25,
+            I32 => 26,
+            I64 => 27,
+            F64 => 28,
+            BF16 => 30,
+        }
+    }
+
+    /// ggml's name of the type (`Q4_1`, `F16`, …).
+    pub fn name(self) -> &'static str {
+        use GgmlType::*;
+        match self {
+            F32 => "F32",
+            F16 => "F16",
+            Q4_0 => "Q4_0",
+            Q4_1 => "Q4_1",
+            Q5_0 => "Q5_0",
+            Q5_1 => "Q5_1",
+            Q8_0 => "Q8_0",
+            Q8_1 => "Q8_1",
+            Q2_K => "Q2_K",
+            Q3_K => "Q3_K",
+            Q4_K => "Q4_K",
+            Q5_K => "Q5_K",
+            Q6_K => "Q6_K",
+            Q8_K => "Q8_K",
+            I8 => "I8",
+            I16 => "I16",
+            I32 => "I32",
+            I64 => "I64",
+            F64 => "F64",
+            BF16 => "BF16",
+        }
+    }
+
+    /// Elements per block (`ggml_blck_size`).
+    pub fn block_size(self) -> usize {
+        use GgmlType::*;
+        match self {
+            Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q8_1 => 32,
+            Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | Q8_K => 256,
+            F32 | F16 | I8 | I16 | I32 | I64 | F64 | BF16 => 1,
+        }
+    }
+
+    /// Bytes per block (`ggml_type_size`).
+    pub fn block_bytes(self) -> usize {
+        use GgmlType::*;
+        match self {
+            F32 | I32 => 4,
+            F16 | BF16 | I16 => 2,
+            I8 => 1,
+            I64 | F64 => 8,
+            Q4_0 => 18,
+            Q4_1 => 20,
+            Q5_0 => 22,
+            Q5_1 => 24,
+            Q8_0 => 34,
+            Q8_1 => 36,
+            Q2_K => 84,
+            Q3_K => 110,
+            Q4_K => 144,
+            Q5_K => 176,
+            Q6_K => 210,
+            Q8_K => 292,
+        }
+    }
+
+    /// Whether this engine can decode the type to floats ([`dequantize`]).
+    pub fn can_dequantize(self) -> bool {
+        matches!(
+            self,
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0
+        )
+    }
+
+    /// Whether the fused quantized matmul kernels take weights of this type.
+    pub fn is_matmul_weight(self) -> bool {
+        matches!(self, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0)
+    }
+}
+
+#[inline]
+pub(crate) fn f16_at(b: &[u8], at: usize) -> f32 {
+    f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+}
+
+/// Decodes `n` elements of type `ty` from `data` into f32, appending to `out`.
+///
+/// # Panics
+/// If `ty` cannot be dequantized ([`GgmlType::can_dequantize`]) or `data` is shorter than
+/// `n` elements need; callers check both (the GGUF reader validates sizes).
+pub fn dequantize(ty: GgmlType, data: &[u8], n: usize, out: &mut Vec<f32>) {
+    assert!(ty.can_dequantize(), "dequantize: {} not supported", ty.name());
+    assert_eq!(n % ty.block_size(), 0, "dequantize: {n} is not a whole number of blocks");
+    let n_blocks = n / ty.block_size();
+    let bytes = &data[..n_blocks * ty.block_bytes()];
+    out.reserve(n);
+    match ty {
+        GgmlType::F32 => out.extend(bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()))),
+        GgmlType::F16 => out.extend(bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())),
+        GgmlType::BF16 => out.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
+        ),
+        GgmlType::Q4_0 => {
+            for b in bytes.chunks_exact(18) {
+                let d = f16_at(b, 0);
+                let qs = &b[2..18];
+                out.extend(qs.iter().map(|&q| ((q & 0x0f) as i32 - 8) as f32 * d));
+                out.extend(qs.iter().map(|&q| ((q >> 4) as i32 - 8) as f32 * d));
+            }
+        }
+        GgmlType::Q4_1 => {
+            for b in bytes.chunks_exact(20) {
+                let d = f16_at(b, 0);
+                let m = f16_at(b, 2);
+                let qs = &b[4..20];
+                out.extend(qs.iter().map(|&q| (q & 0x0f) as f32 * d + m));
+                out.extend(qs.iter().map(|&q| (q >> 4) as f32 * d + m));
+            }
+        }
+        GgmlType::Q8_0 => {
+            for b in bytes.chunks_exact(34) {
+                let d = f16_at(b, 0);
+                out.extend(b[2..34].iter().map(|&q| q as i8 as f32 * d));
+            }
+        }
+        _ => unreachable!(),
+    }
+}
+
+/// Encodes f32 values as Q4_1 blocks exactly as ggml's `quantize_row_q4_1_ref` does
+/// (for tests and tools; the engine reads weights already quantized).
+pub fn quantize_q4_1(x: &[f32]) -> Vec<u8> {
+    assert_eq!(x.len() % 32, 0);
+    let mut out = Vec::with_capacity(x.len() / 32 * 20);
+    for blk in x.chunks_exact(32) {
+        let min = blk.iter().copied().fold(f32::INFINITY, f32::min);
+        let max = blk.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let d = (max - min) / 15.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        out.extend(f16::from_f32(d).to_le_bytes());
+        out.extend(f16::from_f32(min).to_le_bytes());
+        for j in 0..16 {
+            let q0 = (((blk[j] - min) * id + 0.5) as u8).min(15);
+            let q1 = (((blk[j + 16] - min) * id + 0.5) as u8).min(15);
+            out.push(q0 | (q1 << 4));
+        }
+    }
+    out
+}
+
+/// Encodes f32 values as Q4_0 blocks as ggml's `quantize_row_q4_0_ref` does.
+pub fn quantize_q4_0(x: &[f32]) -> Vec<u8> {
+    assert_eq!(x.len() % 32, 0);
+    let mut out = Vec::with_capacity(x.len() / 32 * 18);
+    for blk in x.chunks_exact(32) {
+        // The value of largest magnitude, with its sign, maps to -8.
+        let max = blk.iter().copied().fold(0.0f32, |a, v| if v.abs() > a.abs() { v } else { a });
+        let d = max / -8.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        out.extend(f16::from_f32(d).to_le_bytes());
+        for j in 0..16 {
+            let q0 = ((blk[j] * id + 8.5) as u8).min(15);
+            let q1 = ((blk[j + 16] * id + 8.5) as u8).min(15);
+            out.push(q0 | (q1 << 4));
+        }
+    }
+    out
+}
+
+/// Encodes f32 values as Q8_0 blocks as ggml's `quantize_row_q8_0_ref` does.
+pub fn quantize_q8_0(x: &[f32]) -> Vec<u8> {
+    assert_eq!(x.len() % 32, 0);
+    let mut out = Vec::with_capacity(x.len() / 32 * 34);
+    for blk in x.chunks_exact(32) {
+        let amax = blk.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        out.extend(f16::from_f32(d).to_le_bytes());
+        out.extend(blk.iter().map(|&v| (v * id).round() as i8 as u8));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(v: f32) -> [u8; 2] {
+        f16::from_f32(v).to_le_bytes()
+    }
+
+    #[test]
+    fn q4_0_hand_built_block() {
+        // d = 0.5; byte j = (lo = j, hi = 15 - j)
+        let mut b = h(0.5).to_vec();
+        b.extend((0..16u8).map(|j| j | ((15 - j) << 4)));
+        let mut out = Vec::new();
+        dequantize(GgmlType::Q4_0, &b, 32, &mut out);
+        for j in 0..16 {
+            assert_eq!(out[j], (j as f32 - 8.0) * 0.5);
+            assert_eq!(out[j + 16], ((15 - j) as f32 - 8.0) * 0.5);
+        }
+    }
+
+    #[test]
+    fn q4_1_hand_built_block() {
+        // d = 0.25, m = -1.0; byte j = (lo = j, hi = 15 - j)
+        let mut b = h(0.25).to_vec();
+        b.extend(h(-1.0));
+        b.extend((0..16u8).map(|j| j | ((15 - j) << 4)));
+        let mut out = Vec::new();
+        dequantize(GgmlType::Q4_1, &b, 32, &mut out);
+        for j in 0..16 {
+            assert_eq!(out[j], j as f32 * 0.25 - 1.0);
+            assert_eq!(out[j + 16], (15 - j) as f32 * 0.25 - 1.0);
+        }
+    }
+
+    #[test]
+    fn q8_0_hand_built_block() {
+        let mut b = h(2.0).to_vec();
+        b.extend((0..32i32).map(|j| (j - 16) as i8 as u8));
+        let mut out = Vec::new();
+        dequantize(GgmlType::Q8_0, &b, 32, &mut out);
+        for (j, v) in out.iter().enumerate() {
+            assert_eq!(*v, (j as f32 - 16.0) * 2.0);
+        }
+    }
+
+    #[test]
+    fn f16_and_f32() {
+        let mut out = Vec::new();
+        let b: Vec<u8> = [1.5f32, -2.0].iter().flat_map(|v| h(*v)).collect();
+        dequantize(GgmlType::F16, &b, 2, &mut out);
+        let b: Vec<u8> = [3.25f32, 7.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        dequantize(GgmlType::F32, &b, 2, &mut out);
+        assert_eq!(out, vec![1.5, -2.0, 3.25, 7.0]);
+    }
+
+    #[test]
+    fn quantizers_round_trip_within_half_a_step() {
+        let x: Vec<f32> = (0..64).map(|i| ((i * 37 % 64) as f32 - 31.0) / 7.0).collect();
+        for (ty, bytes) in [
+            (GgmlType::Q4_0, quantize_q4_0(&x)),
+            (GgmlType::Q4_1, quantize_q4_1(&x)),
+            (GgmlType::Q8_0, quantize_q8_0(&x)),
+        ] {
+            assert_eq!(bytes.len(), 2 * ty.block_bytes());
+            let mut y = Vec::new();
+            dequantize(ty, &bytes, 64, &mut y);
+            let amax = 32.0 / 7.0;
+            // Q4_0 maps the largest magnitude to -8, so the other side clamps at +7: one step.
+            let tol = match ty {
+                GgmlType::Q8_0 => amax / 127.0 * 0.51,
+                GgmlType::Q4_1 => 2.0 * amax / 15.0 * 0.51,
+                _ => amax / 8.0 * 1.01,
+            };
+            for (a, b) in x.iter().zip(&y) {
+                assert!((a - b).abs() <= tol + 1e-3, "{}: {a} vs {b}", ty.name());
+            }
+        }
+    }
+
+    #[test]
+    fn ids_round_trip() {
+        for id in 0..40 {
+            if let Some(t) = GgmlType::from_id(id) {
+                assert_eq!(t.id(), id);
+            }
+        }
+        assert_eq!(GgmlType::from_id(4), None); // Q4_2, removed from ggml
+    }
+}

@@ -1,0 +1,1 @@
+pub use wecom_edge_model as model;
