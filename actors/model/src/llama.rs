@@ -1,0 +1,425 @@
+//! The llama-family decoder (SmolLM2, TinyLlama, …) as Burn modules over a [`QuantBackend`].
+//!
+//! Tensor names and hyper-parameters follow llama.cpp's GGUF conventions (`LLM_ARCH_LLAMA`):
+//! `token_embd`, `blk.{i}.{attn_norm,attn_q,attn_k,attn_v,attn_output,ffn_norm,ffn_gate,ffn_up,
+//! ffn_down}`, `output_norm`, `output` (absent: tied to `token_embd`), and keys
+//! `llama.{context_length,embedding_length,block_count,feed_forward_length,
+//! attention.head_count,attention.head_count_kv,attention.layer_norm_rms_epsilon,
+//! rope.freq_base,rope.dimension_count}`.
+//!
+//! One block, reading top to bottom:
+//! ```text
+//! h = x + Wo · attn(rope(Wq · rms(x)), rope(Wk · rms(x)), Wv · rms(x))   (GQA, causal, KV cache)
+//! y = h + Wdown · (silu(Wgate · rms(h)) ⊙ Wup · rms(h))
+//! ```
+//! RoPE is ggml's "normal" mode on adjacent pairs `(x[2i], x[2i+1])` — the mode llama.cpp uses
+//! for GGUF llama weights, whose Q/K rows the converter permuted for it — with
+//! `θ_i = pos · base^(-2i/n_rot)` accumulated in f32 as ggml does.
+
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{activation, Tensor, TensorData};
+
+use crate::backend::{kv_write, qlinear, HostQWeight, QuantBackend};
+use crate::error::{ModelError, Result};
+use crate::gguf::GgufFile;
+use crate::quant::dequantize;
+
+/// Hyper-parameters of a llama-family model, from the GGUF metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlamaConfig {
+    /// Vocabulary size (rows of `token_embd`).
+    pub n_vocab: usize,
+    /// Model width (`llama.embedding_length`).
+    pub n_embd: usize,
+    /// Number of blocks (`llama.block_count`).
+    pub n_layer: usize,
+    /// Query heads (`llama.attention.head_count`).
+    pub n_head: usize,
+    /// Key/value heads (`llama.attention.head_count_kv`; GQA when fewer than `n_head`).
+    pub n_head_kv: usize,
+    /// Width of one head (`n_embd / n_head`).
+    pub head_dim: usize,
+    /// Hidden width of the MLP (`llama.feed_forward_length`).
+    pub n_ff: usize,
+    /// Trained context length in tokens (`llama.context_length`).
+    pub context_length: usize,
+    /// RMSNorm epsilon (`llama.attention.layer_norm_rms_epsilon`).
+    pub rms_eps: f32,
+    /// RoPE base frequency (`llama.rope.freq_base`, default 10000).
+    pub rope_base: f32,
+}
+
+impl LlamaConfig {
+    /// Reads the configuration; the architecture must be `llama`.
+    ///
+    /// # Errors
+    /// [`ModelError::UnsupportedArchitecture`], [`ModelError::MissingKey`],
+    /// [`ModelError::BadKey`].
+    pub fn from_gguf(g: &GgufFile) -> Result<Self> {
+        let arch = g.get_str("general.architecture")?;
+        if arch != "llama" {
+            return Err(ModelError::UnsupportedArchitecture {
+                path: g.path().to_owned(),
+                arch: arch.into(),
+            });
+        }
+        let u = |k: &str| g.get_u64(&format!("llama.{k}")).map(|v| v as usize);
+        let n_embd = u("embedding_length")?;
+        let n_head = u("attention.head_count")?;
+        let n_head_kv = u("attention.head_count_kv").unwrap_or(n_head);
+        let bad = |key: &str, what: String| ModelError::BadKey {
+            path: g.path().to_owned(),
+            key: format!("llama.{key}"),
+            what,
+        };
+        if n_head == 0 || n_embd % n_head != 0 {
+            return Err(bad("attention.head_count", format!("{n_head} does not divide {n_embd}")));
+        }
+        if n_head_kv == 0 || n_head % n_head_kv != 0 {
+            return Err(bad("attention.head_count_kv", format!("{n_head_kv} does not divide {n_head}")));
+        }
+        let head_dim = n_embd / n_head;
+        if let Ok(rot) = u("rope.dimension_count") {
+            if rot != head_dim {
+                return Err(bad("rope.dimension_count", format!("partial RoPE ({rot} of {head_dim}) is not supported")));
+            }
+        }
+        let n_vocab = g.tensor("token_embd.weight")?.dims[1] as usize;
+        Ok(Self {
+            n_vocab,
+            n_embd,
+            n_layer: u("block_count")?,
+            n_head,
+            n_head_kv,
+            head_dim,
+            n_ff: u("feed_forward_length")?,
+            context_length: u("context_length")?,
+            rms_eps: g.get_f64("llama.attention.layer_norm_rms_epsilon")? as f32,
+            rope_base: g.get_f64("llama.rope.freq_base").unwrap_or(10000.0) as f32,
+        })
+    }
+}
+
+/// RMSNorm: `x / sqrt(mean(x²) + ε) · γ` over the last dimension.
+#[derive(Debug, Clone)]
+pub struct RmsNorm<B: QuantBackend> {
+    /// `γ`, `[n_embd]`.
+    pub weight: Tensor<B, 1>,
+    /// `ε`.
+    pub eps: f32,
+}
+
+impl<B: QuantBackend> RmsNorm<B> {
+    /// `x`: `[m, d]` → `[m, d]`.
+    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let inv = x.clone().powi_scalar(2).mean_dim(1).add_scalar(self.eps).sqrt().recip();
+        x * inv * self.weight.clone().unsqueeze::<2>()
+    }
+}
+
+/// Rotary position embedding tables, `[capacity, head_dim / 2]` each.
+#[derive(Debug, Clone)]
+pub struct Rope<B: QuantBackend> {
+    cos: Tensor<B, 2>,
+    sin: Tensor<B, 2>,
+}
+
+impl<B: QuantBackend> Rope<B> {
+    fn new(head_dim: usize, base: f32, capacity: usize, device: &B::Device) -> Self {
+        let half = head_dim / 2;
+        // ggml_rope_cache_init: theta starts at p and is multiplied by theta_scale per pair.
+        let theta_scale = base.powf(-2.0 / head_dim as f32);
+        let mut cos = Vec::with_capacity(capacity * half);
+        let mut sin = Vec::with_capacity(capacity * half);
+        for p in 0..capacity {
+            let mut theta = p as f32;
+            for _ in 0..half {
+                cos.push(theta.cos());
+                sin.push(theta.sin());
+                theta *= theta_scale;
+            }
+        }
+        Self {
+            cos: Tensor::from_data(TensorData::new(cos, [capacity, half]), device),
+            sin: Tensor::from_data(TensorData::new(sin, [capacity, half]), device),
+        }
+    }
+
+    /// Rotates `x` (`[m, heads, head_dim]`) for positions `pos..pos + m`.
+    fn forward(&self, x: Tensor<B, 3>, pos: usize) -> Tensor<B, 3> {
+        let [m, h, d] = x.dims();
+        let half = d / 2;
+        let cos = self.cos.clone().slice([pos..pos + m, 0..half]).unsqueeze_dim::<3>(1);
+        let sin = self.sin.clone().slice([pos..pos + m, 0..half]).unsqueeze_dim::<3>(1);
+        let pairs = x.reshape([m, h, half, 2]);
+        let x0 = pairs.clone().slice([0..m, 0..h, 0..half, 0..1]).reshape([m, h, half]);
+        let x1 = pairs.slice([0..m, 0..h, 0..half, 1..2]).reshape([m, h, half]);
+        let y0 = x0.clone() * cos.clone() - x1.clone() * sin.clone();
+        let y1 = x0 * sin + x1 * cos;
+        Tensor::stack::<4>(vec![y0, y1], 3).reshape([m, h, d])
+    }
+}
+
+/// One transformer block's weights.
+#[derive(Debug, Clone)]
+pub struct Block<B: QuantBackend> {
+    attn_norm: RmsNorm<B>,
+    wq: B::QWeight,
+    wk: B::QWeight,
+    wv: B::QWeight,
+    wo: B::QWeight,
+    ffn_norm: RmsNorm<B>,
+    w_gate: B::QWeight,
+    w_up: B::QWeight,
+    w_down: B::QWeight,
+}
+
+/// A sequence's key/value cache: per layer `[n_head_kv, capacity, head_dim]` for K and V,
+/// allocated once at `capacity` positions.
+#[derive(Debug)]
+pub struct KvCache<B: QuantBackend> {
+    k: Vec<Option<Tensor<B, 3>>>,
+    v: Vec<Option<Tensor<B, 3>>>,
+    len: usize,
+    capacity: usize,
+}
+
+impl<B: QuantBackend> KvCache<B> {
+    /// Positions filled so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no position is filled.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Positions this cache can hold.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Forgets positions from `len` on (the next forward writes there).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    /// Bytes held by this cache (f32 K and V).
+    pub fn bytes(&self) -> usize {
+        self.k.len() * 2 * self.k.first().and_then(|t| t.as_ref()).map_or(0, |t| t.shape().num_elements() * 4)
+    }
+}
+
+/// Which positions' logits [`Llama::forward`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last position's (generation).
+    Last,
+    /// Every position's (perplexity, teacher forcing).
+    All,
+}
+
+/// The llama-family model on backend `B`.
+#[derive(Debug)]
+pub struct Llama<B: QuantBackend> {
+    /// Hyper-parameters.
+    pub config: LlamaConfig,
+    tok_embd: HostQWeight,
+    blocks: Vec<Block<B>>,
+    output_norm: RmsNorm<B>,
+    output: B::QWeight,
+    rope: Rope<B>,
+    device: B::Device,
+}
+
+fn qweight_info(g: &GgufFile, name: &str, k: usize, n: usize) -> Result<HostQWeight> {
+    let info = g.tensor(name)?;
+    let bad = |what: String| ModelError::BadTensor {
+        path: g.path().to_owned(),
+        tensor: name.into(),
+        what,
+    };
+    if info.dims != [k as u64, n as u64] {
+        return Err(bad(format!("shape {:?}, expected [{k}, {n}]", info.dims)));
+    }
+    if !info.ggml_type.is_matmul_weight() {
+        return Err(bad(format!(
+            "type {} is not supported for matmul weights (supported: Q4_0, Q4_1, Q8_0)",
+            info.ggml_type.name()
+        )));
+    }
+    let start = info.file_offset as usize;
+    Ok(HostQWeight::mapped(info.ggml_type, n, k, g.map().clone(), start..start + info.n_bytes as usize))
+}
+
+fn vector<B: QuantBackend>(g: &GgufFile, name: &str, len: usize, device: &B::Device) -> Result<Tensor<B, 1>> {
+    let info = g.tensor(name)?;
+    if info.dims != [len as u64] || !info.ggml_type.can_dequantize() {
+        return Err(ModelError::BadTensor {
+            path: g.path().to_owned(),
+            tensor: name.into(),
+            what: format!("expected [{len}] floats, found {:?} {}", info.dims, info.ggml_type.name()),
+        });
+    }
+    let mut v = Vec::with_capacity(len);
+    dequantize(info.ggml_type, g.data(info), len, &mut v);
+    Ok(Tensor::from_data(TensorData::new(v, [len]), device))
+}
+
+impl<B: QuantBackend> Llama<B> {
+    /// Builds the model from a GGUF file; weights stay in their GGUF blocks (memory-mapped on
+    /// the CPU, uploaded as blocks on a GPU).
+    ///
+    /// # Errors
+    /// Missing or mis-shaped tensors and keys, unsupported architecture or types.
+    pub fn from_gguf(g: &GgufFile, device: &B::Device) -> Result<Self> {
+        let c = LlamaConfig::from_gguf(g)?;
+        let (d, kv, ff) = (c.n_embd, c.n_head_kv * c.head_dim, c.n_ff);
+        let q = |name: &str, k: usize, n: usize| -> Result<B::QWeight> { Ok(B::qweight(&qweight_info(g, name, k, n)?, device)) };
+        let norm = |name: &str| -> Result<RmsNorm<B>> {
+            Ok(RmsNorm {
+                weight: vector::<B>(g, name, d, device)?,
+                eps: c.rms_eps,
+            })
+        };
+        let mut blocks = Vec::with_capacity(c.n_layer);
+        for i in 0..c.n_layer {
+            let n = |s: &str| format!("blk.{i}.{s}.weight");
+            blocks.push(Block {
+                attn_norm: norm(&n("attn_norm"))?,
+                wq: q(&n("attn_q"), d, d)?,
+                wk: q(&n("attn_k"), d, kv)?,
+                wv: q(&n("attn_v"), d, kv)?,
+                wo: q(&n("attn_output"), d, d)?,
+                ffn_norm: norm(&n("ffn_norm"))?,
+                w_gate: q(&n("ffn_gate"), d, ff)?,
+                w_up: q(&n("ffn_up"), d, ff)?,
+                w_down: q(&n("ffn_down"), ff, d)?,
+            });
+        }
+        let tok_embd = qweight_info(g, "token_embd.weight", d, c.n_vocab)?;
+        let output = match g.tensor("output.weight") {
+            Ok(_) => q("output.weight", d, c.n_vocab)?,
+            Err(_) => B::qweight(&tok_embd, device), // tied embeddings
+        };
+        Ok(Self {
+            output_norm: norm("output_norm.weight")?,
+            rope: Rope::new(c.head_dim, c.rope_base, c.context_length, device),
+            config: c,
+            tok_embd,
+            blocks,
+            output,
+            device: device.clone(),
+        })
+    }
+
+    /// The device the model runs on.
+    pub fn device(&self) -> &B::Device {
+        &self.device
+    }
+
+    /// A cache for up to `capacity` positions (at most the context length).
+    pub fn new_cache(&self, capacity: usize) -> KvCache<B> {
+        let c = &self.config;
+        let capacity = capacity.min(c.context_length);
+        let shape = [c.n_head_kv, capacity, c.head_dim];
+        let zeros = || Some(Tensor::zeros(shape, &self.device));
+        KvCache {
+            k: (0..c.n_layer).map(|_| zeros()).collect(),
+            v: (0..c.n_layer).map(|_| zeros()).collect(),
+            len: 0,
+            capacity,
+        }
+    }
+
+    fn embed(&self, tokens: &[u32]) -> Result<Tensor<B, 2>> {
+        let d = self.config.n_embd;
+        let w = &self.tok_embd;
+        let row_bytes = d / w.ty.block_size() * w.ty.block_bytes();
+        let mut x = Vec::with_capacity(tokens.len() * d);
+        for &t in tokens {
+            let t = t as usize;
+            if t >= self.config.n_vocab {
+                return Err(ModelError::InvalidParameter(format!(
+                    "token id {t} is outside the vocabulary ({})",
+                    self.config.n_vocab
+                )));
+            }
+            dequantize(w.ty, &w.data()[t * row_bytes..(t + 1) * row_bytes], d, &mut x);
+        }
+        Ok(Tensor::from_data(TensorData::new(x, [tokens.len(), d]), &self.device))
+    }
+
+    /// Runs `tokens` at positions `cache.len()..`, appending their keys and values to `cache`.
+    ///
+    /// Returns logits `[1, n_vocab]` ([`Logits::Last`]) or `[tokens.len(), n_vocab]`.
+    ///
+    /// # Errors
+    /// [`ModelError::ContextOverflow`] if the cache cannot hold the tokens (nothing is written);
+    /// [`ModelError::InvalidParameter`] for an empty input or an id outside the vocabulary.
+    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache<B>, logits: Logits) -> Result<Tensor<B, 2>> {
+        let c = &self.config;
+        let (m, pos) = (tokens.len(), cache.len);
+        if m == 0 {
+            return Err(ModelError::InvalidParameter("forward: no tokens".into()));
+        }
+        if pos + m > cache.capacity {
+            return Err(ModelError::ContextOverflow {
+                needed: pos + m,
+                context_length: cache.capacity,
+            });
+        }
+        let (nh, nkv, hd) = (c.n_head, c.n_head_kv, c.head_dim);
+        let group = nh / nkv;
+        let t = pos + m;
+        let mut x = self.embed(tokens)?;
+        for (l, b) in self.blocks.iter().enumerate() {
+            // Attention.
+            let h = b.attn_norm.forward(x.clone());
+            let [q, k, v]: [Tensor<B, 2>; 3] = qlinear(h, &[&b.wq, &b.wk, &b.wv]).try_into().expect("three outputs");
+            let q = self.rope.forward(q.reshape([m, nh, hd]), pos);
+            let k = self.rope.forward(k.reshape([m, nkv, hd]), pos);
+            let v = v.reshape([m, nkv, hd]);
+            let kc = kv_write(cache.k[l].take().expect("cache present"), k.swap_dims(0, 1), pos);
+            let vc = kv_write(cache.v[l].take().expect("cache present"), v.swap_dims(0, 1), pos);
+            let keys = kc.clone().slice([0..nkv, 0..t, 0..hd]).unsqueeze::<4>();
+            let vals = vc.clone().slice([0..nkv, 0..t, 0..hd]).unsqueeze::<4>();
+            cache.k[l] = Some(kc);
+            cache.v[l] = Some(vc);
+            let attn = if m == 1 {
+                // One query per head: the `group` query heads sharing a KV head become rows.
+                let q = q.reshape([1, nkv, group, hd]);
+                attention(q, keys, vals, None, None, AttentionModuleOptions::default()).reshape([1, nh * hd])
+            } else {
+                let q = q.swap_dims(0, 1).unsqueeze::<4>();
+                let expand = |kv: Tensor<B, 4>| {
+                    kv.reshape([1, nkv, 1, t, hd]).expand([1, nkv, group, t, hd]).reshape([1, nh, t, hd])
+                };
+                let opts = AttentionModuleOptions {
+                    is_causal: true,
+                    ..Default::default()
+                };
+                attention(q, expand(keys), expand(vals), None, None, opts)
+                    .reshape([nh, m, hd])
+                    .swap_dims(0, 1)
+                    .reshape([m, nh * hd])
+            };
+            let [o]: [Tensor<B, 2>; 1] = qlinear(attn, &[&b.wo]).try_into().expect("one output");
+            x = x + o;
+            // MLP (SwiGLU).
+            let h = b.ffn_norm.forward(x.clone());
+            let [g, u]: [Tensor<B, 2>; 2] = qlinear(h, &[&b.w_gate, &b.w_up]).try_into().expect("two outputs");
+            let [dn]: [Tensor<B, 2>; 1] = qlinear(activation::silu(g) * u, &[&b.w_down]).try_into().expect("one output");
+            x = x + dn;
+        }
+        cache.len = t;
+        if logits == Logits::Last && m > 1 {
+            x = x.slice([m - 1..m, 0..c.n_embd]);
+        }
+        let x = self.output_norm.forward(x);
+        let [out]: [Tensor<B, 2>; 1] = qlinear(x, &[&self.output]).try_into().expect("one output");
+        Ok(out)
+    }
+}
