@@ -13,7 +13,11 @@ use wecom_edge_actors::model::{
 };
 
 #[derive(Parser)]
-#[command(name = "wecom-edge", version, about = "On-prem WeCom AI assistant appliance")]
+#[command(
+    name = "wecom-edge",
+    version,
+    about = "On-prem WeCom AI assistant appliance"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -87,7 +91,9 @@ fn default_model() -> PathBuf {
     if local.exists() {
         return local;
     }
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("models").join(DEFAULT_MODEL_FILE);
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("models")
+        .join(DEFAULT_MODEL_FILE);
     if repo.exists() {
         return repo;
     }
@@ -110,13 +116,12 @@ fn load<B: QuantBackend>(args: &ModelArgs, device: &B::Device) -> anyhow::Result
         );
     }
     let t0 = Instant::now();
-    let engine = Engine::<B>::load(&path, device).with_context(|| format!("loading {}", path.display()))?;
+    let engine =
+        Engine::<B>::load(&path, device).with_context(|| format!("loading {}", path.display()))?;
     Ok((engine, t0.elapsed().as_secs_f64() * 1e3))
 }
 
 fn ask<B: QuantBackend>(args: AskArgs, device: &B::Device) -> anyhow::Result<()> {
-    let (engine, load_ms) = load::<B>(&args.model, device)?;
-    let prompt = engine.chat_prompt(&[ChatMessage::new("user", args.question.clone())])?;
     let params = GenerateParams {
         max_tokens: args.max_tokens,
         sampling: SamplingParams {
@@ -128,9 +133,16 @@ fn ask<B: QuantBackend>(args: AskArgs, device: &B::Device) -> anyhow::Result<()>
             ..Default::default()
         },
     };
+    params.sampling.validate()?;
+    let (engine, load_ms) = load::<B>(&args.model, device)?;
+    let prompt = engine.chat_prompt(&[ChatMessage::new("user", args.question.clone())])?;
     let mut stdout = std::io::stdout().lock();
     let gen = engine.generate(&prompt, &params, |piece| {
-        if stdout.write_all(piece.as_bytes()).and_then(|_| stdout.flush()).is_err() {
+        if stdout
+            .write_all(piece.as_bytes())
+            .and_then(|_| stdout.flush())
+            .is_err()
+        {
             return ControlFlow::Break(()); // stdout closed: stop generating
         }
         ControlFlow::Continue(())
@@ -154,7 +166,8 @@ fn ask<B: QuantBackend>(args: AskArgs, device: &B::Device) -> anyhow::Result<()>
 }
 
 fn perplexity<B: QuantBackend>(args: PerplexityArgs, device: &B::Device) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("reading {}", args.file.display()))?;
     let (engine, _) = load::<B>(&args.model, device)?;
     let p = engine.perplexity(&text, args.max_tokens)?;
     println!("{}", serde_json::to_string(&p)?);

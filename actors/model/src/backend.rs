@@ -17,6 +17,7 @@ use burn::tensor::{Tensor, TensorPrimitive};
 use burn_flex::{Flex, FlexTensor};
 use memmap2::Mmap;
 
+use crate::kernels::attention;
 use crate::kernels::cpu::{self, QMatRef};
 use crate::quant::GgmlType;
 
@@ -104,7 +105,11 @@ pub trait QuantBackend: Backend {
 
     /// Writes `value` (`[heads, m, head_dim]`) into `cache` (`[heads, capacity, head_dim]`) at
     /// positions `pos..pos + m`, in place where the backend allows.
-    fn kv_write(cache: FloatTensor<Self>, value: FloatTensor<Self>, pos: usize) -> FloatTensor<Self> {
+    fn kv_write(
+        cache: FloatTensor<Self>,
+        value: FloatTensor<Self>,
+        pos: usize,
+    ) -> FloatTensor<Self> {
         let cache: Tensor<Self, 3> = Tensor::from_primitive(TensorPrimitive::Float(cache));
         let value: Tensor<Self, 3> = Tensor::from_primitive(TensorPrimitive::Float(value));
         let [h, m, d] = value.dims();
@@ -113,6 +118,49 @@ pub trait QuantBackend: Backend {
             .into_primitive()
             .tensor()
     }
+
+    /// Attention of one new token over cached positions `0..t` (GQA: query head `h` reads KV
+    /// head `h / (n_head / n_head_kv)`), scale `1/√head_dim`.
+    ///
+    /// `q`: `[n_head, head_dim]`; `k`, `v`: `[n_head_kv, capacity, head_dim]`; returns
+    /// `[n_head, head_dim]`. The default runs Burn's attention on a slice of the cache.
+    fn attention_decode(
+        q: FloatTensor<Self>,
+        k: &FloatTensor<Self>,
+        v: &FloatTensor<Self>,
+        t: usize,
+    ) -> FloatTensor<Self> {
+        let k: Tensor<Self, 3> = Tensor::from_primitive(TensorPrimitive::Float(k.clone()));
+        let v: Tensor<Self, 3> = Tensor::from_primitive(TensorPrimitive::Float(v.clone()));
+        let q: Tensor<Self, 2> = Tensor::from_primitive(TensorPrimitive::Float(q));
+        let [nh, d] = q.dims();
+        let nkv = k.dims()[0];
+        let keys = k.slice([0..nkv, 0..t, 0..d]).unsqueeze::<4>();
+        let vals = v.slice([0..nkv, 0..t, 0..d]).unsqueeze::<4>();
+        // The query heads sharing a KV head become rows of one attention problem.
+        let q = q.reshape([1, nkv, nh / nkv, d]);
+        burn::tensor::module::attention(q, keys, vals, None, None, Default::default())
+            .reshape([nh, d])
+            .into_primitive()
+            .tensor()
+    }
+}
+
+/// Runs [`QuantBackend::attention_decode`] on high-level tensors.
+pub fn attention_decode<B: QuantBackend>(
+    q: Tensor<B, 2>,
+    k: &Tensor<B, 3>,
+    v: &Tensor<B, 3>,
+    t: usize,
+) -> Tensor<B, 2> {
+    let k = k.clone().into_primitive().tensor();
+    let v = v.clone().into_primitive().tensor();
+    Tensor::from_primitive(TensorPrimitive::Float(B::attention_decode(
+        q.into_primitive().tensor(),
+        &k,
+        &v,
+        t,
+    )))
 }
 
 /// Runs [`QuantBackend::qlinear`] on high-level tensors.
@@ -124,7 +172,11 @@ pub fn qlinear<B: QuantBackend>(x: Tensor<B, 2>, weights: &[&B::QWeight]) -> Vec
 }
 
 /// Runs [`QuantBackend::kv_write`] on high-level tensors.
-pub fn kv_write<B: QuantBackend>(cache: Tensor<B, 3>, value: Tensor<B, 3>, pos: usize) -> Tensor<B, 3> {
+pub fn kv_write<B: QuantBackend>(
+    cache: Tensor<B, 3>,
+    value: Tensor<B, 3>,
+    pos: usize,
+) -> Tensor<B, 3> {
     Tensor::from_primitive(TensorPrimitive::Float(B::kv_write(
         cache.into_primitive().tensor(),
         value.into_primitive().tensor(),
@@ -153,7 +205,11 @@ impl QuantBackend for Flex {
         weights
             .iter()
             .map(|w| {
-                assert_eq!(w.k, k, "qlinear: x has {k} columns, weight {:?} takes {}", w, w.k);
+                assert_eq!(
+                    w.k, k,
+                    "qlinear: x has {k} columns, weight {:?} takes {}",
+                    w, w.k
+                );
                 let mut out = vec![0.0f32; m * w.n];
                 cpu::qmatmul_q8(&xq, m, w.as_ref(), &mut out);
                 flex_f32(vec![m, w.n], out)
@@ -161,12 +217,38 @@ impl QuantBackend for Flex {
             .collect()
     }
 
+    fn attention_decode(q: FlexTensor, k: &FlexTensor, v: &FlexTensor, t: usize) -> FlexTensor {
+        let q = q.to_contiguous();
+        let [nh, d]: [usize; 2] = q
+            .layout()
+            .shape()
+            .to_vec()
+            .try_into()
+            .expect("q is [n_head, head_dim]");
+        let kshape = k.layout().shape().to_vec();
+        let (nkv, cap) = (kshape[0], kshape[1]);
+        let (k, v) = (k.to_contiguous(), v.to_contiguous());
+        let out = attention::attention_decode(
+            q.storage::<f32>(),
+            k.storage::<f32>(),
+            v.storage::<f32>(),
+            nh,
+            nkv,
+            cap,
+            t,
+        );
+        flex_f32(vec![nh, d], out)
+    }
+
     fn kv_write(mut cache: FlexTensor, value: FlexTensor, pos: usize) -> FlexTensor {
         let cshape = cache.layout().shape().to_vec();
         let vshape = value.layout().shape().to_vec();
         let (h, cap, d) = (cshape[0], cshape[1], cshape[2]);
         let m = vshape[1];
-        assert!(vshape[0] == h && vshape[2] == d && pos + m <= cap, "kv_write: {vshape:?} at {pos} into {cshape:?}");
+        assert!(
+            vshape[0] == h && vshape[2] == d && pos + m <= cap,
+            "kv_write: {vshape:?} at {pos} into {cshape:?}"
+        );
         let contiguous = cache.layout().contiguous_offsets() == Some((0, h * cap * d));
         if contiguous {
             let value = value.to_contiguous();
@@ -220,7 +302,10 @@ mod tests {
         let dev = Default::default();
         let cache = Tensor::<Flex, 3>::zeros([2, 8, 4], &dev);
         let v = Tensor::<Flex, 3>::from_data(
-            burn::tensor::TensorData::new((0..2 * 3 * 4).map(|i| i as f32 + 1.0).collect::<Vec<_>>(), [2, 3, 4]),
+            burn::tensor::TensorData::new(
+                (0..2 * 3 * 4).map(|i| i as f32 + 1.0).collect::<Vec<_>>(),
+                [2, 3, 4],
+            ),
             &dev,
         );
         let want = cache.clone().slice_assign([0..2, 5..8, 0..4], v.clone());

@@ -98,8 +98,8 @@ impl<B: QuantBackend> Engine<B> {
     /// Any [`ModelError`] of the reader, the tokenizer or the model.
     pub fn load(path: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
         let gguf = GgufFile::open(path)?;
-        let tokenizer = Tokenizer::from_gguf(&gguf)?;
         let model = Llama::from_gguf(&gguf, device)?;
+        let tokenizer = Tokenizer::from_gguf(&gguf)?;
         if tokenizer.vocab_size() > model.config.n_vocab {
             return Err(ModelError::BadTensor {
                 path: gguf.path().to_owned(),
@@ -185,7 +185,11 @@ impl<B: QuantBackend> Engine<B> {
     /// Feeds `tokens` and returns the last position's logits.
     pub fn logits_last(&self, tokens: &[u32], cache: &mut KvCache<B>) -> Result<Vec<f32>> {
         let logits = self.model.forward(tokens, cache, Logits::Last)?;
-        Ok(logits.into_data().convert::<f32>().to_vec::<f32>().expect("f32 logits"))
+        Ok(logits
+            .into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .expect("f32 logits"))
     }
 
     /// Teacher-forced pass over `tokens` (one batched forward): the log-likelihood of each
@@ -194,12 +198,18 @@ impl<B: QuantBackend> Engine<B> {
     /// Returns `(log_probs, top1)`, both of length `tokens.len() - 1`.
     pub fn score(&self, tokens: &[u32]) -> Result<(Vec<f64>, Vec<u32>)> {
         if tokens.len() < 2 {
-            return Err(ModelError::InvalidParameter("scoring needs at least two tokens".into()));
+            return Err(ModelError::InvalidParameter(
+                "scoring needs at least two tokens".into(),
+            ));
         }
         let mut cache = self.model.new_cache(tokens.len());
         let n_vocab = self.model.config.n_vocab;
         let logits = self.model.forward(tokens, &mut cache, Logits::All)?;
-        let all = logits.into_data().convert::<f32>().to_vec::<f32>().expect("f32 logits");
+        let all = logits
+            .into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .expect("f32 logits");
         let mut lp = Vec::with_capacity(tokens.len() - 1);
         let mut top = Vec::with_capacity(tokens.len() - 1);
         for (i, row) in all.chunks_exact(n_vocab).take(tokens.len() - 1).enumerate() {

@@ -175,7 +175,8 @@ impl<'a> Cursor<'a> {
 
     fn string(&mut self, what: &dyn Fn() -> String) -> Result<String> {
         let len = self.u64(what)?;
-        let len = usize::try_from(len).map_err(|_| self.malformed(format!("{}: length {len}", what())))?;
+        let len = usize::try_from(len)
+            .map_err(|_| self.malformed(format!("{}: length {len}", what())))?;
         let bytes = self.take(len, what)?;
         String::from_utf8(bytes.to_vec())
             .map_err(|_| self.malformed(format!("{}: string is not UTF-8", what())))
@@ -230,9 +231,7 @@ impl<'a> Cursor<'a> {
             10 => Value::U64(u64::from_le_bytes(self.array(&what)?)),
             11 => Value::I64(i64::from_le_bytes(self.array(&what)?)),
             12 => Value::F64(f64::from_le_bytes(self.array(&what)?)),
-            other => {
-                return Err(self.malformed(format!("key '{key}': unknown value type {other}")))
-            }
+            other => return Err(self.malformed(format!("key '{key}': unknown value type {other}"))),
         })
     }
 }
@@ -322,7 +321,9 @@ impl GgufFile {
             let what = || format!("tensor info '{name}'");
             let n_dims = c.u32(&what)?;
             if n_dims == 0 || n_dims > 4 {
-                return Err(c.malformed(format!("tensor '{name}': {n_dims} dimensions (1–4 allowed)")));
+                return Err(c.malformed(format!(
+                    "tensor '{name}': {n_dims} dimensions (1–4 allowed)"
+                )));
             }
             let mut dims = Vec::with_capacity(n_dims as usize);
             for _ in 0..n_dims {
@@ -374,7 +375,7 @@ impl GgufFile {
             }
             let n_bytes = n_elements / block * ggml_type.block_bytes() as u64;
             let file_offset = data_start + raw.offset;
-            let end = file_offset.checked_add(n_bytes).unwrap_or(u64::MAX);
+            let end = file_offset.saturating_add(n_bytes);
             if end > map.len() as u64 {
                 return Err(ModelError::Truncated {
                     path: path.to_owned(),
@@ -433,10 +434,12 @@ impl GgufFile {
 
     /// The metadata value of `key`, or [`ModelError::MissingKey`].
     pub fn get(&self, key: &str) -> Result<&Value> {
-        self.metadata.get(key).ok_or_else(|| ModelError::MissingKey {
-            path: self.path.clone(),
-            key: key.into(),
-        })
+        self.metadata
+            .get(key)
+            .ok_or_else(|| ModelError::MissingKey {
+                path: self.path.clone(),
+                key: key.into(),
+            })
     }
 
     fn bad_key(&self, key: &str, what: impl Into<String>) -> ModelError {
@@ -475,7 +478,10 @@ impl GgufFile {
             .as_array()
             .ok_or_else(|| self.bad_key(key, "expected an array"))?;
         arr.iter()
-            .map(|v| v.as_str().ok_or_else(|| self.bad_key(key, "expected an array of strings")))
+            .map(|v| {
+                v.as_str()
+                    .ok_or_else(|| self.bad_key(key, "expected an array of strings"))
+            })
             .collect()
     }
 
@@ -534,7 +540,8 @@ impl GgufWriter {
 
     /// Adds a tensor with dims innermost first and a raw `ggml_type` id.
     pub fn tensor(&mut self, name: &str, dims: &[u64], type_id: u32, data: Vec<u8>) -> &mut Self {
-        self.tensors.push((name.into(), dims.to_vec(), type_id, data));
+        self.tensors
+            .push((name.into(), dims.to_vec(), type_id, data));
         self
     }
 
@@ -587,7 +594,10 @@ impl GgufWriter {
         }
         let mut metadata = self.metadata.clone();
         if self.alignment != DEFAULT_ALIGNMENT {
-            metadata.push(("general.alignment".into(), Value::U32(self.alignment as u32)));
+            metadata.push((
+                "general.alignment".into(),
+                Value::U32(self.alignment as u32),
+            ));
         }
         let mut out = Vec::new();
         out.extend(GGUF_MAGIC);
@@ -677,7 +687,12 @@ mod tests {
                 "arr",
                 Value::Array(vec![Value::String("a".into()), Value::String("bc".into())]),
             );
-        w.tensor("t.f32", &[2, 3], 0, (0..6u32).flat_map(|i| (i as f32).to_le_bytes()).collect());
+        w.tensor(
+            "t.f32",
+            &[2, 3],
+            0,
+            (0..6u32).flat_map(|i| (i as f32).to_le_bytes()).collect(),
+        );
         w.tensor("t.q8", &[32], 8, vec![1u8; 34]);
         w.to_bytes()
     }
@@ -726,7 +741,10 @@ mod tests {
         let err = GgufFile::open(&tmp.0).unwrap_err();
         assert!(matches!(err, ModelError::BadMagic { .. }), "{err}");
         let msg = err.to_string();
-        assert!(msg.contains(&tmp.0.display().to_string()) && msg.contains("magic"), "{msg}");
+        assert!(
+            msg.contains(&tmp.0.display().to_string()) && msg.contains("magic"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -778,7 +796,10 @@ mod tests {
         let tmp = write_tmp(&sample(3, 32));
         let f = GgufFile::open(&tmp.0).unwrap();
         let msg = f.get("llama.block_count").unwrap_err().to_string();
-        assert!(msg.contains("missing metadata key 'llama.block_count'"), "{msg}");
+        assert!(
+            msg.contains("missing metadata key 'llama.block_count'"),
+            "{msg}"
+        );
         let msg = f.tensor("output.weight").unwrap_err().to_string();
         assert!(msg.contains("missing tensor 'output.weight'"), "{msg}");
     }

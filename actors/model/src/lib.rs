@@ -29,5 +29,8 @@ pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 /// Sets the number of CPU threads the kernels and Burn's CPU ops use (the global rayon pool).
 /// Only the first call takes effect; later calls return `false`.
 pub fn set_cpu_threads(n: usize) -> bool {
-    rayon::ThreadPoolBuilder::new().num_threads(n).build_global().is_ok()
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+        .is_ok()
 }

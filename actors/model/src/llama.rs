@@ -20,7 +20,7 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{activation, Tensor, TensorData};
 
-use crate::backend::{kv_write, qlinear, HostQWeight, QuantBackend};
+use crate::backend::{attention_decode, kv_write, qlinear, HostQWeight, QuantBackend};
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::quant::dequantize;
@@ -74,15 +74,24 @@ impl LlamaConfig {
             what,
         };
         if n_head == 0 || n_embd % n_head != 0 {
-            return Err(bad("attention.head_count", format!("{n_head} does not divide {n_embd}")));
+            return Err(bad(
+                "attention.head_count",
+                format!("{n_head} does not divide {n_embd}"),
+            ));
         }
         if n_head_kv == 0 || n_head % n_head_kv != 0 {
-            return Err(bad("attention.head_count_kv", format!("{n_head_kv} does not divide {n_head}")));
+            return Err(bad(
+                "attention.head_count_kv",
+                format!("{n_head_kv} does not divide {n_head}"),
+            ));
         }
         let head_dim = n_embd / n_head;
         if let Ok(rot) = u("rope.dimension_count") {
             if rot != head_dim {
-                return Err(bad("rope.dimension_count", format!("partial RoPE ({rot} of {head_dim}) is not supported")));
+                return Err(bad(
+                    "rope.dimension_count",
+                    format!("partial RoPE ({rot} of {head_dim}) is not supported"),
+                ));
             }
         }
         let n_vocab = g.tensor("token_embd.weight")?.dims[1] as usize;
@@ -113,7 +122,13 @@ pub struct RmsNorm<B: QuantBackend> {
 impl<B: QuantBackend> RmsNorm<B> {
     /// `x`: `[m, d]` → `[m, d]`.
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        let inv = x.clone().powi_scalar(2).mean_dim(1).add_scalar(self.eps).sqrt().recip();
+        let inv = x
+            .clone()
+            .powi_scalar(2)
+            .mean_dim(1)
+            .add_scalar(self.eps)
+            .sqrt()
+            .recip();
         x * inv * self.weight.clone().unsqueeze::<2>()
     }
 }
@@ -150,11 +165,24 @@ impl<B: QuantBackend> Rope<B> {
     fn forward(&self, x: Tensor<B, 3>, pos: usize) -> Tensor<B, 3> {
         let [m, h, d] = x.dims();
         let half = d / 2;
-        let cos = self.cos.clone().slice([pos..pos + m, 0..half]).unsqueeze_dim::<3>(1);
-        let sin = self.sin.clone().slice([pos..pos + m, 0..half]).unsqueeze_dim::<3>(1);
+        let cos = self
+            .cos
+            .clone()
+            .slice([pos..pos + m, 0..half])
+            .unsqueeze_dim::<3>(1);
+        let sin = self
+            .sin
+            .clone()
+            .slice([pos..pos + m, 0..half])
+            .unsqueeze_dim::<3>(1);
         let pairs = x.reshape([m, h, half, 2]);
-        let x0 = pairs.clone().slice([0..m, 0..h, 0..half, 0..1]).reshape([m, h, half]);
-        let x1 = pairs.slice([0..m, 0..h, 0..half, 1..2]).reshape([m, h, half]);
+        let x0 = pairs
+            .clone()
+            .slice([0..m, 0..h, 0..half, 0..1])
+            .reshape([m, h, half]);
+        let x1 = pairs
+            .slice([0..m, 0..h, 0..half, 1..2])
+            .reshape([m, h, half]);
         let y0 = x0.clone() * cos.clone() - x1.clone() * sin.clone();
         let y1 = x0 * sin + x1 * cos;
         Tensor::stack::<4>(vec![y0, y1], 3).reshape([m, h, d])
@@ -208,7 +236,13 @@ impl<B: QuantBackend> KvCache<B> {
 
     /// Bytes held by this cache (f32 K and V).
     pub fn bytes(&self) -> usize {
-        self.k.len() * 2 * self.k.first().and_then(|t| t.as_ref()).map_or(0, |t| t.shape().num_elements() * 4)
+        self.k.len()
+            * 2
+            * self
+                .k
+                .first()
+                .and_then(|t| t.as_ref())
+                .map_or(0, |t| t.shape().num_elements() * 4)
     }
 }
 
@@ -251,16 +285,31 @@ fn qweight_info(g: &GgufFile, name: &str, k: usize, n: usize) -> Result<HostQWei
         )));
     }
     let start = info.file_offset as usize;
-    Ok(HostQWeight::mapped(info.ggml_type, n, k, g.map().clone(), start..start + info.n_bytes as usize))
+    Ok(HostQWeight::mapped(
+        info.ggml_type,
+        n,
+        k,
+        g.map().clone(),
+        start..start + info.n_bytes as usize,
+    ))
 }
 
-fn vector<B: QuantBackend>(g: &GgufFile, name: &str, len: usize, device: &B::Device) -> Result<Tensor<B, 1>> {
+fn vector<B: QuantBackend>(
+    g: &GgufFile,
+    name: &str,
+    len: usize,
+    device: &B::Device,
+) -> Result<Tensor<B, 1>> {
     let info = g.tensor(name)?;
     if info.dims != [len as u64] || !info.ggml_type.can_dequantize() {
         return Err(ModelError::BadTensor {
             path: g.path().to_owned(),
             tensor: name.into(),
-            what: format!("expected [{len}] floats, found {:?} {}", info.dims, info.ggml_type.name()),
+            what: format!(
+                "expected [{len}] floats, found {:?} {}",
+                info.dims,
+                info.ggml_type.name()
+            ),
         });
     }
     let mut v = Vec::with_capacity(len);
@@ -277,7 +326,9 @@ impl<B: QuantBackend> Llama<B> {
     pub fn from_gguf(g: &GgufFile, device: &B::Device) -> Result<Self> {
         let c = LlamaConfig::from_gguf(g)?;
         let (d, kv, ff) = (c.n_embd, c.n_head_kv * c.head_dim, c.n_ff);
-        let q = |name: &str, k: usize, n: usize| -> Result<B::QWeight> { Ok(B::qweight(&qweight_info(g, name, k, n)?, device)) };
+        let q = |name: &str, k: usize, n: usize| -> Result<B::QWeight> {
+            Ok(B::qweight(&qweight_info(g, name, k, n)?, device))
+        };
         let norm = |name: &str| -> Result<RmsNorm<B>> {
             Ok(RmsNorm {
                 weight: vector::<B>(g, name, d, device)?,
@@ -347,9 +398,17 @@ impl<B: QuantBackend> Llama<B> {
                     self.config.n_vocab
                 )));
             }
-            dequantize(w.ty, &w.data()[t * row_bytes..(t + 1) * row_bytes], d, &mut x);
+            dequantize(
+                w.ty,
+                &w.data()[t * row_bytes..(t + 1) * row_bytes],
+                d,
+                &mut x,
+            );
         }
-        Ok(Tensor::from_data(TensorData::new(x, [tokens.len(), d]), &self.device))
+        Ok(Tensor::from_data(
+            TensorData::new(x, [tokens.len(), d]),
+            &self.device,
+        ))
     }
 
     /// Runs `tokens` at positions `cache.len()..`, appending their keys and values to `cache`.
@@ -359,7 +418,12 @@ impl<B: QuantBackend> Llama<B> {
     /// # Errors
     /// [`ModelError::ContextOverflow`] if the cache cannot hold the tokens (nothing is written);
     /// [`ModelError::InvalidParameter`] for an empty input or an id outside the vocabulary.
-    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache<B>, logits: Logits) -> Result<Tensor<B, 2>> {
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache<B>,
+        logits: Logits,
+    ) -> Result<Tensor<B, 2>> {
         let c = &self.config;
         let (m, pos) = (tokens.len(), cache.len);
         if m == 0 {
@@ -378,24 +442,32 @@ impl<B: QuantBackend> Llama<B> {
         for (l, b) in self.blocks.iter().enumerate() {
             // Attention.
             let h = b.attn_norm.forward(x.clone());
-            let [q, k, v]: [Tensor<B, 2>; 3] = qlinear(h, &[&b.wq, &b.wk, &b.wv]).try_into().expect("three outputs");
+            let [q, k, v]: [Tensor<B, 2>; 3] = qlinear(h, &[&b.wq, &b.wk, &b.wv])
+                .try_into()
+                .expect("three outputs");
             let q = self.rope.forward(q.reshape([m, nh, hd]), pos);
             let k = self.rope.forward(k.reshape([m, nkv, hd]), pos);
             let v = v.reshape([m, nkv, hd]);
-            let kc = kv_write(cache.k[l].take().expect("cache present"), k.swap_dims(0, 1), pos);
-            let vc = kv_write(cache.v[l].take().expect("cache present"), v.swap_dims(0, 1), pos);
-            let keys = kc.clone().slice([0..nkv, 0..t, 0..hd]).unsqueeze::<4>();
-            let vals = vc.clone().slice([0..nkv, 0..t, 0..hd]).unsqueeze::<4>();
-            cache.k[l] = Some(kc);
-            cache.v[l] = Some(vc);
+            let kc = kv_write(
+                cache.k[l].take().expect("cache present"),
+                k.swap_dims(0, 1),
+                pos,
+            );
+            let vc = kv_write(
+                cache.v[l].take().expect("cache present"),
+                v.swap_dims(0, 1),
+                pos,
+            );
             let attn = if m == 1 {
-                // One query per head: the `group` query heads sharing a KV head become rows.
-                let q = q.reshape([1, nkv, group, hd]);
-                attention(q, keys, vals, None, None, AttentionModuleOptions::default()).reshape([1, nh * hd])
+                attention_decode(q.reshape([nh, hd]), &kc, &vc, t).reshape([1, nh * hd])
             } else {
+                let keys = kc.clone().slice([0..nkv, 0..t, 0..hd]).unsqueeze::<4>();
+                let vals = vc.clone().slice([0..nkv, 0..t, 0..hd]).unsqueeze::<4>();
                 let q = q.swap_dims(0, 1).unsqueeze::<4>();
                 let expand = |kv: Tensor<B, 4>| {
-                    kv.reshape([1, nkv, 1, t, hd]).expand([1, nkv, group, t, hd]).reshape([1, nh, t, hd])
+                    kv.reshape([1, nkv, 1, t, hd])
+                        .expand([1, nkv, group, t, hd])
+                        .reshape([1, nh, t, hd])
                 };
                 let opts = AttentionModuleOptions {
                     is_causal: true,
@@ -406,12 +478,18 @@ impl<B: QuantBackend> Llama<B> {
                     .swap_dims(0, 1)
                     .reshape([m, nh * hd])
             };
+            cache.k[l] = Some(kc);
+            cache.v[l] = Some(vc);
             let [o]: [Tensor<B, 2>; 1] = qlinear(attn, &[&b.wo]).try_into().expect("one output");
             x = x + o;
             // MLP (SwiGLU).
             let h = b.ffn_norm.forward(x.clone());
-            let [g, u]: [Tensor<B, 2>; 2] = qlinear(h, &[&b.w_gate, &b.w_up]).try_into().expect("two outputs");
-            let [dn]: [Tensor<B, 2>; 1] = qlinear(activation::silu(g) * u, &[&b.w_down]).try_into().expect("one output");
+            let [g, u]: [Tensor<B, 2>; 2] = qlinear(h, &[&b.w_gate, &b.w_up])
+                .try_into()
+                .expect("two outputs");
+            let [dn]: [Tensor<B, 2>; 1] = qlinear(activation::silu(g) * u, &[&b.w_down])
+                .try_into()
+                .expect("one output");
             x = x + dn;
         }
         cache.len = t;

@@ -161,7 +161,12 @@ impl GgmlType {
     pub fn can_dequantize(self) -> bool {
         matches!(
             self,
-            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0
+            GgmlType::F32
+                | GgmlType::F16
+                | GgmlType::BF16
+                | GgmlType::Q4_0
+                | GgmlType::Q4_1
+                | GgmlType::Q8_0
         )
     }
 
@@ -182,14 +187,30 @@ pub(crate) fn f16_at(b: &[u8], at: usize) -> f32 {
 /// If `ty` cannot be dequantized ([`GgmlType::can_dequantize`]) or `data` is shorter than
 /// `n` elements need; callers check both (the GGUF reader validates sizes).
 pub fn dequantize(ty: GgmlType, data: &[u8], n: usize, out: &mut Vec<f32>) {
-    assert!(ty.can_dequantize(), "dequantize: {} not supported", ty.name());
-    assert_eq!(n % ty.block_size(), 0, "dequantize: {n} is not a whole number of blocks");
+    assert!(
+        ty.can_dequantize(),
+        "dequantize: {} not supported",
+        ty.name()
+    );
+    assert_eq!(
+        n % ty.block_size(),
+        0,
+        "dequantize: {n} is not a whole number of blocks"
+    );
     let n_blocks = n / ty.block_size();
     let bytes = &data[..n_blocks * ty.block_bytes()];
     out.reserve(n);
     match ty {
-        GgmlType::F32 => out.extend(bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()))),
-        GgmlType::F16 => out.extend(bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())),
+        GgmlType::F32 => out.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap())),
+        ),
+        GgmlType::F16 => out.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()),
+        ),
         GgmlType::BF16 => out.extend(
             bytes
                 .chunks_exact(2)
@@ -249,7 +270,10 @@ pub fn quantize_q4_0(x: &[f32]) -> Vec<u8> {
     let mut out = Vec::with_capacity(x.len() / 32 * 18);
     for blk in x.chunks_exact(32) {
         // The value of largest magnitude, with its sign, maps to -8.
-        let max = blk.iter().copied().fold(0.0f32, |a, v| if v.abs() > a.abs() { v } else { a });
+        let max = blk
+            .iter()
+            .copied()
+            .fold(0.0f32, |a, v| if v.abs() > a.abs() { v } else { a });
         let d = max / -8.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         out.extend(f16::from_f32(d).to_le_bytes());
@@ -327,14 +351,19 @@ mod tests {
         let mut out = Vec::new();
         let b: Vec<u8> = [1.5f32, -2.0].iter().flat_map(|v| h(*v)).collect();
         dequantize(GgmlType::F16, &b, 2, &mut out);
-        let b: Vec<u8> = [3.25f32, 7.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let b: Vec<u8> = [3.25f32, 7.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
         dequantize(GgmlType::F32, &b, 2, &mut out);
         assert_eq!(out, vec![1.5, -2.0, 3.25, 7.0]);
     }
 
     #[test]
     fn quantizers_round_trip_within_half_a_step() {
-        let x: Vec<f32> = (0..64).map(|i| ((i * 37 % 64) as f32 - 31.0) / 7.0).collect();
+        let x: Vec<f32> = (0..64)
+            .map(|i| ((i * 37 % 64) as f32 - 31.0) / 7.0)
+            .collect();
         for (ty, bytes) in [
             (GgmlType::Q4_0, quantize_q4_0(&x)),
             (GgmlType::Q4_1, quantize_q4_1(&x)),

@@ -86,7 +86,9 @@ impl Tokenizer {
             return Err(ModelError::BadKey {
                 path: gguf.path().to_owned(),
                 key: "tokenizer.ggml.model".into(),
-                what: format!("tokenizer model '{model}' is not supported (supported: gpt2 byte-level BPE)"),
+                what: format!(
+                    "tokenizer model '{model}' is not supported (supported: gpt2 byte-level BPE)"
+                ),
             });
         }
         let pre = gguf
@@ -133,7 +135,12 @@ impl Tokenizer {
             .map(|(i, t)| (t.clone(), i as u32))
             .collect();
         let bpe = BPE::builder()
-            .vocab_and_merges(vocab.into_iter().collect::<tokenizers::models::bpe::Vocab>(), merges)
+            .vocab_and_merges(
+                vocab
+                    .into_iter()
+                    .collect::<tokenizers::models::bpe::Vocab>(),
+                merges,
+            )
             .build()
             .map_err(tok_err)?;
         let mut inner = HfTokenizer::new(bpe);
@@ -165,7 +172,12 @@ impl Tokenizer {
         inner.add_special_tokens(&special);
         inner.add_tokens(&normal);
 
-        let id_key = |key: &str| gguf.get(key).ok().and_then(|v| v.as_u64()).map(|v| v as u32);
+        let id_key = |key: &str| {
+            gguf.get(key)
+                .ok()
+                .and_then(|v| v.as_u64())
+                .map(|v| v as u32)
+        };
         let bos_id = id_key("tokenizer.ggml.bos_token_id");
         let eos_id = id_key("tokenizer.ggml.eos_token_id");
         let mut stop_ids: Vec<u32> = eos_id.into_iter().collect();
@@ -173,7 +185,7 @@ impl Tokenizer {
             stop_ids.push(eot);
         }
         for name in ["<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>"] {
-            if let Some(&id) = vocab_lookup(&tokens, name).as_ref() {
+            if let Some(id) = vocab_lookup(&tokens, name) {
                 if !stop_ids.contains(&id) {
                     stop_ids.push(id);
                 }
@@ -237,17 +249,24 @@ impl Tokenizer {
     /// # Errors
     /// [`ModelError::Template`] if the model has no template or it fails to render.
     pub fn apply_chat_template(&self, messages: &[ChatMessage]) -> Result<String> {
-        let template = self
-            .chat_template
-            .as_deref()
-            .ok_or_else(|| ModelError::Template("the model has no tokenizer.chat_template".into()))?;
+        let template = self.chat_template.as_deref().ok_or_else(|| {
+            ModelError::Template("the model has no tokenizer.chat_template".into())
+        })?;
         let mut env = Environment::new();
-        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
-        });
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    msg,
+                ))
+            },
+        );
         env.add_template("chat", template)
             .map_err(|e| ModelError::Template(e.to_string()))?;
-        let tmpl = env.get_template("chat").map_err(|e| ModelError::Template(e.to_string()))?;
+        let tmpl = env
+            .get_template("chat")
+            .map_err(|e| ModelError::Template(e.to_string()))?;
         let bos = self.bos_id.and_then(|i| self.token(i)).unwrap_or("");
         let eos = self.eos_id.and_then(|i| self.token(i)).unwrap_or("");
         tmpl.render(context! {

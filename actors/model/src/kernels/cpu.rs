@@ -42,6 +42,23 @@ fn round_f16(v: f32) -> f32 {
 /// Quantizes one row of activations (`x.len()` a multiple of 32) into `out`.
 pub fn quantize_row_q8(x: &[f32], out: &mut [BlockQ8]) {
     debug_assert_eq!(x.len(), out.len() * QK);
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: AVX2 and FMA are present (checked at run time).
+        return unsafe { quantize_row_q8_avx2(x, out) };
+    }
+    quantize_row_q8_body(x, out)
+}
+
+/// The same code compiled for AVX2, where rounding is one instruction (`vroundps`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn quantize_row_q8_avx2(x: &[f32], out: &mut [BlockQ8]) {
+    quantize_row_q8_body(x, out)
+}
+
+#[inline(always)]
+fn quantize_row_q8_body(x: &[f32], out: &mut [BlockQ8]) {
     for (blk, o) in x.chunks_exact(QK).zip(out.iter_mut()) {
         let amax = blk.iter().fold(0.0f32, |a, v| a.max(v.abs()));
         let d = amax / 127.0;
@@ -154,7 +171,9 @@ pub fn qmatmul_q8(xq: &[BlockQ8], m: usize, w: QMatRef<'_>, out: &mut [f32]) {
     if threads <= 1 || n <= per {
         (0..n).step_by(per).for_each(run);
     } else {
-        (0..n.div_ceil(per)).into_par_iter().for_each(|i| run(i * per));
+        (0..n.div_ceil(per))
+            .into_par_iter()
+            .for_each(|i| run(i * per));
     }
 }
 
@@ -194,18 +213,18 @@ pub fn dot_scalar(ty: GgmlType, row: &[u8], x: &[BlockQ8]) -> f32 {
                 let m = f16_at(b, 2);
                 let qs = &b[4..20];
                 let mut s = 0i32;
-                for j in 0..16 {
-                    s += (qs[j] & 0x0f) as i32 * xb.qs[j] as i32;
-                    s += (qs[j] >> 4) as i32 * xb.qs[j + 16] as i32;
+                for (j, &q) in qs.iter().enumerate() {
+                    s += (q & 0x0f) as i32 * xb.qs[j] as i32;
+                    s += (q >> 4) as i32 * xb.qs[j + 16] as i32;
                 }
                 acc += d * xb.d * s as f32 + m * xb.s;
             }
             GgmlType::Q4_0 => {
                 let qs = &b[2..18];
                 let mut s = 0i32;
-                for j in 0..16 {
-                    s += ((qs[j] & 0x0f) as i32 - 8) * xb.qs[j] as i32;
-                    s += ((qs[j] >> 4) as i32 - 8) * xb.qs[j + 16] as i32;
+                for (j, &q) in qs.iter().enumerate() {
+                    s += ((q & 0x0f) as i32 - 8) * xb.qs[j] as i32;
+                    s += ((q >> 4) as i32 - 8) * xb.qs[j + 16] as i32;
                 }
                 acc += d * xb.d * s as f32;
             }
@@ -251,9 +270,11 @@ mod avx2 {
             Q8_0 => (d, 0.0, _mm256_loadu_si256(p.add(2) as *const __m256i)),
             _ => {
                 let (m, qs) = if T == Q4_1 {
-                    let m = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
-                        u16::from_le_bytes([*p.add(2), *p.add(3)]) as i32,
-                    )));
+                    let m = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes([
+                        *p.add(2),
+                        *p.add(3),
+                    ])
+                        as i32)));
                     (m, p.add(4))
                 } else {
                     (0.0, p.add(2))
@@ -299,7 +320,11 @@ mod avx2 {
         for b in 0..nb {
             for r in 0..R {
                 let (dw, mw, wv) = unpack::<T>(w.add(r * row_bytes + b * bb));
-                let wabs = if T == Q4_1 { wv } else { _mm256_sign_epi8(wv, wv) };
+                let wabs = if T == Q4_1 {
+                    wv
+                } else {
+                    _mm256_sign_epi8(wv, wv)
+                };
                 for c in 0..C {
                     let xb = &*x.add(c * nb + b);
                     let xv = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
@@ -395,7 +420,11 @@ mod tests {
                 s ^= s >> 7;
                 s ^= s << 17;
                 let v = (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
-                if i % 7 == 0 { v * 4.0 } else { v }
+                if i % 7 == 0 {
+                    v * 4.0
+                } else {
+                    v
+                }
             })
             .collect()
     }
@@ -445,7 +474,8 @@ mod tests {
         let rb = nb * ty.block_bytes();
         for t in 0..m {
             for r in 0..n {
-                scalar[t * n + r] = dot_scalar(ty, &w[r * rb..(r + 1) * rb], &xq[t * nb..(t + 1) * nb]);
+                scalar[t * n + r] =
+                    dot_scalar(ty, &w[r * rb..(r + 1) * rb], &xq[t * nb..(t + 1) * nb]);
             }
         }
         let scale = (k as f64).sqrt() * 2.0;
@@ -471,8 +501,14 @@ mod tests {
         dequantize(ty, &w, n * k, &mut wd);
         for t in 0..m {
             for r in 0..n {
-                let exact: f64 = (0..k).map(|j| wd[r * k + j] as f64 * x[t * k + j] as f64).sum();
-                assert!((got[t * n + r] as f64 - exact).abs() < 0.02 * scale, "exact {exact} vs {}", got[t * n + r]);
+                let exact: f64 = (0..k)
+                    .map(|j| wd[r * k + j] as f64 * x[t * k + j] as f64)
+                    .sum();
+                assert!(
+                    (got[t * n + r] as f64 - exact).abs() < 0.02 * scale,
+                    "exact {exact} vs {}",
+                    got[t * n + r]
+                );
             }
         }
     }
@@ -480,7 +516,15 @@ mod tests {
     #[test]
     fn kernels_match_f64_reference_on_random_tensors() {
         for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
-            for (m, n, k) in [(1, 1, 32), (1, 7, 64), (1, 37, 576), (3, 5, 96), (4, 6, 64), (9, 13, 160), (17, 33, 256)] {
+            for (m, n, k) in [
+                (1, 1, 32),
+                (1, 7, 64),
+                (1, 37, 576),
+                (3, 5, 96),
+                (4, 6, 64),
+                (9, 13, 160),
+                (17, 33, 256),
+            ] {
                 check(ty, m, n, k);
             }
         }

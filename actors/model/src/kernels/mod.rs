@@ -1,3 +1,4 @@
 //! Compute kernels on packed GGUF blocks.
 
+pub mod attention;
 pub mod cpu;

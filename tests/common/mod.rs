@@ -1,0 +1,61 @@
+//! Shared helpers of the integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use wecom_edge_actors::model::{CpuBackend, Engine, DEFAULT_MODEL_FILE};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A file under tests/data.
+pub fn data(name: &str) -> PathBuf {
+    repo().join("tests/data").join(name)
+}
+
+/// The default model; panics with the fetch instruction when it is absent.
+pub fn model_path() -> PathBuf {
+    let p = std::env::var_os("WECOM_EDGE_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("models").join(DEFAULT_MODEL_FILE));
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/fetch-model.sh first (the README's test command does)",
+        p.display()
+    );
+    p
+}
+
+/// The default model loaded once per test binary on the CPU backend.
+pub fn engine() -> &'static Engine<CpuBackend> {
+    static ENGINE: OnceLock<Engine<CpuBackend>> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        Engine::load(model_path(), &Default::default()).expect("load the default model")
+    })
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "wecom-edge-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
