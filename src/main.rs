@@ -39,6 +39,33 @@ struct ModelArgs {
     /// CPU threads for inference [default: all cores]
     #[arg(long)]
     threads: Option<usize>,
+    /// Where the model runs: `auto` picks the GPU when built with `--features cuda` and
+    /// /dev/nvidia0 exists, else the CPU.
+    #[arg(long, value_enum, default_value_t = DeviceKind::Auto)]
+    device: DeviceKind,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DeviceKind {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+impl DeviceKind {
+    /// Resolves `auto`; refuses `cuda` in a build without the feature.
+    fn resolve(self) -> anyhow::Result<DeviceKind> {
+        match self {
+            DeviceKind::Auto if cfg!(feature = "cuda") && Path::new("/dev/nvidia0").exists() => {
+                Ok(DeviceKind::Cuda)
+            }
+            DeviceKind::Auto => Ok(DeviceKind::Cpu),
+            DeviceKind::Cuda if !cfg!(feature = "cuda") => {
+                bail!("--device cuda: this build has no CUDA support (build with --features cuda)")
+            }
+            other => Ok(other),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -174,11 +201,21 @@ fn perplexity<B: QuantBackend>(args: PerplexityArgs, device: &B::Device) -> anyh
     Ok(())
 }
 
+/// Runs `$f::<Backend>(args, &device)` on the backend `$kind` selects.
+macro_rules! on_backend {
+    ($kind:expr, $f:ident, $args:expr) => {
+        match $kind.resolve()? {
+            #[cfg(feature = "cuda")]
+            DeviceKind::Cuda => $f::<model::cuda::CudaBackend>($args, &Default::default()),
+            _ => $f::<model::CpuBackend>($args, &Default::default()),
+        }
+    };
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let device = Default::default();
     match cli.command {
-        Command::Ask(a) => ask::<model::CpuBackend>(a, &device),
-        Command::Perplexity(a) => perplexity::<model::CpuBackend>(a, &device),
+        Command::Ask(a) => on_backend!(a.model.device, ask, a),
+        Command::Perplexity(a) => on_backend!(a.model.device, perplexity, a),
     }
 }
 

@@ -5,6 +5,8 @@
 //! [`cuda::CudaBackend`] runs the same model with CubeCL kernels on an NVIDIA GPU.
 
 pub mod backend;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod engine;
 pub mod error;
 pub mod gguf;

@@ -1,4 +1,5 @@
 //! Compute kernels on packed GGUF blocks.
 
+pub mod affine;
 pub mod attention;
 pub mod cpu;
