@@ -19,6 +19,7 @@ use memmap2::Mmap;
 
 use crate::kernels::attention;
 use crate::kernels::cpu::{self, QMatRef};
+use crate::kernels::packed::{PackedActs, PackedMatrix};
 use crate::quant::GgmlType;
 
 /// Where a weight's packed bytes live on the host.
@@ -188,31 +189,76 @@ fn flex_f32(shape: Vec<usize>, data: Vec<f32>) -> FlexTensor {
     FlexTensor::from_data(burn::tensor::TensorData::new(data, shape))
 }
 
-impl QuantBackend for Flex {
-    type QWeight = HostQWeight;
+/// A weight as the CPU kernels take it: repacked for AVX2 where the CPU has it, else the GGUF
+/// blocks in place (memory-mapped).
+#[derive(Debug, Clone)]
+pub enum CpuQWeight {
+    /// Repacked for the AVX2 kernels ([`PackedMatrix`]).
+    Packed(Arc<PackedMatrix>),
+    /// GGUF blocks, read by the portable kernels.
+    Blocks(HostQWeight),
+}
 
-    fn qweight(w: &HostQWeight, _device: &Self::Device) -> HostQWeight {
-        w.clone()
+impl CpuQWeight {
+    /// Output rows.
+    pub fn n(&self) -> usize {
+        match self {
+            CpuQWeight::Packed(p) => p.n,
+            CpuQWeight::Blocks(b) => b.n,
+        }
     }
 
-    fn qlinear(x: FlexTensor, weights: &[&HostQWeight]) -> Vec<FlexTensor> {
+    /// Inputs per row.
+    pub fn k(&self) -> usize {
+        match self {
+            CpuQWeight::Packed(p) => p.k,
+            CpuQWeight::Blocks(b) => b.k,
+        }
+    }
+}
+
+impl QuantBackend for Flex {
+    type QWeight = CpuQWeight;
+
+    fn qweight(w: &HostQWeight, _device: &Self::Device) -> CpuQWeight {
+        if cpu::has_avx2() {
+            if let Some(p) = PackedMatrix::from_gguf(w.as_ref()) {
+                return CpuQWeight::Packed(Arc::new(p));
+            }
+        }
+        CpuQWeight::Blocks(w.clone())
+    }
+
+    fn qlinear(x: FlexTensor, weights: &[&CpuQWeight]) -> Vec<FlexTensor> {
         let x = x.to_contiguous();
         let dims = x.layout().shape().to_vec();
         let k = *dims.last().expect("qlinear: x has a shape");
         let xs = x.storage::<f32>();
         let m = xs.len() / k;
         let xq = cpu::quantize_q8(xs, k);
+        let packed_acts = weights
+            .iter()
+            .any(|w| matches!(w, CpuQWeight::Packed(_)))
+            .then(|| PackedActs::new(&xq, m, k));
         weights
             .iter()
             .map(|w| {
                 assert_eq!(
-                    w.k, k,
-                    "qlinear: x has {k} columns, weight {:?} takes {}",
-                    w, w.k
+                    w.k(),
+                    k,
+                    "qlinear: x has {k} columns, weight {w:?} takes {}",
+                    w.k()
                 );
-                let mut out = vec![0.0f32; m * w.n];
-                cpu::qmatmul_q8(&xq, m, w.as_ref(), &mut out);
-                flex_f32(vec![m, w.n], out)
+                let mut out = vec![0.0f32; m * w.n()];
+                match w {
+                    CpuQWeight::Packed(p) => cpu::qmatmul_packed(
+                        p,
+                        packed_acts.as_ref().expect("packed activations"),
+                        &mut out,
+                    ),
+                    CpuQWeight::Blocks(b) => cpu::qmatmul_q8(&xq, m, b.as_ref(), &mut out),
+                }
+                flex_f32(vec![m, w.n()], out)
             })
             .collect()
     }
@@ -283,17 +329,21 @@ mod tests {
         let hw = HostQWeight::owned(GgmlType::Q4_1, n, k, quantize_q4_1(&w));
         let dev = Default::default();
         let qw = Flex::qweight(&hw, &dev);
+        let blocks = CpuQWeight::Blocks(hw.clone());
         let x = Tensor::<Flex, 2>::ones([2, k], &dev);
-        let out = qlinear::<Flex>(x, &[&qw, &qw]);
+        let out = qlinear::<Flex>(x, &[&qw, &blocks]);
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].dims(), [2, n]);
-        let got = out[1].clone().into_data().to_vec::<f32>().unwrap();
+        let got: Vec<f32> = [out[0].clone(), out[1].clone()]
+            .into_iter()
+            .flat_map(|t| t.into_data().to_vec::<f32>().unwrap())
+            .collect();
         let mut wd = Vec::new();
         crate::quant::dequantize(GgmlType::Q4_1, hw.data(), n * k, &mut wd);
         for r in 0..n {
             let want: f32 = wd[r * k..(r + 1) * k].iter().sum();
             assert!((got[r] - want).abs() < 0.05, "{} vs {want}", got[r]);
-            assert_eq!(got[r], got[n + r]);
+            assert!((got[r] - got[2 * n + r]).abs() < 1e-4, "packed vs blocks");
         }
     }
 

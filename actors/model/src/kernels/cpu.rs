@@ -17,6 +17,7 @@
 
 use rayon::prelude::*;
 
+use super::packed::{self, PackedActs, PackedMatrix};
 use crate::quant::{f16_at, GgmlType};
 
 /// Elements per quantization block (Q4_0, Q4_1, Q8_0 and the activation blocks).
@@ -152,29 +153,51 @@ impl OutPtr {
     }
 }
 
-/// Like [`qmatmul`], with the activations already quantized (`m · k / 32` blocks).
-pub fn qmatmul_q8(xq: &[BlockQ8], m: usize, w: QMatRef<'_>, out: &mut [f32]) {
-    let n = w.n;
+/// `out = x · Wᵀ` with `W` repacked ([`PackedMatrix`]) and `x` prepared ([`PackedActs`]).
+///
+/// # Panics
+/// If the CPU lacks AVX2/FMA (packed matrices are only built where it has them) or shapes differ.
+pub fn qmatmul_packed(w: &PackedMatrix, a: &PackedActs, out: &mut [f32]) {
+    assert!(has_avx2(), "packed kernels need AVX2");
+    assert_eq!(w.k, a.k, "qmatmul_packed: k");
+    assert_eq!(out.len(), a.m * w.n, "qmatmul_packed: out is not m × n");
+    let ptr = OutPtr(out.as_mut_ptr());
+    parallel_rows(w.n, |r0, r1| {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX2 checked above; rows r0..r1 belong to this task alone.
+        unsafe {
+            packed::rows(w, a, r0, r1, ptr.get())
+        }
+    });
+}
+
+/// Splits rows `0..n` into tasks (a multiple of 4 rows, several per thread) and runs them.
+fn parallel_rows(n: usize, f: impl Fn(usize, usize) + Sync) {
     let threads = rayon::current_num_threads();
-    // Rows per task: a multiple of 4, several tasks per thread for balance.
     let per = if threads <= 1 {
         n
     } else {
         (n.div_ceil(threads * 8)).next_multiple_of(4).max(16)
     };
-    let ptr = OutPtr(out.as_mut_ptr());
-    let run = |r0: usize| {
-        let r1 = (r0 + per).min(n);
-        // SAFETY: rows r0..r1 of every token are written by this task only; `out` is m × n.
-        unsafe { rows(xq, m, w, r0, r1, ptr.get()) };
-    };
     if threads <= 1 || n <= per {
-        (0..n).step_by(per).for_each(run);
+        (0..n)
+            .step_by(per.max(1))
+            .for_each(|r0| f(r0, (r0 + per).min(n)));
     } else {
         (0..n.div_ceil(per))
             .into_par_iter()
-            .for_each(|i| run(i * per));
+            .for_each(|i| f(i * per, ((i + 1) * per).min(n)));
     }
+}
+
+/// Like [`qmatmul`], with the activations already quantized (`m · k / 32` blocks).
+pub fn qmatmul_q8(xq: &[BlockQ8], m: usize, w: QMatRef<'_>, out: &mut [f32]) {
+    let n = w.n;
+    let ptr = OutPtr(out.as_mut_ptr());
+    parallel_rows(n, |r0, r1| {
+        // SAFETY: rows r0..r1 of every token are written by this task only; `out` is m × n.
+        unsafe { rows(xq, m, w, r0, r1, ptr.get()) }
+    });
 }
 
 /// Computes output columns `r0..r1` for all `m` tokens.

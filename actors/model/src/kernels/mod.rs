@@ -3,3 +3,4 @@
 pub mod affine;
 pub mod attention;
 pub mod cpu;
+pub mod packed;
