@@ -13,11 +13,10 @@
 //! The AVX2/FMA path (runtime-detected) computes tiles of `R` weight rows × `C` tokens, so a
 //! prefill of many tokens unpacks each weight block once per `C` tokens rather than once per
 //! token; the portable path computes the same integers in scalar code. Rows are split over the
-//! rayon pool (`--threads`).
-
-use rayon::prelude::*;
+//! kernel pool ([`super::pool`], `--threads`).
 
 use super::packed::{self, PackedActs, PackedMatrix};
+use super::pool;
 use crate::quant::{f16_at, GgmlType};
 
 /// Elements per quantization block (Q4_0, Q4_1, Q8_0 and the activation blocks).
@@ -81,9 +80,12 @@ pub fn quantize_q8(x: &[f32], k: usize) -> Vec<BlockQ8> {
     let m = x.len() / k;
     let mut out = vec![BlockQ8::default(); m * nb];
     if m >= 8 {
-        out.par_chunks_mut(nb)
-            .zip(x.par_chunks(k))
-            .for_each(|(o, row)| quantize_row_q8(row, o));
+        let ptr = BlockPtr(out.as_mut_ptr());
+        pool::global().run(m, &|t| {
+            // SAFETY: task t writes row t's blocks only.
+            let o = unsafe { std::slice::from_raw_parts_mut(ptr.get().add(t * nb), nb) };
+            quantize_row_q8(&x[t * k..(t + 1) * k], o);
+        });
     } else {
         for (o, row) in out.chunks_mut(nb).zip(x.chunks(k)) {
             quantize_row_q8(row, o);
@@ -153,6 +155,16 @@ impl OutPtr {
     }
 }
 
+struct BlockPtr(*mut BlockQ8);
+// SAFETY: every task writes a disjoint row of blocks.
+unsafe impl Send for BlockPtr {}
+unsafe impl Sync for BlockPtr {}
+impl BlockPtr {
+    fn get(&self) -> *mut BlockQ8 {
+        self.0
+    }
+}
+
 /// `out = x · Wᵀ` with `W` repacked ([`PackedMatrix`]) and `x` prepared ([`PackedActs`]).
 ///
 /// # Panics
@@ -171,23 +183,16 @@ pub fn qmatmul_packed(w: &PackedMatrix, a: &PackedActs, out: &mut [f32]) {
     });
 }
 
-/// Splits rows `0..n` into tasks (a multiple of 4 rows, several per thread) and runs them.
+/// Splits rows `0..n` into tasks (a multiple of 4 rows, several per thread) and runs them on
+/// the kernel pool.
 fn parallel_rows(n: usize, f: impl Fn(usize, usize) + Sync) {
-    let threads = rayon::current_num_threads();
-    let per = if threads <= 1 {
-        n
-    } else {
-        (n.div_ceil(threads * 8)).next_multiple_of(4).max(16)
-    };
-    if threads <= 1 || n <= per {
-        (0..n)
-            .step_by(per.max(1))
-            .for_each(|r0| f(r0, (r0 + per).min(n)));
-    } else {
-        (0..n.div_ceil(per))
-            .into_par_iter()
-            .for_each(|i| f(i * per, ((i + 1) * per).min(n)));
+    let pool = pool::global();
+    let threads = pool.threads();
+    if threads <= 1 || n < 64 {
+        return f(0, n);
     }
+    let per = n.div_ceil(threads * 4).next_multiple_of(4);
+    pool.run(n.div_ceil(per), &|i| f(i * per, ((i + 1) * per).min(n)));
 }
 
 /// Like [`qmatmul`], with the activations already quantized (`m · k / 32` blocks).

@@ -4,3 +4,4 @@ pub mod affine;
 pub mod attention;
 pub mod cpu;
 pub mod packed;
+pub mod pool;
