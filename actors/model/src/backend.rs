@@ -120,47 +120,65 @@ pub trait QuantBackend: Backend {
             .tensor()
     }
 
-    /// Attention of one new token over cached positions `0..t` (GQA: query head `h` reads KV
-    /// head `h / (n_head / n_head_kv)`), scale `1/√head_dim`.
+    /// Causal attention of `m` new tokens at positions `pos..pos + m` over the cache (filled
+    /// up to `pos + m`); GQA: query head `h` reads KV head `h / (n_head / n_head_kv)`; scale
+    /// `1/√head_dim`.
     ///
-    /// `q`: `[n_head, head_dim]`; `k`, `v`: `[n_head_kv, capacity, head_dim]`; returns
-    /// `[n_head, head_dim]`. The default runs Burn's attention on a slice of the cache.
-    fn attention_decode(
+    /// `q`: `[m, n_head, head_dim]`; `k`, `v`: `[n_head_kv, capacity, head_dim]`; returns
+    /// `[m, n_head · head_dim]`. The default runs Burn's attention on a slice of the cache.
+    fn attention_cached(
         q: FloatTensor<Self>,
         k: &FloatTensor<Self>,
         v: &FloatTensor<Self>,
-        t: usize,
+        pos: usize,
     ) -> FloatTensor<Self> {
         let k: Tensor<Self, 3> = Tensor::from_primitive(TensorPrimitive::Float(k.clone()));
         let v: Tensor<Self, 3> = Tensor::from_primitive(TensorPrimitive::Float(v.clone()));
-        let q: Tensor<Self, 2> = Tensor::from_primitive(TensorPrimitive::Float(q));
-        let [nh, d] = q.dims();
+        let q: Tensor<Self, 3> = Tensor::from_primitive(TensorPrimitive::Float(q));
+        let [m, nh, d] = q.dims();
         let nkv = k.dims()[0];
+        let (t, group) = (pos + m, nh / nkv);
         let keys = k.slice([0..nkv, 0..t, 0..d]).unsqueeze::<4>();
         let vals = v.slice([0..nkv, 0..t, 0..d]).unsqueeze::<4>();
-        // The query heads sharing a KV head become rows of one attention problem.
-        let q = q.reshape([1, nkv, nh / nkv, d]);
-        burn::tensor::module::attention(q, keys, vals, None, None, Default::default())
-            .reshape([nh, d])
-            .into_primitive()
-            .tensor()
+        let out = if m == 1 {
+            // The query heads sharing a KV head become rows of one attention problem.
+            let q = q.reshape([1, nkv, group, d]);
+            burn::tensor::module::attention(q, keys, vals, None, None, Default::default())
+                .reshape([1, nh * d])
+        } else {
+            let q = q.swap_dims(0, 1).unsqueeze::<4>();
+            let expand = |kv: Tensor<Self, 4>| {
+                kv.reshape([1, nkv, 1, t, d])
+                    .expand([1, nkv, group, t, d])
+                    .reshape([1, nh, t, d])
+            };
+            let opts = burn::tensor::ops::AttentionModuleOptions {
+                is_causal: true,
+                ..Default::default()
+            };
+            burn::tensor::module::attention(q, expand(keys), expand(vals), None, None, opts)
+                .reshape([nh, m, d])
+                .swap_dims(0, 1)
+                .reshape([m, nh * d])
+        };
+        out.into_primitive().tensor()
     }
 }
 
-/// Runs [`QuantBackend::attention_decode`] on high-level tensors.
-pub fn attention_decode<B: QuantBackend>(
-    q: Tensor<B, 2>,
+/// Runs [`QuantBackend::attention_cached`] on high-level tensors.
+pub fn attention_cached<B: QuantBackend>(
+    q: Tensor<B, 3>,
     k: &Tensor<B, 3>,
     v: &Tensor<B, 3>,
-    t: usize,
+    pos: usize,
 ) -> Tensor<B, 2> {
     let k = k.clone().into_primitive().tensor();
     let v = v.clone().into_primitive().tensor();
-    Tensor::from_primitive(TensorPrimitive::Float(B::attention_decode(
+    Tensor::from_primitive(TensorPrimitive::Float(B::attention_cached(
         q.into_primitive().tensor(),
         &k,
         &v,
-        t,
+        pos,
     )))
 }
 
@@ -263,27 +281,31 @@ impl QuantBackend for Flex {
             .collect()
     }
 
-    fn attention_decode(q: FlexTensor, k: &FlexTensor, v: &FlexTensor, t: usize) -> FlexTensor {
+    fn attention_cached(q: FlexTensor, k: &FlexTensor, v: &FlexTensor, pos: usize) -> FlexTensor {
         let q = q.to_contiguous();
-        let [nh, d]: [usize; 2] = q
+        let [m, nh, d]: [usize; 3] = q
             .layout()
             .shape()
             .to_vec()
             .try_into()
-            .expect("q is [n_head, head_dim]");
+            .expect("q is [m, n_head, head_dim]");
         let kshape = k.layout().shape().to_vec();
-        let (nkv, cap) = (kshape[0], kshape[1]);
+        let shape = attention::AttnShape {
+            m,
+            n_head: nh,
+            n_head_kv: kshape[0],
+            head_dim: d,
+            capacity: kshape[1],
+            pos,
+        };
         let (k, v) = (k.to_contiguous(), v.to_contiguous());
-        let out = attention::attention_decode(
+        let out = attention::attention_cached(
             q.storage::<f32>(),
             k.storage::<f32>(),
             v.storage::<f32>(),
-            nh,
-            nkv,
-            cap,
-            t,
+            shape,
         );
-        flex_f32(vec![nh, d], out)
+        flex_f32(vec![m, nh * d], out)
     }
 
     fn kv_write(mut cache: FlexTensor, value: FlexTensor, pos: usize) -> FlexTensor {

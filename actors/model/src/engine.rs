@@ -100,6 +100,8 @@ impl<B: QuantBackend> Engine<B> {
         let gguf = GgufFile::open(path)?;
         let model = Llama::from_gguf(&gguf, device)?;
         let tokenizer = Tokenizer::from_gguf(&gguf)?;
+        // Weights the backend copied (repacked or uploaded) no longer need the mapped pages.
+        gguf.release_resident_pages();
         if tokenizer.vocab_size() > model.config.n_vocab {
             return Err(ModelError::BadTensor {
                 path: gguf.path().to_owned(),

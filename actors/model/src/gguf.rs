@@ -501,6 +501,36 @@ impl GgufFile {
         &self.map[info.file_offset as usize..(info.file_offset + info.n_bytes) as usize]
     }
 
+    /// Drops the map's resident pages (`madvise(MADV_DONTNEED)`): after a backend copied the
+    /// weights it needs, the pages read while copying stop counting against the process; any
+    /// later read of the map faults its page back in from the file.
+    pub fn release_resident_pages(&self) {
+        // SAFETY: the mapping is a read-only file mapping, so DONTNEED never loses data: pages
+        // are re-read from the file on the next access.
+        let _ = unsafe {
+            self.map
+                .unchecked_advise(memmap2::UncheckedAdvice::DontNeed)
+        };
+    }
+
+    /// Like [`Self::release_resident_pages`], for one tensor's pages.
+    pub fn release_tensor_pages(&self, info: &TensorInfo) {
+        // Whole pages inside the tensor only: a neighbour sharing an edge page keeps it.
+        let page = 4096u64;
+        let start = info.file_offset.div_ceil(page) * page;
+        let end = (info.file_offset + info.n_bytes) / page * page;
+        if end > start {
+            // SAFETY: as in `release_resident_pages`.
+            let _ = unsafe {
+                self.map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    start as usize,
+                    (end - start) as usize,
+                )
+            };
+        }
+    }
+
     /// The shared memory map, for weights that keep borrowing it.
     pub fn map(&self) -> &Arc<Mmap> {
         &self.map

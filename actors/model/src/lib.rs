@@ -28,11 +28,14 @@ pub type CpuBackend = burn_flex::Flex;
 /// File name of the default model (SmolLM2-135M-Instruct, GGUF Q4_1).
 pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
-/// Sets the number of CPU threads the kernels and Burn's CPU ops use (the global rayon pool).
+/// Sets the number of CPU threads the kernels (their spinning pool) and Burn's CPU ops (the
+/// global rayon pool) use.
 /// Only the first call takes effect; later calls return `false`.
 pub fn set_cpu_threads(n: usize) -> bool {
-    rayon::ThreadPoolBuilder::new()
+    let kernels = kernels::pool::init(n);
+    let burn = rayon::ThreadPoolBuilder::new()
         .num_threads(n)
         .build_global()
-        .is_ok()
+        .is_ok();
+    kernels && burn
 }

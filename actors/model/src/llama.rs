@@ -16,11 +16,9 @@
 //! for GGUF llama weights, whose Q/K rows the converter permuted for it — with
 //! `θ_i = pos · base^(-2i/n_rot)` accumulated in f32 as ggml does.
 
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{activation, Tensor, TensorData};
 
-use crate::backend::{attention_decode, kv_write, qlinear, HostQWeight, QuantBackend};
+use crate::backend::{attention_cached, kv_write, qlinear, HostQWeight, QuantBackend};
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::quant::dequantize;
@@ -327,7 +325,10 @@ impl<B: QuantBackend> Llama<B> {
         let c = LlamaConfig::from_gguf(g)?;
         let (d, kv, ff) = (c.n_embd, c.n_head_kv * c.head_dim, c.n_ff);
         let q = |name: &str, k: usize, n: usize| -> Result<B::QWeight> {
-            Ok(B::qweight(&qweight_info(g, name, k, n)?, device))
+            let w = B::qweight(&qweight_info(g, name, k, n)?, device);
+            // The backend copied what it needs (a weight kept mapped faults back in on use).
+            g.release_tensor_pages(g.tensor(name)?);
+            Ok(w)
         };
         let norm = |name: &str| -> Result<RmsNorm<B>> {
             Ok(RmsNorm {
@@ -353,7 +354,12 @@ impl<B: QuantBackend> Llama<B> {
         let tok_embd = qweight_info(g, "token_embd.weight", d, c.n_vocab)?;
         let output = match g.tensor("output.weight") {
             Ok(_) => q("output.weight", d, c.n_vocab)?,
-            Err(_) => B::qweight(&tok_embd, device), // tied embeddings
+            Err(_) => {
+                // Tied embeddings. Lookups read single rows of the map afterwards.
+                let w = B::qweight(&tok_embd, device);
+                g.release_tensor_pages(g.tensor("token_embd.weight")?);
+                w
+            }
         };
         Ok(Self {
             output_norm: norm("output_norm.weight")?,
@@ -436,7 +442,6 @@ impl<B: QuantBackend> Llama<B> {
             });
         }
         let (nh, nkv, hd) = (c.n_head, c.n_head_kv, c.head_dim);
-        let group = nh / nkv;
         let t = pos + m;
         let mut x = self.embed(tokens)?;
         for (l, b) in self.blocks.iter().enumerate() {
@@ -458,26 +463,7 @@ impl<B: QuantBackend> Llama<B> {
                 v.swap_dims(0, 1),
                 pos,
             );
-            let attn = if m == 1 {
-                attention_decode(q.reshape([nh, hd]), &kc, &vc, t).reshape([1, nh * hd])
-            } else {
-                let keys = kc.clone().slice([0..nkv, 0..t, 0..hd]).unsqueeze::<4>();
-                let vals = vc.clone().slice([0..nkv, 0..t, 0..hd]).unsqueeze::<4>();
-                let q = q.swap_dims(0, 1).unsqueeze::<4>();
-                let expand = |kv: Tensor<B, 4>| {
-                    kv.reshape([1, nkv, 1, t, hd])
-                        .expand([1, nkv, group, t, hd])
-                        .reshape([1, nh, t, hd])
-                };
-                let opts = AttentionModuleOptions {
-                    is_causal: true,
-                    ..Default::default()
-                };
-                attention(q, expand(keys), expand(vals), None, None, opts)
-                    .reshape([nh, m, hd])
-                    .swap_dims(0, 1)
-                    .reshape([m, nh * hd])
-            };
+            let attn = attention_cached(q, &kc, &vc, pos);
             cache.k[l] = Some(kc);
             cache.v[l] = Some(vc);
             let [o]: [Tensor<B, 2>; 1] = qlinear(attn, &[&b.wo]).try_into().expect("one output");

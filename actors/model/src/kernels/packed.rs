@@ -48,7 +48,7 @@ impl PackedMatrix {
     /// Repacks GGUF blocks; `None` for types or shapes the packed kernels do not take.
     pub fn from_gguf(w: QMatRef<'_>) -> Option<Self> {
         let nb = w.k / QK;
-        if nb % 2 != 0 || w.k % QK != 0 {
+        if !nb.is_multiple_of(2) || !w.k.is_multiple_of(QK) {
             return None;
         }
         let kind = match w.ty {

@@ -3,7 +3,8 @@
 //! A decode step makes ~150 short parallel calls (tens of microseconds each). A pool whose
 //! workers sleep between calls pays a futex wake-up on every one of them, which costs more than
 //! the work; like llama.cpp's CPU thread pool, these workers spin on an epoch counter for a
-//! while (`SPIN`) after each job and only then park, so back-to-back calls start at once.
+//! while (`SPIN`), then yield their core for a while (`WAIT`), and only then park, so
+//! back-to-back calls start at once.
 //!
 //! Protocol: the caller publishes a job (a `&dyn Fn(usize)` and a task count), bumps the epoch,
 //! unparks parked workers, then takes tasks itself from a shared counter. It returns once every
@@ -16,8 +17,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
-/// How long an idle worker spins before parking.
-const SPIN: Duration = Duration::from_millis(2);
+/// How long an idle worker spins before it starts yielding its core.
+const SPIN: Duration = Duration::from_micros(100);
+/// How long an idle worker waits (spinning, then yielding) before parking.
+const WAIT: Duration = Duration::from_millis(2);
 
 type Job = *const (dyn Fn(usize) + Sync);
 
@@ -111,7 +114,7 @@ impl Pool {
         let mut spins = 0u32;
         while s.finished.load(Ordering::Acquire) < self.workers.len() {
             spins += 1;
-            if spins % 1024 == 0 {
+            if spins.is_multiple_of(1024) {
                 thread::yield_now();
             } else {
                 std::hint::spin_loop();
@@ -145,14 +148,20 @@ fn worker(s: Arc<Shared>, index: usize) {
         let mut spins = 0u32;
         while s.epoch.load(Ordering::Acquire) == seen {
             spins = spins.wrapping_add(1);
-            if spins % 256 == 0 && start.elapsed() > SPIN {
+            if !spins.is_multiple_of(64) {
+                std::hint::spin_loop();
+                continue;
+            }
+            let idle = start.elapsed();
+            if idle > WAIT {
                 s.parked[index].store(true, Ordering::SeqCst);
                 if s.epoch.load(Ordering::SeqCst) == seen {
                     thread::park();
                 }
                 s.parked[index].store(false, Ordering::SeqCst);
-            } else {
-                std::hint::spin_loop();
+            } else if idle > SPIN {
+                // Let Burn's own CPU threads (large ops between kernels) have the core.
+                thread::yield_now();
             }
         }
         seen = s.epoch.load(Ordering::Acquire);
