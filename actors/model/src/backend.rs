@@ -320,7 +320,7 @@ impl QuantBackend for Flex {
         let contiguous = cache.layout().contiguous_offsets() == Some((0, h * cap * d));
         if contiguous {
             let value = value.to_contiguous();
-            let src = value.storage::<f32>().to_vec();
+            let src = value.storage::<f32>();
             if let Some(dst) = cache.try_storage_mut::<f32>() {
                 for head in 0..h {
                     let at = (head * cap + pos) * d;

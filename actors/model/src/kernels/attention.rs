@@ -6,7 +6,7 @@
 //! f32; the softmax subtracts the row maximum as ggml's `soft_max` does. Work is split over
 //! (head, query chunk) tasks on the kernel pool.
 
-use super::pool;
+use super::{pool, SharedMut};
 
 /// Shapes of one call.
 #[derive(Debug, Clone, Copy)]
@@ -52,7 +52,7 @@ pub fn attention_cached(q: &[f32], k: &[f32], v: &[f32], s: AttnShape) -> Vec<f3
     let chunk = 16usize;
     let chunks = m.div_ceil(chunk);
     let work = m * (pos + m) * nh;
-    let optr = OutPtr(out.as_mut_ptr());
+    let optr = SharedMut::new(&mut out);
     let task = |i: usize| {
         let (h, c) = (i / chunks, i % chunks);
         let rows = c * chunk..((c + 1) * chunk).min(m);
@@ -65,16 +65,6 @@ pub fn attention_cached(q: &[f32], k: &[f32], v: &[f32], s: AttnShape) -> Vec<f3
         pool::global().run(nh * chunks, &task);
     }
     out
-}
-
-struct OutPtr(*mut f32);
-// SAFETY: tasks write disjoint (row, head) slices.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-impl OutPtr {
-    fn get(&self) -> *mut f32 {
-        self.0
-    }
 }
 
 /// # Safety

@@ -16,7 +16,7 @@
 //! kernel pool ([`super::pool`], `--threads`).
 
 use super::packed::{self, PackedActs, PackedMatrix};
-use super::pool;
+use super::{pool, SharedMut};
 use crate::quant::{f16_at, GgmlType};
 
 /// Elements per quantization block (Q4_0, Q4_1, Q8_0 and the activation blocks).
@@ -80,7 +80,7 @@ pub fn quantize_q8(x: &[f32], k: usize) -> Vec<BlockQ8> {
     let m = x.len() / k;
     let mut out = vec![BlockQ8::default(); m * nb];
     if m >= 8 {
-        let ptr = BlockPtr(out.as_mut_ptr());
+        let ptr = SharedMut::new(&mut out);
         pool::global().run(m, &|t| {
             // SAFETY: task t writes row t's blocks only.
             let o = unsafe { std::slice::from_raw_parts_mut(ptr.get().add(t * nb), nb) };
@@ -145,26 +145,6 @@ pub fn qmatmul(x: &[f32], w: QMatRef<'_>, out: &mut [f32]) {
     qmatmul_q8(&xq, m, w, out);
 }
 
-struct OutPtr(*mut f32);
-// SAFETY: every task writes a disjoint set of output columns.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-impl OutPtr {
-    fn get(&self) -> *mut f32 {
-        self.0
-    }
-}
-
-struct BlockPtr(*mut BlockQ8);
-// SAFETY: every task writes a disjoint row of blocks.
-unsafe impl Send for BlockPtr {}
-unsafe impl Sync for BlockPtr {}
-impl BlockPtr {
-    fn get(&self) -> *mut BlockQ8 {
-        self.0
-    }
-}
-
 /// `out = x · Wᵀ` with `W` repacked ([`PackedMatrix`]) and `x` prepared ([`PackedActs`]).
 ///
 /// # Panics
@@ -173,7 +153,7 @@ pub fn qmatmul_packed(w: &PackedMatrix, a: &PackedActs, out: &mut [f32]) {
     assert!(has_avx2(), "packed kernels need AVX2");
     assert_eq!(w.k, a.k, "qmatmul_packed: k");
     assert_eq!(out.len(), a.m * w.n, "qmatmul_packed: out is not m × n");
-    let ptr = OutPtr(out.as_mut_ptr());
+    let ptr = SharedMut::new(out);
     parallel_rows(w.n, |r0, r1| {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: AVX2 checked above; rows r0..r1 belong to this task alone.
@@ -198,7 +178,7 @@ fn parallel_rows(n: usize, f: impl Fn(usize, usize) + Sync) {
 /// Like [`qmatmul`], with the activations already quantized (`m · k / 32` blocks).
 pub fn qmatmul_q8(xq: &[BlockQ8], m: usize, w: QMatRef<'_>, out: &mut [f32]) {
     let n = w.n;
-    let ptr = OutPtr(out.as_mut_ptr());
+    let ptr = SharedMut::new(out);
     parallel_rows(n, |r0, r1| {
         // SAFETY: rows r0..r1 of every token are written by this task only; `out` is m × n.
         unsafe { rows(xq, m, w, r0, r1, ptr.get()) }
@@ -271,7 +251,7 @@ pub fn dot_scalar(ty: GgmlType, row: &[u8], x: &[BlockQ8]) -> f32 {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(crate) mod avx2 {
     use super::{BlockQ8, QMatRef, QK};
     use std::arch::x86_64::*;
 
@@ -323,7 +303,7 @@ mod avx2 {
 
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn hsum(v: __m256) -> f32 {
+    pub(crate) unsafe fn hsum(v: __m256) -> f32 {
         let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         let s = _mm_add_ss(s, _mm_movehdup_ps(s));

@@ -184,16 +184,8 @@ pub unsafe fn rows(w: &PackedMatrix, a: &PackedActs, r0: usize, r1: usize, out: 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::{PackedActs, PackedMatrix, QK};
+    use crate::kernels::cpu::avx2::hsum;
     use std::arch::x86_64::*;
-
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-        _mm_cvtss_f32(s)
-    }
 
     /// Integer dot products of one block pair: lanes 0–3 sum to block `2p`, lanes 4–7 to `2p+1`.
     #[inline]
