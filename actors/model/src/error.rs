@@ -10,57 +10,102 @@ pub enum ModelError {
     /// The file could not be opened or mapped.
     #[error("{path}: {source}")]
     Io {
+        /// The model file.
         path: PathBuf,
+        /// The operating-system error.
         #[source]
         source: std::io::Error,
     },
     /// The file does not start with the GGUF magic `GGUF`.
     #[error("{path}: not a GGUF file (bad magic {magic:02x?}, expected \"GGUF\")")]
-    BadMagic { path: PathBuf, magic: [u8; 4] },
+    BadMagic {
+        /// The model file.
+        path: PathBuf,
+        /// The first four bytes found.
+        magic: [u8; 4],
+    },
     /// A GGUF version this reader does not know (only 2 and 3 exist in the field).
     #[error("{path}: unsupported GGUF version {version} (supported: 2, 3)")]
-    UnsupportedVersion { path: PathBuf, version: u32 },
+    UnsupportedVersion {
+        /// The model file.
+        path: PathBuf,
+        /// The version found.
+        version: u32,
+    },
     /// The file ends before the structure being read (`what`) does.
     #[error("{path}: truncated file: {what} needs bytes up to offset {needed}, file has {len}")]
     Truncated {
+        /// The model file.
         path: PathBuf,
+        /// What was being read, or what is wrong.
         what: String,
+        /// Offset the read needed to reach (bytes).
         needed: u64,
+        /// Length of the file (bytes).
         len: u64,
     },
     /// Structurally invalid content (a bad type tag, an impossible count, a misaligned offset).
     #[error("{path}: malformed GGUF: {what}")]
-    Malformed { path: PathBuf, what: String },
+    Malformed {
+        /// The model file.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
     /// A tensor's `ggml_type` is not known (or not supported) by this engine.
     #[error("{path}: tensor '{tensor}': unknown or unsupported tensor type {type_id}")]
     UnknownTensorType {
+        /// The model file.
         path: PathBuf,
+        /// The tensor's name.
         tensor: String,
+        /// The `ggml_type` id found.
         type_id: u32,
     },
     /// A metadata key the model needs is absent.
     #[error("{path}: missing metadata key '{key}'")]
-    MissingKey { path: PathBuf, key: String },
+    MissingKey {
+        /// The model file.
+        path: PathBuf,
+        /// The metadata key.
+        key: String,
+    },
     /// A metadata key has a value of the wrong type or an out-of-range value.
     #[error("{path}: metadata key '{key}': {what}")]
     BadKey {
+        /// The model file.
         path: PathBuf,
+        /// The metadata key.
         key: String,
+        /// What was being read, or what is wrong.
         what: String,
     },
     /// A tensor the architecture needs is absent.
     #[error("{path}: missing tensor '{tensor}'")]
-    MissingTensor { path: PathBuf, tensor: String },
+    MissingTensor {
+        /// The model file.
+        path: PathBuf,
+        /// The tensor's name.
+        tensor: String,
+    },
     /// A tensor has the wrong shape or type for the architecture.
     #[error("{path}: tensor '{tensor}': {what}")]
     BadTensor {
+        /// The model file.
         path: PathBuf,
+        /// The tensor's name.
         tensor: String,
+        /// What was being read, or what is wrong.
         what: String,
     },
     /// `general.architecture` names an architecture this engine does not implement.
     #[error("{path}: unsupported architecture '{arch}' (supported: llama)")]
-    UnsupportedArchitecture { path: PathBuf, arch: String },
+    UnsupportedArchitecture {
+        /// The model file.
+        path: PathBuf,
+        /// The architecture found.
+        arch: String,
+    },
     /// The tokenizer could not be built from the GGUF metadata.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
@@ -70,7 +115,9 @@ pub enum ModelError {
     /// The prompt plus generated tokens would exceed the model's context length.
     #[error("context length exceeded: {needed} tokens needed, the context holds {context_length}")]
     ContextOverflow {
+        /// Positions the prompt and generation need.
         needed: usize,
+        /// Positions the context holds.
         context_length: usize,
     },
     /// Invalid generation or sampling parameters.

@@ -32,18 +32,31 @@ pub const DEFAULT_ALIGNMENT: u64 = 32;
 /// One metadata value, every type the GGUF spec defines (`gguf_metadata_value_type` 0–12).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
+    /// `UINT8` (0).
     U8(u8),
+    /// `INT8` (1).
     I8(i8),
+    /// `UINT16` (2).
     U16(u16),
+    /// `INT16` (3).
     I16(i16),
+    /// `UINT32` (4).
     U32(u32),
+    /// `INT32` (5).
     I32(i32),
+    /// `FLOAT32` (6).
     F32(f32),
+    /// `BOOL` (7): one byte, 0 or 1.
     Bool(bool),
+    /// `STRING` (8).
     String(String),
+    /// `ARRAY` (9): element type, count, elements (not nested).
     Array(Vec<Value>),
+    /// `UINT64` (10).
     U64(u64),
+    /// `INT64` (11).
     I64(i64),
+    /// `FLOAT64` (12).
     F64(f64),
 }
 

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! The local model: GGUF loading, tokenizer and chat template, the llama-family model as Burn
 //! modules with fused 4-bit matmul kernels, sampling and generation.
 //!

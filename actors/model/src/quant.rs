@@ -19,25 +19,45 @@ use half::f16;
 #[allow(non_camel_case_types)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GgmlType {
+    /// IEEE f32.
     F32,
+    /// IEEE half.
     F16,
+    /// 4-bit, scale only (18 bytes / 32).
     Q4_0,
+    /// 4-bit, scale and minimum (20 bytes / 32).
     Q4_1,
+    /// 5-bit, scale only.
     Q5_0,
+    /// 5-bit, scale and minimum.
     Q5_1,
+    /// 8-bit, scale only (34 bytes / 32).
     Q8_0,
+    /// 8-bit with scale and sum (activations).
     Q8_1,
+    /// k-quant, 2-bit super-blocks of 256.
     Q2_K,
+    /// k-quant, 3-bit.
     Q3_K,
+    /// k-quant, 4-bit.
     Q4_K,
+    /// k-quant, 5-bit.
     Q5_K,
+    /// k-quant, 6-bit.
     Q6_K,
+    /// k-quant, 8-bit (activations).
     Q8_K,
+    /// Signed 8-bit integer.
     I8,
+    /// Signed 16-bit integer.
     I16,
+    /// Signed 32-bit integer.
     I32,
+    /// Signed 64-bit integer.
     I64,
+    /// IEEE f64.
     F64,
+    /// bfloat16.
     BF16,
 }
 

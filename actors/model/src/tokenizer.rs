@@ -32,7 +32,9 @@ const TOKEN_TYPE_USER_DEFINED: i64 = 4;
 /// One chat message, as chat templates expect it (`role`: `system`, `user` or `assistant`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ChatMessage {
+    /// `system`, `user` or `assistant`.
     pub role: String,
+    /// The message text.
     pub content: String,
 }
 
