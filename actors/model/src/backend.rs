@@ -132,36 +132,50 @@ pub trait QuantBackend: Backend {
         v: &FloatTensor<Self>,
         pos: usize,
     ) -> FloatTensor<Self> {
-        let k: Tensor<Self, 3> = Tensor::from_primitive(TensorPrimitive::Float(k.clone()));
-        let v: Tensor<Self, 3> = Tensor::from_primitive(TensorPrimitive::Float(v.clone()));
-        let q: Tensor<Self, 3> = Tensor::from_primitive(TensorPrimitive::Float(q));
-        let [m, nh, d] = q.dims();
-        let nkv = k.dims()[0];
-        let (t, group) = (pos + m, nh / nkv);
-        let keys = k.slice([0..nkv, 0..t, 0..d]).unsqueeze::<4>();
-        let vals = v.slice([0..nkv, 0..t, 0..d]).unsqueeze::<4>();
-        let out = if m == 1 {
-            // The query heads sharing a KV head become rows of one attention problem.
-            let q = q.reshape([1, nkv, group, d]);
-            burn::tensor::module::attention(q, keys, vals, None, None, Default::default())
-                .reshape([1, nh * d])
-        } else {
-            let q = q.swap_dims(0, 1).unsqueeze::<4>();
-            let expand = |kv: Tensor<Self, 4>| {
-                kv.reshape([1, nkv, 1, t, d])
-                    .expand([1, nkv, group, t, d])
-                    .reshape([1, nh, t, d])
-            };
-            let opts = burn::tensor::ops::AttentionModuleOptions {
-                is_causal: true,
-                ..Default::default()
-            };
-            burn::tensor::module::attention(q, expand(keys), expand(vals), None, None, opts)
-                .reshape([nh, m, d])
-                .swap_dims(0, 1)
-                .reshape([m, nh * d])
+        attention_cached_burn::<Self>(
+            Tensor::from_primitive(TensorPrimitive::Float(q)),
+            &Tensor::from_primitive(TensorPrimitive::Float(k.clone())),
+            &Tensor::from_primitive(TensorPrimitive::Float(v.clone())),
+            pos,
+        )
+        .into_primitive()
+        .tensor()
+    }
+}
+
+/// [`QuantBackend::attention_cached`] in Burn's own ops (the default of every backend without
+/// a fused version): a slice of the cache and `burn::tensor::module::attention`.
+pub fn attention_cached_burn<B: Backend>(
+    q: Tensor<B, 3>,
+    k: &Tensor<B, 3>,
+    v: &Tensor<B, 3>,
+    pos: usize,
+) -> Tensor<B, 2> {
+    let [m, nh, d] = q.dims();
+    let nkv = k.dims()[0];
+    let (t, group) = (pos + m, nh / nkv);
+    let keys = k.clone().slice([0..nkv, 0..t, 0..d]).unsqueeze::<4>();
+    let vals = v.clone().slice([0..nkv, 0..t, 0..d]).unsqueeze::<4>();
+    if m == 1 {
+        // The query heads sharing a KV head become rows of one attention problem.
+        let q = q.reshape([1, nkv, group, d]);
+        burn::tensor::module::attention(q, keys, vals, None, None, Default::default())
+            .reshape([1, nh * d])
+    } else {
+        let q = q.swap_dims(0, 1).unsqueeze::<4>();
+        let expand = |kv: Tensor<B, 4>| {
+            kv.reshape([1, nkv, 1, t, d])
+                .expand([1, nkv, group, t, d])
+                .reshape([1, nh, t, d])
         };
-        out.into_primitive().tensor()
+        let opts = burn::tensor::ops::AttentionModuleOptions {
+            is_causal: true,
+            ..Default::default()
+        };
+        burn::tensor::module::attention(q, expand(keys), expand(vals), None, None, opts)
+            .reshape([nh, m, d])
+            .swap_dims(0, 1)
+            .reshape([m, nh * d])
     }
 }
 
@@ -366,6 +380,43 @@ mod tests {
             let want: f32 = wd[r * k..(r + 1) * k].iter().sum();
             assert!((got[r] - want).abs() < 0.05, "{} vs {want}", got[r]);
             assert!((got[r] - got[2 * n + r]).abs() < 1e-4, "packed vs blocks");
+        }
+    }
+
+    /// The fused CPU attention agrees with the Burn-ops default the GPU backend uses.
+    #[test]
+    fn fused_attention_matches_burn_default() {
+        let dev = Default::default();
+        let f = |n: usize, s: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| (((i * 7919 + s) % 97) as f32 - 48.0) / 40.0)
+                .collect()
+        };
+        let (nh, nkv, d, cap) = (6, 2, 16, 12);
+        let k = Tensor::<Flex, 3>::from_data(
+            burn::tensor::TensorData::new(f(nkv * cap * d, 1), [nkv, cap, d]),
+            &dev,
+        );
+        let v = Tensor::<Flex, 3>::from_data(
+            burn::tensor::TensorData::new(f(nkv * cap * d, 2), [nkv, cap, d]),
+            &dev,
+        );
+        for (m, pos) in [(1, 7), (4, 0), (3, 5)] {
+            let q = Tensor::<Flex, 3>::from_data(
+                burn::tensor::TensorData::new(f(m * nh * d, 3), [m, nh, d]),
+                &dev,
+            );
+            let fused = attention_cached(q.clone(), &k, &v, pos)
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap();
+            let burn = attention_cached_burn(q, &k, &v, pos)
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap();
+            for (a, b) in fused.iter().zip(&burn) {
+                assert!((a - b).abs() < 1e-4, "m{m} pos{pos}: {a} vs {b}");
+            }
         }
     }
 
