@@ -156,24 +156,107 @@ unsafe fn head_rows_body(
         let t = s.pos + i + 1; // causal: keys 0..=pos+i
         let qh = &q[(i * nh + h) * d..(i * nh + h + 1) * d];
         let sc = &mut scores[..t];
-        let mut max = f32::NEG_INFINITY;
-        for (j, x) in sc.iter_mut().enumerate() {
-            *x = dot(qh, &kh[j * d..(j + 1) * d]) * scale;
-            max = max.max(*x);
-        }
+        scores_into(qh, kh, scale, sc);
+        let max = sc.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut sum = 0.0f32;
         for x in sc.iter_mut() {
             *x = exp_neg(*x - max);
             sum += *x;
         }
-        let inv = 1.0 / sum;
         let o = std::slice::from_raw_parts_mut(out.add((i * nh + h) * d), d);
-        o.fill(0.0);
-        for (j, &p) in sc.iter().enumerate() {
-            let w = p * inv;
-            for (oi, &vi) in o.iter_mut().zip(&vh[j * d..(j + 1) * d]) {
-                *oi = w.mul_add(vi, *oi);
+        weighted_sum(sc, vh, 1.0 / sum, o);
+    }
+}
+
+/// `sc[j] = q · k[j] · scale` for the first `sc.len()` rows of `k` (rows of `q.len()` floats).
+#[inline(always)]
+unsafe fn scores_into(q: &[f32], k: &[f32], scale: f32, sc: &mut [f32]) {
+    let d = q.len();
+    #[cfg(target_arch = "x86_64")]
+    if d.is_multiple_of(8) && super::cpu::has_avx2() {
+        return avx2::scores(q, k, scale, sc);
+    }
+    for (j, x) in sc.iter_mut().enumerate() {
+        *x = dot(q, &k[j * d..(j + 1) * d]) * scale;
+    }
+}
+
+/// `o = Σ_j p[j] · inv · v[j]` over the first `p.len()` rows of `v` (rows of `o.len()` floats).
+#[inline(always)]
+unsafe fn weighted_sum(p: &[f32], v: &[f32], inv: f32, o: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::cpu::has_avx2() {
+        match o.len() {
+            64 => return avx2::weighted_sum::<8>(p, v, inv, o),
+            32 => return avx2::weighted_sum::<4>(p, v, inv, o),
+            128 => return avx2::weighted_sum::<16>(p, v, inv, o),
+            _ => {}
+        }
+    }
+    let d = o.len();
+    o.fill(0.0);
+    for (j, &pj) in p.iter().enumerate() {
+        let w = pj * inv;
+        for (oi, &vi) in o.iter_mut().zip(&v[j * d..(j + 1) * d]) {
+            *oi = w.mul_add(vi, *oi);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// Four keys at a time; one `vhaddps` tree turns their four accumulators into four scores.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn scores(q: &[f32], k: &[f32], scale: f32, sc: &mut [f32]) {
+        let (d, t) = (q.len(), sc.len());
+        assert!(k.len() >= t * d && d.is_multiple_of(8));
+        let (qp, kp, sp) = (q.as_ptr(), k.as_ptr(), sc.as_mut_ptr());
+        let vscale = _mm_set1_ps(scale);
+        let mut j = 0;
+        while j + 4 <= t {
+            let mut a = [_mm256_setzero_ps(); 4];
+            for e in (0..d).step_by(8) {
+                let qv = _mm256_loadu_ps(qp.add(e));
+                for (r, acc) in a.iter_mut().enumerate() {
+                    *acc = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kp.add((j + r) * d + e)), *acc);
+                }
             }
+            let h = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+            let s4 = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+            _mm_storeu_ps(sp.add(j), _mm_mul_ps(s4, vscale));
+            j += 4;
+        }
+        while j < t {
+            let mut acc = _mm256_setzero_ps();
+            for e in (0..d).step_by(8) {
+                acc = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(qp.add(e)),
+                    _mm256_loadu_ps(kp.add(j * d + e)),
+                    acc,
+                );
+            }
+            *sp.add(j) = crate::kernels::cpu::avx2::hsum(acc) * scale;
+            j += 1;
+        }
+    }
+
+    /// The output row (`L` vectors of 8) stays in registers across all keys.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn weighted_sum<const L: usize>(p: &[f32], v: &[f32], inv: f32, o: &mut [f32]) {
+        let d = L * 8;
+        assert!(o.len() == d && v.len() >= p.len() * d);
+        let vp = v.as_ptr();
+        let mut acc = [_mm256_setzero_ps(); L];
+        for (j, &pj) in p.iter().enumerate() {
+            let w = _mm256_set1_ps(pj * inv);
+            for (l, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_fmadd_ps(w, _mm256_loadu_ps(vp.add(j * d + l * 8)), *a);
+            }
+        }
+        for (l, a) in acc.iter().enumerate() {
+            _mm256_storeu_ps(o.as_mut_ptr().add(l * 8), *a);
         }
     }
 }
@@ -215,25 +298,27 @@ mod tests {
     fn matches_f64_causal_gqa_reference() {
         let f = |i: usize| ((i * 7919 % 97) as f32 - 48.0) / 40.0;
         // Decode (m = 1), a prefill from empty, a continued prefill, and one big enough for the pool.
-        for (m, pos, cap) in [(1, 6, 10), (5, 0, 8), (4, 3, 9), (40, 30, 80)] {
-            let s = AttnShape {
-                m,
-                n_head: 6,
-                n_head_kv: 2,
-                head_dim: 16,
-                capacity: cap,
-                pos,
-            };
-            let q: Vec<f32> = (0..m * 6 * 16).map(f).collect();
-            let k: Vec<f32> = (0..2 * cap * 16).map(|i| f(i + 13)).collect();
-            let v: Vec<f32> = (0..2 * cap * 16).map(|i| f(i + 29)).collect();
-            let got = attention_cached(&q, &k, &v, s);
-            let want = reference(&q, &k, &v, s);
-            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                assert!(
-                    (*g as f64 - w).abs() < 1e-5,
-                    "m{m} pos{pos} [{i}]: {g} vs {w}"
-                );
+        for d in [16usize, 24, 32, 64] {
+            for (m, pos, cap) in [(1, 6, 10), (5, 0, 8), (4, 3, 9), (40, 30, 80)] {
+                let s = AttnShape {
+                    m,
+                    n_head: 6,
+                    n_head_kv: 2,
+                    head_dim: d,
+                    capacity: cap,
+                    pos,
+                };
+                let q: Vec<f32> = (0..m * 6 * d).map(f).collect();
+                let k: Vec<f32> = (0..2 * cap * d).map(|i| f(i + 13)).collect();
+                let v: Vec<f32> = (0..2 * cap * d).map(|i| f(i + 29)).collect();
+                let got = attention_cached(&q, &k, &v, s);
+                let want = reference(&q, &k, &v, s);
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (*g as f64 - w).abs() < 1e-5,
+                        "d{d} m{m} pos{pos} [{i}]: {g} vs {w}"
+                    );
+                }
             }
         }
     }
