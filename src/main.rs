@@ -8,6 +8,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
+mod wecom_cmd;
+
 use wecom_edge_actors::model::{
     self, ChatMessage, Engine, GenerateParams, QuantBackend, SamplingParams, DEFAULT_MODEL_FILE,
 };
@@ -29,6 +31,9 @@ enum Command {
     Ask(AskArgs),
     /// Perplexity of the model over a text file (no BOS, first 512 tokens).
     Perplexity(PerplexityArgs),
+    /// WXBizMsgCrypt diagnostics: decrypt or encrypt a callback by hand.
+    #[command(subcommand)]
+    Wecom(wecom_cmd::WecomCommand),
 }
 
 #[derive(Args)]
@@ -212,17 +217,20 @@ macro_rules! on_backend {
     };
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Ask(a) => on_backend!(a.model.device, ask, a),
-        Command::Perplexity(a) => on_backend!(a.model.device, perplexity, a),
+        Command::Ask(a) => on_backend!(a.model.device, ask, a).map(|()| ExitCode::SUCCESS),
+        Command::Perplexity(a) => {
+            on_backend!(a.model.device, perplexity, a).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Wecom(c) => wecom_cmd::run(c),
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("wecom-edge: {e:#}");
             ExitCode::FAILURE

@@ -1,1 +1,3 @@
+//! wecom-edge actors: one module (or sub-crate) per concern.
 pub use wecom_edge_model as model;
+pub use wecom_edge_wecom as wecom;
