@@ -1,0 +1,552 @@
+//! The box's callback HTTP endpoints: self-built app (XML) and AI bot in webhook mode (JSON).
+//!
+//! * `GET  /wecom/app/{agentid}` and `/wecom/aibot/{bot_id}` — URL verification: answered with
+//!   the decrypted echostr only (no quotes, BOM or newline), well inside WeCom's 1 s.
+//! * `POST` the same paths — verified (constant-time signature, timestamp window), decrypted,
+//!   parsed, handed to the inbound queue and acknowledged at once; the answer is sent later
+//!   (/document/path/90238: answer within 5 s or WeCom retries three times).
+//! * AI-bot webhook: the first answer to a message opens a stream; WeCom's stream-refresh
+//!   callbacks are answered from the answer in progress ([`WebhookStream`]); a redelivered
+//!   message gets the same stream (/document/path/100719, 101031).
+//!
+//! Rejections: HTTP 403 for a bad signature or stale timestamp, 400 for a body that does not
+//! decrypt or parse, 413 over 1 MiB, 503 when the inbound queue is full (WeCom retries); each is
+//! reported on the rejection channel with its WXBizMsgCrypt code for the audit trail.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::aibot::{self, Callback};
+use crate::api::{Api, ApiError};
+use crate::crypto::{CryptError, MsgCrypt};
+use crate::xml;
+
+/// Largest callback body accepted (bytes).
+pub const MAX_BODY: usize = 1 << 20;
+
+/// A decrypted self-built-app callback (接收消息与事件, /document/path/90238). Values keep WeCom's
+/// field names in `fields`; the common ones are lifted out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppMessage {
+    /// `FromUserName`: the member's UserID.
+    pub from: String,
+    /// `CreateTime` (unix seconds).
+    pub create_time: u64,
+    /// `MsgType`: text, image, voice, video, location, link, event.
+    pub msg_type: String,
+    /// `MsgId` as sent (a 64-bit integer, kept as text so nothing is lost); absent on events.
+    pub msg_id: Option<String>,
+    /// `Content` of a text message.
+    pub content: Option<String>,
+    /// `Event` of an event.
+    pub event: Option<String>,
+    /// Every leaf element, by name.
+    pub fields: BTreeMap<String, String>,
+}
+
+impl AppMessage {
+    /// Parses the decrypted XML.
+    ///
+    /// # Errors
+    /// [`CryptError::Parse`] (−40002) for malformed XML or a missing `FromUserName`/`MsgType`.
+    pub fn parse(xml_bytes: &[u8]) -> Result<Self, CryptError> {
+        let fields = xml::parse_flat(xml_bytes).map_err(|e| CryptError::Parse(e.to_string()))?;
+        let need = |k: &str| {
+            fields
+                .get(k)
+                .cloned()
+                .ok_or_else(|| CryptError::Parse(format!("message has no <{k}>")))
+        };
+        Ok(AppMessage {
+            from: need("FromUserName")?,
+            msg_type: need("MsgType")?,
+            create_time: fields
+                .get("CreateTime")
+                .and_then(|t| t.trim().parse().ok())
+                .unwrap_or(0),
+            msg_id: fields
+                .get("MsgId")
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty()),
+            content: fields.get("Content").cloned(),
+            event: fields.get("Event").cloned(),
+            fields,
+        })
+    }
+
+    /// `MsgId` as a u64, when it is one.
+    pub fn msg_id_u64(&self) -> Option<u64> {
+        self.msg_id.as_deref()?.parse().ok()
+    }
+
+    /// The dedupe key WeCom recommends: MsgId, or FromUserName + CreateTime for events.
+    pub fn dedupe_key(&self) -> String {
+        match &self.msg_id {
+            Some(id) => id.clone(),
+            None => format!("{}:{}", self.from, self.create_time),
+        }
+    }
+}
+
+/// The answer in progress for one AI-bot webhook stream; WeCom's refresh callbacks read it.
+#[derive(Debug, Clone)]
+pub struct WebhookStream {
+    id: String,
+    state: Arc<Mutex<StreamState>>,
+}
+
+#[derive(Debug, Default)]
+struct StreamState {
+    content: String,
+    finished: bool,
+}
+
+impl WebhookStream {
+    /// The stream id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Replaces the answer so far (full accumulated content, ≤ 20480 bytes — longer is cut at a
+    /// character boundary) and whether it is final.
+    pub fn set(&self, content: &str, finished: bool) {
+        let mut end = content.len().min(crate::split::AIBOT_CONTENT_MAX_BYTES);
+        while !content.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.content = content[..end].to_string();
+        s.finished = finished;
+    }
+
+    fn reply(&self) -> Value {
+        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        aibot::stream_body(&self.id, &s.content, s.finished)
+    }
+}
+
+/// An AI bot's one-shot `response_url` (valid 1 h, one call, plaintext JSON; /document/path/101138).
+#[derive(Debug, Clone)]
+pub struct ResponseUrl(Arc<Mutex<Option<String>>>);
+
+impl ResponseUrl {
+    /// Posts a markdown answer; the URL is spent afterwards even if the call fails.
+    ///
+    /// # Errors
+    /// [`ApiError::Invalid`] when already used; the call's [`ApiError`].
+    pub async fn send_markdown(&self, api: &Api, content: &str) -> Result<(), ApiError> {
+        let url = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .ok_or_else(|| {
+                ApiError::Invalid("response_url already used (one call per URL)".into())
+            })?;
+        api.post_url(&url, &aibot::markdown_body(content))
+            .await
+            .map(drop)
+    }
+}
+
+/// How an inbound AI-bot message is answered.
+#[derive(Debug, Clone)]
+pub enum AiBotReply {
+    /// Long connection: `aibot_respond_msg` with this req_id.
+    LongConnection {
+        /// The callback's req_id.
+        req_id: String,
+    },
+    /// Webhook: the stream WeCom polls, and the one-shot response_url.
+    Webhook {
+        /// The stream opened by the first answer.
+        stream: WebhookStream,
+        /// The response_url, when WeCom sent one.
+        response_url: Option<ResponseUrl>,
+    },
+}
+
+/// A message accepted from WeCom, ready for the box.
+#[derive(Debug, Clone)]
+pub enum Inbound {
+    /// From an AI bot.
+    AiBot {
+        /// The bot's id.
+        bot_id: String,
+        /// The decrypted callback.
+        msg: Callback,
+        /// How to answer.
+        reply: AiBotReply,
+    },
+    /// From a self-built app.
+    App {
+        /// The app's AgentID.
+        agentid: i64,
+        /// The decrypted message.
+        msg: AppMessage,
+    },
+}
+
+/// A refused callback, for the audit trail (no secrets, no message content).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// `app/{agentid}` or `aibot/{bot_id}`.
+    pub endpoint: String,
+    /// WXBizMsgCrypt code (−40001 …), or 0 for a non-crypto refusal.
+    pub code: i32,
+    /// HTTP status answered.
+    pub status: u16,
+    /// Why.
+    pub reason: String,
+}
+
+/// Callback endpoints and where accepted messages go.
+#[derive(Clone)]
+pub struct CallbackServer {
+    apps: Arc<HashMap<i64, MsgCrypt>>,
+    bots: Arc<HashMap<String, MsgCrypt>>,
+    inbound: mpsc::Sender<Inbound>,
+    rejections: Option<mpsc::Sender<Rejection>>,
+    streams: Arc<Mutex<HashMap<String, (WebhookStream, Instant)>>>,
+    by_msgid: Arc<Mutex<HashMap<String, String>>>,
+    max_skew: Duration,
+    welcome: Option<String>,
+}
+
+impl CallbackServer {
+    /// A server handing accepted messages to `inbound`.
+    pub fn new(inbound: mpsc::Sender<Inbound>) -> Self {
+        CallbackServer {
+            apps: Arc::default(),
+            bots: Arc::default(),
+            inbound,
+            rejections: None,
+            streams: Arc::default(),
+            by_msgid: Arc::default(),
+            max_skew: Duration::from_secs(600),
+            welcome: None,
+        }
+    }
+
+    /// Adds a self-built app endpoint at `/wecom/app/{agentid}` (crypt receiveid = CorpID).
+    pub fn app(mut self, agentid: i64, crypt: MsgCrypt) -> Self {
+        Arc::make_mut(&mut self.apps).insert(agentid, crypt);
+        self
+    }
+
+    /// Adds an AI-bot webhook endpoint at `/wecom/aibot/{bot_id}` (crypt receiveid = "").
+    pub fn aibot(mut self, bot_id: &str, crypt: MsgCrypt) -> Self {
+        Arc::make_mut(&mut self.bots).insert(bot_id.to_string(), crypt);
+        self
+    }
+
+    /// Where refusals are reported.
+    pub fn rejections(mut self, tx: mpsc::Sender<Rejection>) -> Self {
+        self.rejections = Some(tx);
+        self
+    }
+
+    /// Callbacks whose timestamp is further than this from now are refused (default 10 min).
+    pub fn max_skew(mut self, d: Duration) -> Self {
+        self.max_skew = d;
+        self
+    }
+
+    /// Text answered to an AI bot's `enter_chat` event.
+    pub fn welcome(mut self, text: &str) -> Self {
+        self.welcome = Some(text.to_string());
+        self
+    }
+
+    /// The axum router (mount it on the box's callback listener).
+    pub fn router(self) -> Router {
+        Router::new()
+            .route("/wecom/app/{agentid}", get(app_verify).post(app_post))
+            .route("/wecom/aibot/{bot_id}", get(bot_verify).post(bot_post))
+            .layer(DefaultBodyLimit::max(MAX_BODY))
+            .with_state(self)
+    }
+
+    fn reject(&self, endpoint: String, status: StatusCode, code: i32, reason: String) -> Response {
+        tracing::warn!(%endpoint, code, status = status.as_u16(), %reason, "callback rejected");
+        if let Some(tx) = &self.rejections {
+            let _ = tx.try_send(Rejection {
+                endpoint,
+                code,
+                status: status.as_u16(),
+                reason,
+            });
+        }
+        (status, "").into_response()
+    }
+
+    fn reject_crypt(&self, endpoint: String, e: CryptError) -> Response {
+        let status = match e {
+            CryptError::ValidateSignature => StatusCode::FORBIDDEN,
+            CryptError::IllegalBuffer(_) if e.to_string().contains("1 MiB") => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            _ => StatusCode::BAD_REQUEST,
+        };
+        self.reject(endpoint, status, e.code(), e.to_string())
+    }
+
+    /// Checks the query's timestamp against the clock.
+    fn check_time(&self, q: &Q) -> Result<(), String> {
+        let ts: u64 = q
+            .timestamp
+            .parse()
+            .map_err(|_| "timestamp is not a number".to_string())?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        if now.abs_diff(ts) > self.max_skew.as_secs() {
+            return Err(format!(
+                "timestamp {ts} is {} s away from now",
+                now.abs_diff(ts)
+            ));
+        }
+        Ok(())
+    }
+
+    async fn verify(&self, endpoint: String, crypt: Option<&MsgCrypt>, q: Q) -> Response {
+        let Some(crypt) = crypt else {
+            return self.reject(
+                endpoint,
+                StatusCode::NOT_FOUND,
+                0,
+                "no such endpoint".into(),
+            );
+        };
+        let Some(echostr) = q.echostr.as_deref() else {
+            return self.reject(
+                endpoint,
+                StatusCode::BAD_REQUEST,
+                -40002,
+                "GET without echostr".into(),
+            );
+        };
+        match crypt.verify_url(&q.msg_signature, &q.timestamp, &q.nonce, echostr) {
+            Ok(plain) => (StatusCode::OK, plain).into_response(),
+            Err(e) => self.reject_crypt(endpoint, e),
+        }
+    }
+
+    fn decrypt(
+        &self,
+        endpoint: &str,
+        crypt: Option<&MsgCrypt>,
+        q: &Q,
+        body: &[u8],
+    ) -> Result<Vec<u8>, Response> {
+        let Some(crypt) = crypt else {
+            return Err(self.reject(
+                endpoint.into(),
+                StatusCode::NOT_FOUND,
+                0,
+                "no such endpoint".into(),
+            ));
+        };
+        if let Err(reason) = self.check_time(q) {
+            return Err(self.reject(endpoint.into(), StatusCode::FORBIDDEN, -40001, reason));
+        }
+        crypt
+            .decrypt_body(&q.msg_signature, &q.timestamp, &q.nonce, body)
+            .map(|d| d.msg)
+            .map_err(|e| self.reject_crypt(endpoint.into(), e))
+    }
+
+    async fn accept(&self, endpoint: String, inbound: Inbound) -> Result<(), Response> {
+        match self.inbound.try_send(inbound) {
+            Ok(()) => Ok(()),
+            Err(_) => Err(self.reject(
+                endpoint,
+                StatusCode::SERVICE_UNAVAILABLE,
+                0,
+                "inbound queue full; WeCom will retry".into(),
+            )),
+        }
+    }
+
+    /// The stream for a message: the existing one on redelivery, else a new one.
+    fn stream_for(&self, msgid: &str) -> (WebhookStream, bool) {
+        let mut by_msgid = self.by_msgid.lock().unwrap_or_else(|p| p.into_inner());
+        let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        // Streams live 6 minutes in WeCom; keep them a little longer, then forget.
+        streams.retain(|_, (_, t)| t.elapsed() < Duration::from_secs(420));
+        by_msgid.retain(|_, sid| streams.contains_key(sid));
+        if let Some((s, _)) = by_msgid.get(msgid).and_then(|sid| streams.get(sid)) {
+            return (s.clone(), false);
+        }
+        let s = WebhookStream {
+            id: aibot::new_req_id("stream"),
+            state: Arc::default(),
+        };
+        streams.insert(s.id.clone(), (s.clone(), Instant::now()));
+        by_msgid.insert(msgid.to_string(), s.id.clone());
+        (s, true)
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Q {
+    #[serde(default)]
+    msg_signature: String,
+    #[serde(default)]
+    timestamp: String,
+    #[serde(default)]
+    nonce: String,
+    echostr: Option<String>,
+}
+
+async fn app_verify(
+    State(srv): State<CallbackServer>,
+    Path(agentid): Path<i64>,
+    Query(q): Query<Q>,
+) -> Response {
+    let crypt = srv.apps.get(&agentid).cloned();
+    srv.verify(format!("app/{agentid}"), crypt.as_ref(), q)
+        .await
+}
+
+async fn bot_verify(
+    State(srv): State<CallbackServer>,
+    Path(bot_id): Path<String>,
+    Query(q): Query<Q>,
+) -> Response {
+    let crypt = srv.bots.get(&bot_id).cloned();
+    srv.verify(format!("aibot/{bot_id}"), crypt.as_ref(), q)
+        .await
+}
+
+async fn app_post(
+    State(srv): State<CallbackServer>,
+    Path(agentid): Path<i64>,
+    Query(q): Query<Q>,
+    body: Bytes,
+) -> Response {
+    let endpoint = format!("app/{agentid}");
+    let crypt = srv.apps.get(&agentid).cloned();
+    let plain = match srv.decrypt(&endpoint, crypt.as_ref(), &q, &body) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let msg = match AppMessage::parse(&plain) {
+        Ok(m) => m,
+        Err(e) => return srv.reject_crypt(endpoint, e),
+    };
+    match srv.accept(endpoint, Inbound::App { agentid, msg }).await {
+        // Acknowledge at once with an empty 200; the answer goes out through message/send.
+        Ok(()) => (StatusCode::OK, "").into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn bot_post(
+    State(srv): State<CallbackServer>,
+    Path(bot_id): Path<String>,
+    Query(q): Query<Q>,
+    body: Bytes,
+) -> Response {
+    let endpoint = format!("aibot/{bot_id}");
+    let crypt = srv.bots.get(&bot_id).cloned();
+    let plain = match srv.decrypt(&endpoint, crypt.as_ref(), &q, &body) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let crypt = crypt.expect("decrypt checked the endpoint");
+    let msg: Callback = match serde_json::from_slice(&plain) {
+        Ok(m) => m,
+        Err(e) => {
+            return srv.reject(
+                endpoint,
+                StatusCode::BAD_REQUEST,
+                -40002,
+                format!("callback JSON: {e}"),
+            )
+        }
+    };
+    let answer = |v: Value| {
+        let body = crypt.encrypt_json_reply(v.to_string().as_bytes(), &q.timestamp, &q.nonce);
+        ([("content-type", "text/plain")], body).into_response()
+    };
+    // Stream refresh: answer from the answer in progress.
+    if let Some(sid) = msg.stream_id() {
+        let stream = srv
+            .streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(sid)
+            .map(|(s, _)| s.clone());
+        return match stream {
+            Some(s) => answer(s.reply()),
+            None => answer(aibot::stream_body(sid, "", true)),
+        };
+    }
+    if msg.msgtype == "event" {
+        let welcome = (msg.event_type() == Some("enter_chat"))
+            .then_some(srv.welcome.clone())
+            .flatten();
+        let _ = srv
+            .accept(
+                endpoint,
+                Inbound::AiBot {
+                    bot_id,
+                    msg,
+                    reply: AiBotReply::Webhook {
+                        stream: WebhookStream {
+                            id: String::new(),
+                            state: Arc::default(),
+                        },
+                        response_url: None,
+                    },
+                },
+            )
+            .await;
+        return match welcome {
+            Some(text) => answer(aibot::text_body(&text)),
+            None => (StatusCode::OK, "").into_response(),
+        };
+    }
+    let msgid = msg.msgid.clone();
+    let (stream, new) = srv.stream_for(&msgid);
+    if new {
+        let response_url = msg
+            .response_url
+            .clone()
+            .map(|u| ResponseUrl(Arc::new(Mutex::new(Some(u)))));
+        let inbound = Inbound::AiBot {
+            bot_id,
+            msg,
+            reply: AiBotReply::Webhook {
+                stream: stream.clone(),
+                response_url,
+            },
+        };
+        if let Err(r) = srv.accept(endpoint, inbound).await {
+            // Not accepted: forget the stream so WeCom's retry is taken as new.
+            srv.by_msgid
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&msgid);
+            srv.streams
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(stream.id());
+            return r;
+        }
+    }
+    // Open (or re-show) the stream; WeCom polls it with refresh callbacks.
+    answer(stream.reply())
+}
