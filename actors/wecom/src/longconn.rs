@@ -380,6 +380,7 @@ async fn run(
             End::Kicked => {
                 tracing::error!(bot_id = %cfg.bot_id, "another connection took over this bot (disconnected_event); not reconnecting");
                 let _ = events.send(BotEvent::Kicked).await;
+                drop(events); // the event stream ends: this client is done
                 fail_pending_until_shutdown(cmds).await;
                 return;
             }

@@ -269,7 +269,8 @@ pub(super) async fn aibot_webhook_callback(
         );
     };
     let msgid = body["msgid"].as_str().unwrap_or_default().to_string();
-    let req_id = format!("webhook_{msgid}");
+    // The webhook has no req_id; the simulator names each delivery for `/replies`.
+    let req_id = crate::aibot::new_req_id("webhook");
     if body["msgtype"] != "event" {
         let code = format!("{:032x}", rand::random::<u128>());
         body["response_url"] = json!(format!(
