@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
+mod sim_cmd;
 mod wecom_cmd;
 
 use wecom_edge_actors::model::{
@@ -31,6 +32,8 @@ enum Command {
     Ask(AskArgs),
     /// Perplexity of the model over a text file (no BOS, first 512 tokens).
     Perplexity(PerplexityArgs),
+    /// Run the WeCom simulator (API, AI-bot long connection, control API) until SIGTERM.
+    Sim(sim_cmd::SimArgs),
     /// WXBizMsgCrypt diagnostics: decrypt or encrypt a callback by hand.
     #[command(subcommand)]
     Wecom(wecom_cmd::WecomCommand),
@@ -224,10 +227,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             on_backend!(a.model.device, perplexity, a).map(|()| ExitCode::SUCCESS)
         }
         Command::Wecom(c) => wecom_cmd::run(c),
+        Command::Sim(a) => sim_cmd::run(a).map(|()| ExitCode::SUCCESS),
     }
 }
 
 fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

@@ -343,6 +343,7 @@ impl CallbackServer {
         }
     }
 
+    #[allow(clippy::result_large_err)] // the rejection is the HTTP answer itself
     fn decrypt(
         &self,
         endpoint: &str,
@@ -367,6 +368,7 @@ impl CallbackServer {
             .map_err(|e| self.reject_crypt(endpoint.into(), e))
     }
 
+    #[allow(clippy::result_large_err)] // the rejection is the HTTP answer itself
     async fn accept(&self, endpoint: String, inbound: Inbound) -> Result<(), Response> {
         match self.inbound.try_send(inbound) {
             Ok(()) => Ok(()),
