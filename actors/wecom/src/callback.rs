@@ -162,6 +162,8 @@ impl ResponseUrl {
 /// How an inbound AI-bot message is answered.
 #[derive(Debug, Clone)]
 pub enum AiBotReply {
+    /// A webhook event, already answered in the HTTP response (welcome text or empty).
+    Passive,
     /// Long connection: `aibot_respond_msg` with this req_id.
     LongConnection {
         /// The callback's req_id.
@@ -506,13 +508,7 @@ async fn bot_post(
                 Inbound::AiBot {
                     bot_id,
                     msg,
-                    reply: AiBotReply::Webhook {
-                        stream: WebhookStream {
-                            id: String::new(),
-                            state: Arc::default(),
-                        },
-                        response_url: None,
-                    },
+                    reply: AiBotReply::Passive,
                 },
             )
             .await;
