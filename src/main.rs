@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
+mod audit_cmd;
 mod sim_cmd;
 mod wecom_cmd;
 
@@ -32,6 +33,8 @@ enum Command {
     Ask(AskArgs),
     /// Perplexity of the model over a text file (no BOS, first 512 tokens).
     Perplexity(PerplexityArgs),
+    /// Read the audit trail: tail, verify the hash chain, export as JSON lines or CSV.
+    Audit(audit_cmd::AuditArgs),
     /// Run the WeCom simulator (API, AI-bot long connection, control API) until SIGTERM.
     Sim(sim_cmd::SimArgs),
     /// WXBizMsgCrypt diagnostics: decrypt or encrypt a callback by hand.
@@ -228,6 +231,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Wecom(c) => wecom_cmd::run(c),
         Command::Sim(a) => sim_cmd::run(a).map(|()| ExitCode::SUCCESS),
+        Command::Audit(a) => audit_cmd::run(a),
     }
 }
 

@@ -1,0 +1,195 @@
+//! The audit store on real SQLite files: chain verification catches edits, deletions and
+//! inserted rows; dedupe and accepted messages survive a reopen.
+
+use std::path::PathBuf;
+
+use serde_json::json;
+use wecom_edge_audit::{Accepted, AuditStore};
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!(
+            "wecom-edge-audit-{tag}-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+fn filled(dir: &TempDir, n: i64) -> AuditStore {
+    let mut s = AuditStore::open(&dir.0).unwrap();
+    for i in 0..n {
+        s.append(
+            "reply_sent",
+            "session",
+            &format!("msg-{i}"),
+            &json!({"tokens": i}),
+        )
+        .unwrap();
+    }
+    s
+}
+
+#[test]
+fn chain_verifies_and_is_append_only() {
+    let d = TempDir::new("chain");
+    let s = filled(&d, 5);
+    assert_eq!(s.verify().unwrap(), Ok(5));
+    let e = s
+        .connection()
+        .execute("UPDATE audit SET subject = 'x' WHERE seq = 2", [])
+        .unwrap_err();
+    assert!(e.to_string().contains("append-only"), "{e}");
+    assert!(s
+        .connection()
+        .execute("DELETE FROM audit WHERE seq = 2", [])
+        .is_err());
+    let mode: String = s
+        .connection()
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let rows = s.tail(2).unwrap();
+    assert_eq!(rows.iter().map(|r| r.seq).collect::<Vec<_>>(), [4, 5]);
+    assert_eq!(rows[1].prev_hash, rows[0].hash);
+}
+
+#[test]
+fn an_edited_row_is_named() {
+    let d = TempDir::new("edit");
+    let s = filled(&d, 6);
+    // An attacker with the file drops the trigger and edits row 3.
+    let c = s.connection();
+    c.execute_batch("DROP TRIGGER audit_no_update").unwrap();
+    c.execute(
+        "UPDATE audit SET detail = '{\"tokens\":999}' WHERE seq = 3",
+        [],
+    )
+    .unwrap();
+    let b = s.verify().unwrap().unwrap_err();
+    assert_eq!(b.seq, 3);
+    assert!(b.reason.contains("edited"), "{}", b.reason);
+}
+
+#[test]
+fn a_deleted_row_and_a_rehashed_row_are_caught() {
+    let d = TempDir::new("delete");
+    let s = filled(&d, 6);
+    s.connection()
+        .execute_batch("DROP TRIGGER audit_no_delete")
+        .unwrap();
+    s.connection()
+        .execute("DELETE FROM audit WHERE seq = 4", [])
+        .unwrap();
+    let b = s.verify().unwrap().unwrap_err();
+    assert_eq!(b.seq, 5);
+    assert!(b.reason.contains("missing"), "{}", b.reason);
+
+    // Re-hashing an edited row does not help: the next row's prev_hash no longer matches.
+    let d2 = TempDir::new("rehash");
+    let s2 = filled(&d2, 4);
+    let c = s2.connection();
+    c.execute_batch("DROP TRIGGER audit_no_update").unwrap();
+    c.execute("UPDATE audit SET hash = zeroblob(32) WHERE seq = 2", [])
+        .unwrap();
+    let b = s2.verify().unwrap().unwrap_err();
+    assert_eq!(b.seq, 2);
+}
+
+#[test]
+fn inbound_is_deduplicated_and_survives_reopen() {
+    let d = TempDir::new("inbound");
+    let id = {
+        let mut s = AuditStore::open(&d.0).unwrap();
+        let Accepted::New(id) = s
+            .accept_inbound("aibot/bot-1", "m1", "g1/u1", &json!({"text": "hi"}))
+            .unwrap()
+        else {
+            panic!("first delivery is new")
+        };
+        assert_eq!(
+            s.accept_inbound("aibot/bot-1", "m1", "g1/u1", &json!({}))
+                .unwrap(),
+            Accepted::Duplicate
+        );
+        assert!(matches!(
+            s.accept_inbound("aibot/bot-2", "m1", "g1/u1", &json!({}))
+                .unwrap(),
+            Accepted::New(_)
+        ));
+        id
+    };
+    // As after a crash: reopen, the message is still pending and still a duplicate.
+    let mut s = AuditStore::open(&d.0).unwrap();
+    assert_eq!(
+        s.accept_inbound("aibot/bot-1", "m1", "g1/u1", &json!({}))
+            .unwrap(),
+        Accepted::Duplicate
+    );
+    let pending = s.pending_inbound().unwrap();
+    assert_eq!(pending.len(), 2);
+    assert_eq!(
+        (
+            pending[0].id,
+            pending[0].msgid.as_str(),
+            pending[0].payload["text"].as_str()
+        ),
+        (id, "m1", Some("hi"))
+    );
+    s.finish_inbound(id, true).unwrap();
+    assert_eq!(s.pending_inbound().unwrap().len(), 1);
+    let kinds: Vec<String> = s.tail(10).unwrap().into_iter().map(|r| r.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            "inbound_received",
+            "duplicate_dropped",
+            "inbound_received",
+            "duplicate_dropped"
+        ]
+    );
+    assert_eq!(s.verify().unwrap(), Ok(4));
+    // Pruning by age: nothing is older than an hour yet.
+    assert_eq!(s.prune(std::time::Duration::from_secs(3600)).unwrap(), 0);
+    assert_eq!(s.prune(std::time::Duration::ZERO).unwrap(), 2);
+}
+
+#[test]
+fn history_keeps_the_last_turns_and_resets() {
+    let d = TempDir::new("history");
+    let mut s = AuditStore::open(&d.0).unwrap();
+    for i in 0..5 {
+        s.history_push(
+            "g1/u1",
+            if i % 2 == 0 { "user" } else { "assistant" },
+            &format!("t{i}"),
+        )
+        .unwrap();
+    }
+    s.history_push("g1/u2", "user", "other").unwrap();
+    let h = s.history("g1/u1", 3).unwrap();
+    assert_eq!(
+        h.iter().map(|t| t.content.as_str()).collect::<Vec<_>>(),
+        ["t2", "t3", "t4"]
+    );
+    assert_eq!(s.history_clear("g1/u1").unwrap(), 5);
+    assert!(s.history("g1/u1", 10).unwrap().is_empty());
+    assert_eq!(s.history("g1/u2", 10).unwrap().len(), 1);
+}
