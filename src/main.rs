@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 mod audit_cmd;
+mod config;
 mod sim_cmd;
 mod wecom_cmd;
 
@@ -33,6 +34,9 @@ enum Command {
     Ask(AskArgs),
     /// Perplexity of the model over a text file (no BOS, first 512 tokens).
     Perplexity(PerplexityArgs),
+    /// Check a configuration file: every problem on its own line, exit 2 if any.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Read the audit trail: tail, verify the hash chain, export as JSON lines or CSV.
     Audit(audit_cmd::AuditArgs),
     /// Run the WeCom simulator (API, AI-bot long connection, control API) until SIGTERM.
@@ -212,6 +216,36 @@ fn perplexity<B: QuantBackend>(args: PerplexityArgs, device: &B::Device) -> anyh
     Ok(())
 }
 
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate the file (secrets resolved from env: and credential: references).
+    Check {
+        /// The configuration file.
+        #[arg(long, default_value = config::DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+}
+
+fn config_check(path: &Path) -> ExitCode {
+    let creds = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+    match config::Config::load(path, creds.as_deref()) {
+        Ok(c) => {
+            for w in &c.warnings {
+                eprintln!("warning: {w}");
+            }
+            println!("{}: OK", path.display());
+            println!("{}", c.summary());
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            for p in problems {
+                eprintln!("{p}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
 /// Runs `$f::<Backend>(args, &device)` on the backend `$kind` selects.
 macro_rules! on_backend {
     ($kind:expr, $f:ident, $args:expr) => {
@@ -232,6 +266,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Wecom(c) => wecom_cmd::run(c),
         Command::Sim(a) => sim_cmd::run(a).map(|()| ExitCode::SUCCESS),
         Command::Audit(a) => audit_cmd::run(a),
+        Command::Config(ConfigCommand::Check { config }) => Ok(config_check(&config)),
     }
 }
 

@@ -1,0 +1,693 @@
+//! The box's configuration: one TOML file (`/etc/wecom-edge/edge.toml`; `edge.example.toml` in
+//! the repository documents every key), checked as a whole so that every problem is reported at
+//! once, one line each.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use wecom_edge_actors::wecom::crypto;
+
+/// The default path on the box.
+pub const DEFAULT_CONFIG: &str = "/etc/wecom-edge/edge.toml";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(rename = "box", default)]
+    box_: RawBox,
+    #[serde(default)]
+    model: RawModel,
+    #[serde(default)]
+    sessions: RawSessions,
+    #[serde(default)]
+    limits: Limits,
+    #[serde(default)]
+    aibot: Vec<RawAiBot>,
+    #[serde(default)]
+    app: Vec<RawApp>,
+    #[serde(default)]
+    webhook: Vec<RawWebhook>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawBox {
+    data_dir: Option<PathBuf>,
+    admin_listen: Option<SocketAddr>,
+    callback_listen: Option<SocketAddr>,
+    api_base: Option<String>,
+    ws_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    path: Option<PathBuf>,
+    device: Option<String>,
+    threads: Option<usize>,
+    max_tokens: Option<usize>,
+    temperature: Option<f32>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSessions {
+    scope: Option<String>,
+    idle_timeout: Option<String>,
+}
+
+/// Admission limits.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Questions per user per minute.
+    pub per_user_per_minute: u32,
+    /// Questions per chat per minute.
+    pub per_chat_per_minute: u32,
+    /// Generations queued or running at once.
+    pub max_queued: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            per_user_per_minute: 10,
+            per_chat_per_minute: 30,
+            max_queued: 32,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAiBot {
+    bot_id: String,
+    #[serde(default)]
+    mode: Option<String>,
+    secret: Option<String>,
+    token: Option<String>,
+    encoding_aes_key: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApp {
+    corpid: String,
+    agentid: i64,
+    secret: String,
+    token: String,
+    encoding_aes_key: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhook {
+    name: String,
+    key: String,
+    #[serde(default)]
+    alerts: bool,
+}
+
+/// A secret's value; `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The value.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+/// How an AI bot receives messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AiBotMode {
+    /// The long connection, authenticated with the bot secret.
+    LongConnection {
+        /// Long-connection secret.
+        secret: Secret,
+    },
+    /// Encrypted webhook callbacks.
+    Webhook {
+        /// Callback Token.
+        token: Secret,
+        /// Callback EncodingAESKey.
+        encoding_aes_key: Secret,
+    },
+}
+
+/// One AI bot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AiBot {
+    /// The bot id.
+    pub bot_id: String,
+    /// How it receives.
+    pub mode: AiBotMode,
+}
+
+/// One self-built app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct App {
+    /// CorpID.
+    pub corpid: String,
+    /// AgentID.
+    pub agentid: i64,
+    /// App Secret.
+    pub secret: Secret,
+    /// Callback Token.
+    pub token: Secret,
+    /// Callback EncodingAESKey.
+    pub encoding_aes_key: Secret,
+}
+
+/// One group robot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    /// A name for logs.
+    pub name: String,
+    /// The webhook key.
+    pub key: Secret,
+    /// Whether alerts go to it.
+    pub alerts: bool,
+}
+
+/// Whose context a message joins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionScope {
+    /// Each member of a group on their own.
+    User,
+    /// One context per group chat.
+    Group,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Data directory (SQLite).
+    pub data_dir: PathBuf,
+    /// Health/metrics listener.
+    pub admin_listen: SocketAddr,
+    /// Callback listener, when any webhook bot or app needs one.
+    pub callback_listen: Option<SocketAddr>,
+    /// WeCom API origin.
+    pub api_base: String,
+    /// Long-connection endpoint.
+    pub ws_url: String,
+    /// Model file.
+    pub model_path: PathBuf,
+    /// `auto`, `cpu` or `cuda`.
+    pub device: String,
+    /// CPU threads (0 = all).
+    pub threads: usize,
+    /// Longest answer in tokens.
+    pub max_tokens: usize,
+    /// Sampling temperature.
+    pub temperature: f32,
+    /// Session scope.
+    pub scope: SessionScope,
+    /// Idle session timeout.
+    pub idle_timeout: Duration,
+    /// Admission limits.
+    pub limits: Limits,
+    /// AI bots.
+    pub aibots: Vec<AiBot>,
+    /// Self-built apps.
+    pub apps: Vec<App>,
+    /// Group robots.
+    pub webhooks: Vec<Webhook>,
+    /// Non-fatal findings (e.g. a group-readable file).
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// The effective configuration, one setting per line, secrets left out.
+    pub fn summary(&self) -> String {
+        let mut out = vec![
+            format!("data_dir         {}", self.data_dir.display()),
+            format!("admin_listen     {}", self.admin_listen),
+            format!(
+                "callback_listen  {}",
+                self.callback_listen
+                    .map_or("(none)".into(), |a| a.to_string())
+            ),
+            format!("api_base         {}", self.api_base),
+            format!("ws_url           {}", self.ws_url),
+            format!(
+                "model            {} on {} ({} threads), max_tokens {}, temperature {}",
+                self.model_path.display(),
+                self.device,
+                if self.threads == 0 {
+                    "all".to_string()
+                } else {
+                    self.threads.to_string()
+                },
+                self.max_tokens,
+                self.temperature
+            ),
+            format!(
+                "sessions         per {}, idle after {}",
+                match self.scope {
+                    SessionScope::User => "user",
+                    SessionScope::Group => "group",
+                },
+                humantime::format_duration(self.idle_timeout)
+            ),
+            format!(
+                "limits           {}/min per user, {}/min per chat, {} queued",
+                self.limits.per_user_per_minute,
+                self.limits.per_chat_per_minute,
+                self.limits.max_queued
+            ),
+        ];
+        for b in &self.aibots {
+            let mode = match &b.mode {
+                AiBotMode::LongConnection { secret } => {
+                    format!("long connection (secret: {} bytes)", secret.expose().len())
+                }
+                AiBotMode::Webhook {
+                    token,
+                    encoding_aes_key,
+                } => format!(
+                    "webhook (token: {} bytes, EncodingAESKey: {} chars)",
+                    token.expose().len(),
+                    encoding_aes_key.expose().len()
+                ),
+            };
+            out.push(format!("aibot            {} — {mode}", b.bot_id));
+        }
+        for a in &self.apps {
+            out.push(format!(
+                "app              {} of {} (secret {} bytes, token {} bytes, key {} chars)",
+                a.agentid,
+                a.corpid,
+                a.secret.expose().len(),
+                a.token.expose().len(),
+                a.encoding_aes_key.expose().len()
+            ));
+        }
+        for w in &self.webhooks {
+            out.push(format!(
+                "group robot      {}{} (key {} bytes)",
+                w.name,
+                if w.alerts { ", alerts" } else { "" },
+                w.key.expose().len()
+            ));
+        }
+        out.join("\n")
+    }
+}
+
+/// Resolves a secret reference: `env:NAME`, `credential:NAME`, or the literal value.
+fn resolve(what: &str, v: &str, credentials: Option<&Path>, problems: &mut Vec<String>) -> Secret {
+    let value = if let Some(name) = v.strip_prefix("env:") {
+        match std::env::var(name) {
+            Ok(s) if !s.is_empty() => Some(s),
+            _ => {
+                problems.push(format!("{what}: environment variable {name} is not set"));
+                None
+            }
+        }
+    } else if let Some(name) = v.strip_prefix("credential:") {
+        match credentials {
+            None => {
+                problems.push(format!(
+                    "{what}: credential {name:?} requested but $CREDENTIALS_DIRECTORY is not set (use LoadCredential= in the unit)"
+                ));
+                None
+            }
+            Some(dir) => match std::fs::read_to_string(dir.join(name)) {
+                Ok(s) => Some(s.trim_end_matches(['\n', '\r']).to_string()),
+                Err(e) => {
+                    problems.push(format!("{what}: credential {name:?}: {e}"));
+                    None
+                }
+            },
+        }
+    } else if v.is_empty() {
+        problems.push(format!("{what} is empty"));
+        None
+    } else {
+        Some(v.to_string())
+    };
+    Secret(value.unwrap_or_default())
+}
+
+fn parse_duration(what: &str, v: &str, problems: &mut Vec<String>) -> Duration {
+    humantime::parse_duration(v).unwrap_or_else(|e| {
+        problems.push(format!(
+            "{what}: {v:?} is not a duration like 10m or 90s ({e})"
+        ));
+        Duration::from_secs(600)
+    })
+}
+
+impl Config {
+    /// Reads and validates `path`. `credentials` is systemd's `$CREDENTIALS_DIRECTORY`.
+    ///
+    /// # Errors
+    /// Every problem found, one message each.
+    pub fn load(path: &Path, credentials: Option<&Path>) -> Result<Config, Vec<String>> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| vec![format!("{}: {e}", path.display())])?;
+        let mut warnings = Vec::new();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(meta) = std::fs::metadata(path) {
+                let mode = meta.permissions().mode() & 0o777;
+                if mode & 0o007 != 0
+                    || (mode & 0o070 != 0 && text.lines().any(|l| is_literal_secret(l)))
+                {
+                    warnings.push(format!(
+                        "{} is readable by {} (mode {mode:03o}) and may hold secrets: chmod 600 it, or move secrets to env:/credential: references",
+                        path.display(),
+                        if mode & 0o007 != 0 { "everyone" } else { "its group" }
+                    ));
+                }
+            }
+        }
+        Self::parse(&text, credentials, warnings).map_err(|p| {
+            p.into_iter()
+                .map(|m| format!("{}: {m}", path.display()))
+                .collect()
+        })
+    }
+
+    /// Validates TOML text.
+    ///
+    /// # Errors
+    /// Every problem found.
+    pub fn parse(
+        text: &str,
+        credentials: Option<&Path>,
+        warnings: Vec<String>,
+    ) -> Result<Config, Vec<String>> {
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| vec![e.to_string().trim().replace('\n', " ")])?;
+        let mut p = Vec::new();
+        let state_dir = std::env::var_os("STATE_DIRECTORY").map(PathBuf::from);
+        let data_dir = raw
+            .box_
+            .data_dir
+            .or(state_dir)
+            .unwrap_or_else(|| PathBuf::from("/var/lib/wecom-edge"));
+        let model_path = raw.model.path.unwrap_or_else(|| {
+            PathBuf::from("/usr/share/wecom-edge/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        });
+        if !model_path.exists() {
+            p.push(format!(
+                "model.path: {} does not exist",
+                model_path.display()
+            ));
+        }
+        let device = raw.model.device.unwrap_or_else(|| "auto".into());
+        if !matches!(device.as_str(), "auto" | "cpu" | "cuda") {
+            p.push(format!("model.device: {device:?} is not auto, cpu or cuda"));
+        }
+        let max_tokens = raw.model.max_tokens.unwrap_or(512);
+        if max_tokens == 0 {
+            p.push("model.max_tokens must be at least 1".into());
+        }
+        let temperature = raw.model.temperature.unwrap_or(0.7);
+        if !(0.0..=2.0).contains(&temperature) {
+            p.push(format!("model.temperature: {temperature} is outside 0..=2"));
+        }
+        let scope = match raw.sessions.scope.as_deref().unwrap_or("user") {
+            "user" => SessionScope::User,
+            "group" => SessionScope::Group,
+            other => {
+                p.push(format!(
+                    "sessions.scope: {other:?} is not \"user\" or \"group\""
+                ));
+                SessionScope::User
+            }
+        };
+        let idle_timeout = parse_duration(
+            "sessions.idle_timeout",
+            raw.sessions.idle_timeout.as_deref().unwrap_or("10m"),
+            &mut p,
+        );
+        let l = &raw.limits;
+        for (k, v) in [
+            ("limits.per_user_per_minute", l.per_user_per_minute),
+            ("limits.per_chat_per_minute", l.per_chat_per_minute),
+            ("limits.max_queued", l.max_queued),
+        ] {
+            if v == 0 {
+                p.push(format!("{k} must be at least 1"));
+            }
+        }
+
+        let mut aibots = Vec::new();
+        let mut needs_callback = false;
+        for (i, b) in raw.aibot.iter().enumerate() {
+            let at = format!("aibot[{i}] ({})", b.bot_id);
+            if b.bot_id.trim().is_empty() {
+                p.push(format!("aibot[{i}].bot_id is empty"));
+            }
+            if raw.aibot[..i].iter().any(|o| o.bot_id == b.bot_id) {
+                p.push(format!(
+                    "{at}: bot_id appears twice (WeCom allows one connection per bot)"
+                ));
+            }
+            let mode = match b.mode.as_deref().unwrap_or("long_connection") {
+                "long_connection" => match &b.secret {
+                    Some(s) => AiBotMode::LongConnection {
+                        secret: resolve(&format!("{at}.secret"), s, credentials, &mut p),
+                    },
+                    None => {
+                        p.push(format!("{at}: a long-connection bot needs secret"));
+                        continue;
+                    }
+                },
+                "webhook" => {
+                    needs_callback = true;
+                    match (&b.token, &b.encoding_aes_key) {
+                        (Some(t), Some(k)) => {
+                            let token = resolve(&format!("{at}.token"), t, credentials, &mut p);
+                            let key =
+                                resolve(&format!("{at}.encoding_aes_key"), k, credentials, &mut p);
+                            check_key(&format!("{at}.encoding_aes_key"), &key, &mut p);
+                            AiBotMode::Webhook {
+                                token,
+                                encoding_aes_key: key,
+                            }
+                        }
+                        _ => {
+                            p.push(format!(
+                                "{at}: a webhook bot needs token and encoding_aes_key"
+                            ));
+                            continue;
+                        }
+                    }
+                }
+                other => {
+                    p.push(format!(
+                        "{at}.mode: {other:?} is not long_connection or webhook"
+                    ));
+                    continue;
+                }
+            };
+            aibots.push(AiBot {
+                bot_id: b.bot_id.clone(),
+                mode,
+            });
+        }
+        let mut apps = Vec::new();
+        for (i, a) in raw.app.iter().enumerate() {
+            needs_callback = true;
+            let at = format!("app[{i}] ({})", a.agentid);
+            if raw.app[..i]
+                .iter()
+                .any(|o| o.agentid == a.agentid && o.corpid == a.corpid)
+            {
+                p.push(format!("{at}: agentid appears twice"));
+            }
+            let key = resolve(
+                &format!("{at}.encoding_aes_key"),
+                &a.encoding_aes_key,
+                credentials,
+                &mut p,
+            );
+            check_key(&format!("{at}.encoding_aes_key"), &key, &mut p);
+            apps.push(App {
+                corpid: a.corpid.clone(),
+                agentid: a.agentid,
+                secret: resolve(&format!("{at}.secret"), &a.secret, credentials, &mut p),
+                token: resolve(&format!("{at}.token"), &a.token, credentials, &mut p),
+                encoding_aes_key: key,
+            });
+        }
+        let webhooks = raw
+            .webhook
+            .iter()
+            .enumerate()
+            .map(|(i, w)| Webhook {
+                name: w.name.clone(),
+                key: resolve(
+                    &format!("webhook[{i}] ({}).key", w.name),
+                    &w.key,
+                    credentials,
+                    &mut p,
+                ),
+                alerts: w.alerts,
+            })
+            .collect();
+        if aibots.is_empty() && apps.is_empty() && p.is_empty() {
+            p.push("no [[aibot]] or [[app]]: the box would have nobody to answer".into());
+        }
+        if needs_callback && raw.box_.callback_listen.is_none() {
+            p.push("box.callback_listen is needed by webhook-mode bots and apps".into());
+        }
+        if !p.is_empty() {
+            return Err(p);
+        }
+        Ok(Config {
+            data_dir,
+            admin_listen: raw
+                .box_
+                .admin_listen
+                .unwrap_or_else(|| "127.0.0.1:9620".parse().expect("literal")),
+            callback_listen: raw.box_.callback_listen,
+            api_base: raw
+                .box_
+                .api_base
+                .unwrap_or_else(|| wecom_edge_actors::wecom::api::DEFAULT_API_BASE.into()),
+            ws_url: raw
+                .box_
+                .ws_url
+                .unwrap_or_else(|| wecom_edge_actors::wecom::aibot::DEFAULT_WS_URL.into()),
+            model_path,
+            device,
+            threads: raw.model.threads.unwrap_or(0),
+            max_tokens,
+            temperature,
+            scope,
+            idle_timeout,
+            limits: raw.limits,
+            aibots,
+            apps,
+            webhooks,
+            warnings,
+        })
+    }
+}
+
+/// Whether a config line writes a secret literally (not as an env:/credential: reference).
+fn is_literal_secret(line: &str) -> bool {
+    let Some((k, v)) = line.split_once('=') else {
+        return false;
+    };
+    let k = k.trim();
+    let v = v.trim().trim_matches('"');
+    !k.starts_with('#')
+        && matches!(k, "secret" | "token" | "encoding_aes_key" | "key")
+        && !v.starts_with("env:")
+        && !v.starts_with("credential:")
+}
+
+fn check_key(what: &str, key: &Secret, p: &mut Vec<String>) {
+    if !key.expose().is_empty() {
+        if let Err(e) = crypto::decode_encoding_aes_key(key.expose()) {
+            p.push(format!("{what}: {e}"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model() -> String {
+        let m = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"); // any existing file
+        format!("[model]\npath = \"{m}\"\n")
+    }
+
+    #[test]
+    fn the_example_parses_with_its_env_secret() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/edge.example.toml"))
+                .unwrap();
+        let text = text.replace(
+            "path = \"/usr/share/wecom-edge/models/SmolLM2-135M-Instruct.Q4_1.gguf\"",
+            &format!(
+                "path = \"{}\"",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")
+            ),
+        );
+        std::env::set_var("WECOM_AIBOT_SECRET", "s3cret");
+        let c = Config::parse(&text, None, vec![]).unwrap();
+        assert_eq!(c.aibots.len(), 1);
+        assert_eq!(
+            c.aibots[0].mode,
+            AiBotMode::LongConnection {
+                secret: Secret("s3cret".into())
+            }
+        );
+        assert_eq!(c.idle_timeout, Duration::from_secs(600));
+        assert_eq!(c.limits, Limits::default());
+        assert!(
+            !format!("{c:?}").contains("s3cret"),
+            "secrets stay out of Debug"
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_once() {
+        let text = format!(
+            "{}[sessions]\nscope = \"team\"\nidle_timeout = \"soon\"\n[limits]\nmax_queued = 0\n\
+             [[aibot]]\nbot_id = \"b\"\nsecret = \"env:WECOM_EDGE_TEST_UNSET_VAR\"\n\
+             [[aibot]]\nbot_id = \"b\"\nsecret = \"x\"\n\
+             [[aibot]]\nbot_id = \"w\"\nmode = \"webhook\"\ntoken = \"t\"\nencoding_aes_key = \"short\"\n\
+             [[app]]\ncorpid = \"ww1\"\nagentid = 2\nsecret = \"credential:app-secret\"\ntoken = \"t\"\nencoding_aes_key = \"jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C\"\n",
+            model()
+        );
+        let p = Config::parse(&text, None, vec![]).unwrap_err();
+        let want = [
+            "sessions.scope",
+            "sessions.idle_timeout",
+            "limits.max_queued",
+            "WECOM_EDGE_TEST_UNSET_VAR is not set",
+            "bot_id appears twice",
+            "aibot[2] (w).encoding_aes_key",
+            "CREDENTIALS_DIRECTORY",
+            "box.callback_listen",
+        ];
+        for w in want {
+            assert_eq!(
+                p.iter().filter(|m| m.contains(w)).count(),
+                1,
+                "{w} in {p:#?}"
+            );
+        }
+        assert_eq!(p.len(), want.len(), "{p:#?}");
+    }
+
+    #[test]
+    fn unknown_keys_and_credentials() {
+        let e = Config::parse("[box]\ndata_dri = \"/x\"\n", None, vec![]).unwrap_err();
+        assert!(e[0].contains("data_dri"), "{e:?}");
+        let dir = std::env::temp_dir().join(format!("wecom-edge-cred-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("bot"), "from-credential\n").unwrap();
+        let text = format!(
+            "{}[[aibot]]\nbot_id = \"b\"\nsecret = \"credential:bot\"\n",
+            model()
+        );
+        let c = Config::parse(&text, Some(&dir), vec![]).unwrap();
+        assert_eq!(
+            c.aibots[0].mode,
+            AiBotMode::LongConnection {
+                secret: Secret("from-credential".into())
+            }
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
