@@ -362,9 +362,7 @@ impl Config {
             use std::os::unix::fs::PermissionsExt;
             if let Ok(meta) = std::fs::metadata(path) {
                 let mode = meta.permissions().mode() & 0o777;
-                if mode & 0o007 != 0
-                    || (mode & 0o070 != 0 && text.lines().any(is_literal_secret))
-                {
+                if mode & 0o007 != 0 || (mode & 0o070 != 0 && text.lines().any(is_literal_secret)) {
                     warnings.push(format!(
                         "{} is readable by {} (mode {mode:03o}) and may hold secrets: chmod 600 it, or move secrets to env:/credential: references",
                         path.display(),

@@ -2,4 +2,5 @@
 pub use wecom_edge_audit as audit;
 pub use wecom_edge_model as model;
 pub use wecom_edge_supervisor as supervisor;
+pub use wecom_edge_watchdog as watchdog;
 pub use wecom_edge_wecom as wecom;

@@ -1,0 +1,381 @@
+//! Keeping the box honest about its health.
+//!
+//! * [`Health`] — named predicates the parts of the box keep current: each check is either a
+//!   state (`ok` / failing with a reason) or a [`Beacon`] that must beat within its deadline
+//!   unless it says it is idle (the model scheduler: "made progress or is idle").
+//! * [`Notifier`] — systemd's notify protocol over `$NOTIFY_SOCKET` (sd_notify(3)): `READY=1`,
+//!   `WATCHDOG=1`, `STATUS=…`, `STOPPING=1`; abstract (`@…`) and path sockets.
+//! * [`run`] — the watchdog loop: pets systemd's watchdog (half of `$WATCHDOG_USEC`) only while
+//!   every check passes, and keeps `STATUS=` saying why when one does not.
+//! * [`router`] — `GET /livez` (the process answers), `GET /readyz` (200 once ready and healthy,
+//!   else 503 with one reason per line), `GET /metrics` (OpenMetrics text of [`Metrics`]).
+#![warn(missing_docs)]
+
+use std::collections::BTreeMap;
+use std::io;
+use std::os::unix::net::UnixDatagram;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// A liveness signal with a deadline: healthy while it beat within `deadline` or is idle.
+#[derive(Debug, Clone)]
+pub struct Beacon {
+    inner: Arc<Mutex<(Instant, bool)>>,
+    deadline: Duration,
+}
+
+impl Beacon {
+    /// Records progress.
+    pub fn beat(&self) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        *g = (Instant::now(), g.1);
+    }
+
+    /// Declares the component idle (nothing to make progress on) or busy again.
+    pub fn set_idle(&self, idle: bool) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        *g = (Instant::now(), idle);
+    }
+
+    fn failing(&self) -> Option<String> {
+        let (last, idle) = *self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        // A stable text (not the growing age), so STATUS= changes only when health does.
+        (!idle && last.elapsed() > self.deadline)
+            .then(|| format!("no progress within {:.1} s", self.deadline.as_secs_f64()))
+    }
+}
+
+enum Check {
+    State(Result<(), String>),
+    Beacon(Beacon),
+}
+
+/// The box's health: named checks plus the ready flag. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Health {
+    checks: Arc<Mutex<BTreeMap<String, Check>>>,
+    ready: Arc<AtomicBool>,
+}
+
+impl Health {
+    /// An empty health (not ready, no checks).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets a state check (e.g. `wecom/aibot/demo-bot` connected, `sqlite` writable).
+    pub fn set(&self, name: &str, state: Result<(), String>) {
+        self.checks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), Check::State(state));
+    }
+
+    /// Registers a beacon check with its deadline (starts idle) and returns it.
+    pub fn beacon(&self, name: &str, deadline: Duration) -> Beacon {
+        let b = Beacon {
+            inner: Arc::new(Mutex::new((Instant::now(), true))),
+            deadline,
+        };
+        self.checks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), Check::Beacon(b.clone()));
+        b
+    }
+
+    /// Removes a check (a component that was configured away).
+    pub fn remove(&self, name: &str) {
+        self.checks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+    }
+
+    /// Marks the box ready (model loaded, tree up); `READY=1` follows.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Whether the box said it is ready.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// The failing checks as `name: reason`, sorted by name; empty when healthy.
+    pub fn failures(&self) -> Vec<String> {
+        let checks = self.checks.lock().unwrap_or_else(|p| p.into_inner());
+        checks
+            .iter()
+            .filter_map(|(name, c)| {
+                let reason = match c {
+                    Check::State(Ok(())) => None,
+                    Check::State(Err(r)) => Some(r.clone()),
+                    Check::Beacon(b) => b.failing(),
+                }?;
+                Some(format!("{name}: {reason}"))
+            })
+            .collect()
+    }
+}
+
+/// systemd's notify socket (sd_notify(3)).
+#[derive(Debug)]
+pub struct Notifier {
+    sock: UnixDatagram,
+    addr: std::os::unix::net::SocketAddr,
+}
+
+impl Notifier {
+    /// From `$NOTIFY_SOCKET` (`/path` or `@abstract`); `None` when not run by systemd with
+    /// `Type=notify`.
+    ///
+    /// # Errors
+    /// The socket could not be created or the address is invalid.
+    pub fn from_env() -> io::Result<Option<Notifier>> {
+        match std::env::var_os("NOTIFY_SOCKET") {
+            None => Ok(None),
+            Some(p) => Self::new(&p.to_string_lossy()).map(Some),
+        }
+    }
+
+    /// For an explicit socket address (`/path` or `@abstract`).
+    ///
+    /// # Errors
+    /// As [`Notifier::from_env`].
+    pub fn new(path: &str) -> io::Result<Notifier> {
+        let addr = if let Some(name) = path.strip_prefix('@') {
+            use std::os::linux::net::SocketAddrExt;
+            std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?
+        } else {
+            std::os::unix::net::SocketAddr::from_pathname(path)?
+        };
+        Ok(Notifier {
+            sock: UnixDatagram::unbound()?,
+            addr,
+        })
+    }
+
+    /// Sends newline-separated `KEY=VALUE` assignments.
+    ///
+    /// # Errors
+    /// The datagram could not be sent.
+    pub fn notify(&self, state: &str) -> io::Result<()> {
+        self.sock
+            .send_to_addr(state.as_bytes(), &self.addr)
+            .map(drop)
+    }
+}
+
+/// The watchdog interval systemd asks for: half of `$WATCHDOG_USEC` when `$WATCHDOG_PID` is
+/// unset or this process.
+pub fn watchdog_interval_from_env() -> Option<Duration> {
+    if let Some(pid) = std::env::var_os("WATCHDOG_PID") {
+        if pid.to_string_lossy().parse::<u32>().ok() != Some(std::process::id()) {
+            return None;
+        }
+    }
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    (usec > 0).then(|| Duration::from_micros(usec / 2))
+}
+
+/// The watchdog loop: every `interval`, sends `READY=1` the first time the box is ready,
+/// `WATCHDOG=1` only while ready and healthy, and a `STATUS=` line whenever the summary changes.
+/// Runs until the task is dropped.
+pub async fn run(health: Health, notifier: Option<Notifier>, interval: Duration) {
+    let mut said_ready = false;
+    let mut last_status = String::new();
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let failures = health.failures();
+        let ready = health.is_ready();
+        let status = if !ready {
+            "starting".to_string()
+        } else if failures.is_empty() {
+            "healthy".to_string()
+        } else {
+            format!("unhealthy: {}", failures.join("; "))
+        };
+        let mut msg = Vec::new();
+        if ready && !said_ready {
+            msg.push("READY=1".to_string());
+            said_ready = true;
+        }
+        if ready && failures.is_empty() {
+            msg.push("WATCHDOG=1".to_string());
+        }
+        if status != last_status {
+            if !failures.is_empty() {
+                tracing::warn!(%status, "health changed");
+            } else {
+                tracing::info!(%status, "health changed");
+            }
+            msg.push(format!("STATUS={status}"));
+            last_status = status;
+        }
+        if let (Some(n), false) = (&notifier, msg.is_empty()) {
+            if let Err(e) = n.notify(&msg.join("\n")) {
+                tracing::warn!(error = %e, "sd_notify failed");
+            }
+        }
+    }
+}
+
+/// The box's metrics, `wecom_edge_*`. No per-user labels.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    /// Inbound messages accepted.
+    pub messages_received: Counter,
+    /// Redeliveries and retries dropped by msgid.
+    pub messages_duplicated: Counter,
+    /// Questions refused by the rate limiter.
+    pub messages_rate_limited: Counter,
+    /// Generations finished.
+    pub generations: Counter,
+    /// Tokens generated.
+    pub tokens: Counter,
+    /// Time from a message's arrival to its first streamed frame (s).
+    pub time_to_first_token_seconds: Histogram,
+    /// Whole generation time (s).
+    pub generation_seconds: Histogram,
+    /// Generations queued or running.
+    pub queue_depth: Gauge,
+    /// Actor restarts by supervisors.
+    pub actor_restarts: Counter,
+    /// Long-connection reconnects.
+    pub websocket_reconnects: Counter,
+    /// SQLite writes that failed.
+    pub sqlite_write_errors: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered under `wecom_edge_`.
+    pub fn new() -> Self {
+        let mut reg = Registry::with_prefix("wecom_edge");
+        let c = |reg: &mut Registry, name: &str, help: &str| {
+            let m = Counter::default();
+            reg.register(name, help, m.clone());
+            m
+        };
+        let messages_received = c(&mut reg, "messages_received", "Inbound messages accepted");
+        let messages_duplicated = c(
+            &mut reg,
+            "messages_duplicated",
+            "Redeliveries and retries dropped by msgid",
+        );
+        let messages_rate_limited = c(
+            &mut reg,
+            "messages_rate_limited",
+            "Questions refused by the rate limiter",
+        );
+        let generations = c(&mut reg, "generations", "Generations finished");
+        let tokens = c(&mut reg, "tokens", "Tokens generated");
+        let actor_restarts = c(&mut reg, "actor_restarts", "Actor restarts by supervisors");
+        let websocket_reconnects = c(
+            &mut reg,
+            "websocket_reconnects",
+            "AI-bot long-connection reconnects",
+        );
+        let sqlite_write_errors = c(&mut reg, "sqlite_write_errors", "SQLite writes that failed");
+        let time_to_first_token_seconds = Histogram::new(exponential_buckets(0.05, 2.0, 10));
+        reg.register(
+            "time_to_first_token_seconds",
+            "Time from a message's arrival to its first streamed frame",
+            time_to_first_token_seconds.clone(),
+        );
+        let generation_seconds = Histogram::new(exponential_buckets(0.25, 2.0, 10));
+        reg.register(
+            "generation_seconds",
+            "Whole generation time",
+            generation_seconds.clone(),
+        );
+        let queue_depth = Gauge::default();
+        reg.register(
+            "queue_depth",
+            "Generations queued or running",
+            queue_depth.clone(),
+        );
+        Metrics {
+            registry: Arc::new(reg),
+            messages_received,
+            messages_duplicated,
+            messages_rate_limited,
+            generations,
+            tokens,
+            time_to_first_token_seconds,
+            generation_seconds,
+            queue_depth,
+            actor_restarts,
+            websocket_reconnects,
+            sqlite_write_errors,
+        }
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        encode(&mut s, &self.registry).expect("writing to a String cannot fail");
+        s
+    }
+}
+
+#[derive(Clone)]
+struct AdminState {
+    health: Health,
+    metrics: Metrics,
+}
+
+/// `/livez`, `/readyz`, `/metrics` for the admin listener.
+pub fn router(health: Health, metrics: Metrics) -> Router {
+    Router::new()
+        .route("/livez", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(AdminState { health, metrics })
+}
+
+async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
+    let mut reasons = s.health.failures();
+    if !s.health.is_ready() {
+        reasons.insert(
+            0,
+            "starting: the model is loading or the tree is not up yet".into(),
+        );
+    }
+    if reasons.is_empty() {
+        (StatusCode::OK, "ready\n".to_string())
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, reasons.join("\n") + "\n")
+    }
+}
+
+async fn metrics_text(State(s): State<AdminState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+}

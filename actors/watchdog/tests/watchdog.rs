@@ -1,0 +1,125 @@
+//! The watchdog against a real notify socket and a real HTTP listener on loopback.
+
+use std::os::unix::net::UnixDatagram;
+use std::time::Duration;
+
+use wecom_edge_watchdog::{router, run, Health, Metrics, Notifier};
+
+fn recv(sock: &UnixDatagram) -> String {
+    let mut buf = [0u8; 4096];
+    let n = sock
+        .recv(&mut buf)
+        .expect("a notify datagram within the timeout");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pets_the_watchdog_only_while_healthy() {
+    let path = std::env::temp_dir().join(format!("wecom-edge-notify-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let health = Health::new();
+    let model = health.beacon("model", Duration::from_millis(200));
+    let notifier = Notifier::new(path.to_str().unwrap()).unwrap();
+    let task = tokio::spawn(run(
+        health.clone(),
+        Some(notifier),
+        Duration::from_millis(20),
+    ));
+
+    assert_eq!(recv(&sock), "STATUS=starting");
+    health.set_ready(true);
+    assert_eq!(recv(&sock), "READY=1\nWATCHDOG=1\nSTATUS=healthy");
+    assert_eq!(recv(&sock), "WATCHDOG=1");
+
+    // A busy model that stops making progress: no more WATCHDOG=1, and STATUS says why.
+    model.set_idle(false);
+    let unhealthy = loop {
+        let m = recv(&sock);
+        if m.contains("STATUS=unhealthy") {
+            break m;
+        }
+    };
+    assert!(!unhealthy.contains("WATCHDOG=1"), "{unhealthy}");
+    assert!(unhealthy.contains("model: no progress"), "{unhealthy}");
+    sock.set_read_timeout(Some(Duration::from_millis(150)))
+        .unwrap();
+    assert!(
+        sock.recv(&mut [0u8; 64]).is_err(),
+        "silence while unhealthy"
+    );
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    model.beat();
+    let back = recv(&sock);
+    assert!(
+        back.contains("WATCHDOG=1") && back.contains("STATUS=healthy"),
+        "{back}"
+    );
+    task.abort();
+    let _ = std::fs::remove_file(&path);
+}
+
+#[tokio::test]
+async fn readyz_explains_and_metrics_are_exposed() {
+    let health = Health::new();
+    let metrics = Metrics::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = router(health.clone(), metrics.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let http = reqwest::Client::new();
+
+    assert_eq!(
+        http.get(format!("{base}/livez"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    health.set("wecom/aibot/demo-bot", Err("not connected".into()));
+    let r = http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("starting") && body.contains("wecom/aibot/demo-bot: not connected"),
+        "{body}"
+    );
+    health.set_ready(true);
+    health.set("wecom/aibot/demo-bot", Ok(()));
+    assert_eq!(
+        http.get(format!("{base}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    metrics.messages_received.inc();
+    metrics.time_to_first_token_seconds.observe(0.3);
+    metrics.queue_depth.set(3);
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "wecom_edge_messages_received_total 1",
+        "wecom_edge_queue_depth 3",
+        "wecom_edge_time_to_first_token_seconds_count 1",
+        "wecom_edge_websocket_reconnects_total 0",
+        "wecom_edge_sqlite_write_errors_total 0",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+}
