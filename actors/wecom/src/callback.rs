@@ -548,3 +548,52 @@ async fn bot_post(
     // Open (or re-show) the stream; WeCom polls it with refresh callbacks.
     answer(stream.reply())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_messages_of_each_type_parse() {
+        let text = AppMessage::parse(
+            b"<xml><ToUserName><![CDATA[ww1]]></ToUserName><FromUserName>zhangsan</FromUserName><CreateTime>1409659813</CreateTime><MsgType>text</MsgType><Content><![CDATA[a <b> & c]]></Content><MsgId>18446744073709551615</MsgId><AgentID>218</AgentID></xml>",
+        )
+        .unwrap();
+        assert_eq!(text.from, "zhangsan");
+        assert_eq!(text.content.as_deref(), Some("a <b> & c"));
+        assert_eq!(
+            text.msg_id_u64(),
+            Some(u64::MAX),
+            "MsgId beyond 2^53 kept whole"
+        );
+        assert_eq!(text.dedupe_key(), "18446744073709551615");
+
+        let image = AppMessage::parse(
+            b"<xml><FromUserName><![CDATA[u]]></FromUserName><CreateTime>1</CreateTime><MsgType><![CDATA[image]]></MsgType><PicUrl><![CDATA[http://x/y.png]]></PicUrl><MediaId><![CDATA[m1]]></MediaId><MsgId>7</MsgId></xml>",
+        )
+        .unwrap();
+        assert_eq!(image.msg_type, "image");
+        assert_eq!(image.fields["MediaId"], "m1");
+
+        let voice = AppMessage::parse(
+            b"<xml><FromUserName>u</FromUserName><CreateTime>2</CreateTime><MsgType>voice</MsgType><MediaId>v1</MediaId><Format>amr</Format><MsgId>8</MsgId></xml>",
+        )
+        .unwrap();
+        assert_eq!(voice.fields["Format"], "amr");
+
+        let event = AppMessage::parse(
+            b"<xml><ToUserName><![CDATA[toUser]]></ToUserName><FromUserName><![CDATA[FromUser]]></FromUserName><CreateTime>1408091189</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[enter_agent]]></Event><EventKey><![CDATA[]]></EventKey><AgentID>1</AgentID></xml>",
+        )
+        .unwrap();
+        assert_eq!(event.event.as_deref(), Some("enter_agent"));
+        assert_eq!(event.msg_id, None);
+        assert_eq!(
+            event.dedupe_key(),
+            "FromUser:1408091189",
+            "events dedupe on FromUserName + CreateTime"
+        );
+
+        let e = AppMessage::parse(b"<xml><MsgType>text</MsgType></xml>").unwrap_err();
+        assert_eq!(e.code(), -40002);
+    }
+}

@@ -727,3 +727,80 @@ async fn aibot_webhook_streams_through_refresh_callbacks_and_response_url_is_sin
     );
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_slow_answer_is_retried_with_the_identical_request() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let spec = app_spec();
+    let h = sim::start(
+        SimConfig {
+            apps: vec![spec.clone()],
+            callback_timeout: Duration::from_millis(200),
+            ..Default::default()
+        },
+        loopback(),
+    )
+    .await
+    .unwrap();
+    let ctl = Ctl::new(&h);
+    // A box that answers the verification at once but sits on its first POST past WeCom's timeout.
+    let crypt = MsgCrypt::new(&spec.token, &spec.encoding_aes_key, &spec.corpid).unwrap();
+    let seen: Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    let posts = Arc::new(AtomicUsize::new(0));
+    let app = axum::Router::new().route(
+        "/cb",
+        axum::routing::get({
+            let crypt = crypt.clone();
+            move |q: axum::extract::Query<std::collections::HashMap<String, String>>| async move {
+                crypt
+                    .verify_url(
+                        &q["msg_signature"],
+                        &q["timestamp"],
+                        &q["nonce"],
+                        &q["echostr"],
+                    )
+                    .unwrap()
+            }
+        })
+        .post({
+            let (seen, posts) = (seen.clone(), posts.clone());
+            move |uri: axum::http::Uri, body: axum::body::Bytes| async move {
+                seen.lock()
+                    .unwrap()
+                    .push((uri.query().unwrap_or("").to_string(), body.to_vec()));
+                if posts.fetch_add(1, Ordering::SeqCst) == 0 {
+                    tokio::time::sleep(Duration::from_millis(600)).await;
+                }
+                ""
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(loopback()).await.unwrap();
+    let url = format!("http://{}/cb", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    assert_eq!(
+        ctl.put(
+            &format!("/sim/app/{}/callback", spec.agentid),
+            json!({"url": url})
+        )
+        .await["verified"],
+        true
+    );
+    let v = ctl
+        .post(
+            &format!("/sim/app/{}/messages", spec.agentid),
+            json!({"from": "u", "text": "hi"}),
+        )
+        .await;
+    assert_eq!(v["delivered"], true, "{v}");
+    let attempts = v["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{v}");
+    assert!(
+        attempts[0]["status"].is_null() && attempts[0]["error"].is_string(),
+        "{v}"
+    );
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0], seen[1], "WeCom retries the identical request");
+    h.stop().await;
+}
