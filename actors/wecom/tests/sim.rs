@@ -799,7 +799,7 @@ async fn a_slow_answer_is_retried_with_the_identical_request() {
         attempts[0]["status"].is_null() && attempts[0]["error"].is_string(),
         "{v}"
     );
-    let seen = seen.lock().unwrap();
+    let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 2);
     assert_eq!(seen[0], seen[1], "WeCom retries the identical request");
     h.stop().await;
