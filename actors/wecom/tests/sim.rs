@@ -728,6 +728,9 @@ async fn aibot_webhook_streams_through_refresh_callbacks_and_response_url_is_sin
     h.stop().await;
 }
 
+/// A request as the box saw it: query string and body.
+type Request = (String, Vec<u8>);
+
 #[tokio::test]
 async fn a_slow_answer_is_retried_with_the_identical_request() {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -745,7 +748,7 @@ async fn a_slow_answer_is_retried_with_the_identical_request() {
     let ctl = Ctl::new(&h);
     // A box that answers the verification at once but sits on its first POST past WeCom's timeout.
     let crypt = MsgCrypt::new(&spec.token, &spec.encoding_aes_key, &spec.corpid).unwrap();
-    let seen: Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    let seen: Arc<std::sync::Mutex<Vec<Request>>> = Arc::default();
     let posts = Arc::new(AtomicUsize::new(0));
     let app = axum::Router::new().route(
         "/cb",
