@@ -1,0 +1,223 @@
+//! What a session needs before the model: whose conversation a message belongs to, whether it
+//! is a command the box answers itself, and which part of the history fits the model's context.
+//!
+//! * [`ConversationKey`] — (channel, bot or agent, chat, user); in a group each member has their
+//!   own context by default, or one shared context per group ([`Scope::Group`]).
+//! * [`Command`] — `#help`, `#reset`, `#status` (also `/help` …), after the `@bot` mention that
+//!   WeCom keeps in group text; answered without the model.
+//! * [`fit_history`] — the newest turns whose tokens, with the new question and room for the
+//!   answer, fit the context window; whole user/assistant pairs are dropped oldest first.
+#![warn(missing_docs)]
+
+/// Whose context a group message joins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scope {
+    /// Each member of a group has their own context.
+    #[default]
+    User,
+    /// One shared context per group chat.
+    Group,
+}
+
+/// The key of one session: (channel, bot or agent, chat, user).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConversationKey {
+    /// `aibot` or `app`.
+    pub channel: String,
+    /// The bot id or the app's AgentID.
+    pub endpoint: String,
+    /// The group chat id; `None` for a single (1:1) chat.
+    pub chat: Option<String>,
+    /// The member, or `*` for a group-shared session.
+    pub user: String,
+}
+
+impl ConversationKey {
+    /// The key for a message from `user` in `chat` under `scope`.
+    pub fn new(
+        channel: &str,
+        endpoint: &str,
+        chat: Option<&str>,
+        user: &str,
+        scope: Scope,
+    ) -> Self {
+        let shared = scope == Scope::Group && chat.is_some();
+        ConversationKey {
+            channel: channel.to_string(),
+            endpoint: endpoint.to_string(),
+            chat: chat.map(str::to_string),
+            user: if shared {
+                "*".to_string()
+            } else {
+                user.to_string()
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for ConversationKey {
+    /// `channel/endpoint/chat/user`, `-` for a single chat (used as the history key).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{}/{}/{}",
+            self.channel,
+            self.endpoint,
+            self.chat.as_deref().unwrap_or("-"),
+            self.user
+        )
+    }
+}
+
+/// A command the box answers without the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// What the bot can do.
+    Help,
+    /// Forget this conversation (and cancel an answer in progress).
+    Reset,
+    /// Queue, model and session state.
+    Status,
+}
+
+/// Removes leading `@name` mentions (WeCom keeps `@RobotA ` at the start of group text).
+pub fn strip_mentions(text: &str) -> &str {
+    let mut t = text.trim_start();
+    while let Some(rest) = t.strip_prefix('@').or_else(|| t.strip_prefix('＠')) {
+        match rest.find(char::is_whitespace) {
+            Some(i) => t = rest[i..].trim_start(),
+            None => return "",
+        }
+    }
+    t.trim_end()
+}
+
+/// The command in `text`, if it is one: `#help`/`/help`, `#reset`/`/reset`, `#status`/`/status`
+/// (any case, full-width `＃` too), after any leading mentions; trailing words are ignored.
+pub fn parse_command(text: &str) -> Option<Command> {
+    let t = strip_mentions(text);
+    let rest = t
+        .strip_prefix('#')
+        .or_else(|| t.strip_prefix('/'))
+        .or_else(|| t.strip_prefix('＃'))?;
+    let word = rest.split_whitespace().next()?.to_ascii_lowercase();
+    match word.as_str() {
+        "help" | "帮助" => Some(Command::Help),
+        "reset" | "重置" => Some(Command::Reset),
+        "status" | "状态" => Some(Command::Status),
+        _ => None,
+    }
+}
+
+/// The `#help` answer.
+pub fn help_text() -> &'static str {
+    "我是部署在公司内部的 AI 助手，对话不会离开本机。\n\
+     直接提问即可（群聊中请 @我）。\n\
+     #reset 清空我们的对话 · #status 查看状态 · #help 本帮助\n\
+     (I am the company's on-prem AI assistant; conversations never leave this box. Ask away — \
+     @-mention me in groups. #reset forgets our conversation, #status shows the box's state.)"
+}
+
+/// One turn of history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Turn {
+    /// `user` or `assistant`.
+    pub role: String,
+    /// The text.
+    pub content: String,
+}
+
+/// The suffix of `history` to send with a new question: the newest turns such that
+/// `tokens(history suffix) + question_tokens + answer_reserve ≤ context`. Turns are dropped
+/// oldest first, a user turn together with the assistant turn that answered it, so the model
+/// never sees an answer without its question. `tokens` counts a turn's tokens as the chat
+/// template renders it.
+pub fn fit_history<'a>(
+    history: &'a [Turn],
+    question_tokens: usize,
+    answer_reserve: usize,
+    context: usize,
+    tokens: impl Fn(&Turn) -> usize,
+) -> &'a [Turn] {
+    let budget = context.saturating_sub(question_tokens + answer_reserve);
+    let mut used = 0;
+    let mut start = history.len();
+    while start > 0 {
+        // Take the newest remaining unit: an assistant turn with its user turn, or a lone turn.
+        let unit = if history[start - 1].role == "assistant"
+            && start >= 2
+            && history[start - 2].role == "user"
+        {
+            2
+        } else {
+            1
+        };
+        let cost: usize = history[start - unit..start].iter().map(&tokens).sum();
+        if used + cost > budget {
+            break;
+        }
+        used += cost;
+        start -= unit;
+    }
+    &history[start..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_per_user_or_per_group() {
+        let a = ConversationKey::new("aibot", "bot1", Some("g1"), "u1", Scope::User);
+        let b = ConversationKey::new("aibot", "bot1", Some("g1"), "u2", Scope::User);
+        assert_ne!(a, b);
+        assert_eq!(a.to_string(), "aibot/bot1/g1/u1");
+        let g1 = ConversationKey::new("aibot", "bot1", Some("g1"), "u1", Scope::Group);
+        let g2 = ConversationKey::new("aibot", "bot1", Some("g1"), "u2", Scope::Group);
+        assert_eq!(g1, g2);
+        // A single chat is always per user.
+        let s = ConversationKey::new("aibot", "bot1", None, "u1", Scope::Group);
+        assert_eq!(s.to_string(), "aibot/bot1/-/u1");
+    }
+
+    #[test]
+    fn commands_after_mentions() {
+        assert_eq!(parse_command("@RobotA #reset"), Some(Command::Reset));
+        assert_eq!(
+            parse_command("@RobotA  @other /STATUS please"),
+            Some(Command::Status)
+        );
+        assert_eq!(parse_command("＃帮助"), Some(Command::Help));
+        assert_eq!(parse_command("#resetting"), None);
+        assert_eq!(parse_command("what is #reset?"), None);
+        assert_eq!(parse_command("@RobotA"), None);
+        assert_eq!(strip_mentions("@RobotA hello robot"), "hello robot");
+        assert_eq!(strip_mentions("  plain  "), "plain");
+    }
+
+    fn turn(role: &str, n: usize) -> Turn {
+        Turn {
+            role: role.into(),
+            content: "x".repeat(n),
+        }
+    }
+
+    #[test]
+    fn history_is_trimmed_by_whole_pairs() {
+        let h = vec![
+            turn("user", 10),
+            turn("assistant", 30),
+            turn("user", 10),
+            turn("assistant", 30),
+            turn("user", 5),
+            turn("assistant", 5),
+        ];
+        let len = |t: &Turn| t.content.len();
+        assert_eq!(fit_history(&h, 10, 20, 1000, len).len(), 6);
+        // Budget 60: the newest pair (10) and the middle pair (40) fit, the oldest does not.
+        assert_eq!(fit_history(&h, 10, 20, 90, len).len(), 4);
+        // Budget 45: only the newest pair; the middle pair would split, so it goes whole.
+        assert_eq!(fit_history(&h, 10, 20, 75, len), &h[4..]);
+        assert!(fit_history(&h, 100, 20, 90, len).is_empty());
+    }
+}
