@@ -132,13 +132,13 @@ pub struct Turn {
 /// oldest first, a user turn together with the assistant turn that answered it, so the model
 /// never sees an answer without its question. `tokens` counts a turn's tokens as the chat
 /// template renders it.
-pub fn fit_history<'a>(
-    history: &'a [Turn],
+pub fn fit_history(
+    history: &[Turn],
     question_tokens: usize,
     answer_reserve: usize,
     context: usize,
     tokens: impl Fn(&Turn) -> usize,
-) -> &'a [Turn] {
+) -> &[Turn] {
     let budget = context.saturating_sub(question_tokens + answer_reserve);
     let mut used = 0;
     let mut start = history.len();
