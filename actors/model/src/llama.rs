@@ -486,4 +486,87 @@ impl<B: QuantBackend> Llama<B> {
         let [out]: [Tensor<B, 2>; 1] = qlinear(x, &[&self.output]).try_into().expect("one output");
         Ok(out)
     }
+
+    /// One decode step for several sequences at once (continuous batching): `tokens[i]` is
+    /// the next token of the sequence whose cache is `caches[i]`, run at position
+    /// `caches[i].len()`. The projections and the MLP run as one `[n, ·]` quantized matmul, so
+    /// the weights are read once for all `n` sequences; RoPE, the cache write and attention are
+    /// per sequence. Row `i` of the result equals `forward(&[tokens[i]], caches[i], Last)`.
+    ///
+    /// Returns logits `[n, n_vocab]`.
+    ///
+    /// # Errors
+    /// [`ModelError::InvalidParameter`] for no sequences, a length mismatch or an id outside
+    /// the vocabulary; [`ModelError::ContextOverflow`] if any cache is full (nothing is
+    /// written to any cache then).
+    pub fn forward_batch(
+        &self,
+        tokens: &[u32],
+        caches: &mut [&mut KvCache<B>],
+    ) -> Result<Tensor<B, 2>> {
+        let c = &self.config;
+        let n = tokens.len();
+        if n == 0 || n != caches.len() {
+            return Err(ModelError::InvalidParameter(format!(
+                "forward_batch: {n} tokens for {} caches",
+                caches.len()
+            )));
+        }
+        if let Some(full) = caches.iter().find(|k| k.len + 1 > k.capacity) {
+            return Err(ModelError::ContextOverflow {
+                needed: full.len + 1,
+                context_length: full.capacity,
+            });
+        }
+        let (nh, nkv, hd) = (c.n_head, c.n_head_kv, c.head_dim);
+        let mut x = self.embed(tokens)?;
+        for (l, b) in self.blocks.iter().enumerate() {
+            let h = b.attn_norm.forward(x.clone());
+            let [q, k, v]: [Tensor<B, 2>; 3] = qlinear(h, &[&b.wq, &b.wk, &b.wv])
+                .try_into()
+                .expect("three outputs");
+            let mut rows = Vec::with_capacity(n);
+            for (i, cache) in caches.iter_mut().enumerate() {
+                let pos = cache.len;
+                let row = |t: &Tensor<B, 2>, width: usize| t.clone().slice([i..i + 1, 0..width]);
+                let qi = self
+                    .rope
+                    .forward(row(&q, nh * hd).reshape([1, nh, hd]), pos);
+                let ki = self
+                    .rope
+                    .forward(row(&k, nkv * hd).reshape([1, nkv, hd]), pos);
+                let vi = row(&v, nkv * hd).reshape([1, nkv, hd]);
+                let kc = kv_write(
+                    cache.k[l].take().expect("cache present"),
+                    ki.swap_dims(0, 1),
+                    pos,
+                );
+                let vc = kv_write(
+                    cache.v[l].take().expect("cache present"),
+                    vi.swap_dims(0, 1),
+                    pos,
+                );
+                rows.push(attention_cached(qi, &kc, &vc, pos));
+                cache.k[l] = Some(kc);
+                cache.v[l] = Some(vc);
+            }
+            let attn = Tensor::cat(rows, 0);
+            let [o]: [Tensor<B, 2>; 1] = qlinear(attn, &[&b.wo]).try_into().expect("one output");
+            x = x + o;
+            let h = b.ffn_norm.forward(x.clone());
+            let [g, u]: [Tensor<B, 2>; 2] = qlinear(h, &[&b.w_gate, &b.w_up])
+                .try_into()
+                .expect("two outputs");
+            let [dn]: [Tensor<B, 2>; 1] = qlinear(activation::silu(g) * u, &[&b.w_down])
+                .try_into()
+                .expect("one output");
+            x = x + dn;
+        }
+        for cache in caches.iter_mut() {
+            cache.len += 1;
+        }
+        let x = self.output_norm.forward(x);
+        let [out]: [Tensor<B, 2>; 1] = qlinear(x, &[&self.output]).try_into().expect("one output");
+        Ok(out)
+    }
 }
