@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+pub use wecom_edge_actors::limiter::Limits;
 use wecom_edge_actors::wecom::crypto;
 
 /// The default path on the box.
@@ -56,28 +57,6 @@ struct RawModel {
 struct RawSessions {
     scope: Option<String>,
     idle_timeout: Option<String>,
-}
-
-/// Admission limits.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct Limits {
-    /// Questions per user per minute.
-    pub per_user_per_minute: u32,
-    /// Questions per chat per minute.
-    pub per_chat_per_minute: u32,
-    /// Generations queued or running at once.
-    pub max_queued: u32,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            per_user_per_minute: 10,
-            per_chat_per_minute: 30,
-            max_queued: 32,
-        }
-    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -124,8 +124,9 @@ impl Drop for Permit {
     }
 }
 
-/// Admission limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Admission limits (the `[limits]` table of edge.toml).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Questions per user per minute.
     pub per_user_per_minute: u32,

@@ -201,6 +201,23 @@ pub struct Block<B: QuantBackend> {
     w_down: B::QWeight,
 }
 
+impl<B: QuantBackend> Block<B> {
+    /// The block after attention: output projection and residual, then the SwiGLU MLP and
+    /// its residual. `x` and `attn` are `[m, n_embd]`.
+    fn finish(&self, x: Tensor<B, 2>, attn: Tensor<B, 2>) -> Tensor<B, 2> {
+        let [o]: [Tensor<B, 2>; 1] = qlinear(attn, &[&self.wo]).try_into().expect("one output");
+        let x = x + o;
+        let h = self.ffn_norm.forward(x.clone());
+        let [g, u]: [Tensor<B, 2>; 2] = qlinear(h, &[&self.w_gate, &self.w_up])
+            .try_into()
+            .expect("two outputs");
+        let [dn]: [Tensor<B, 2>; 1] = qlinear(activation::silu(g) * u, &[&self.w_down])
+            .try_into()
+            .expect("one output");
+        x + dn
+    }
+}
+
 /// A sequence's key/value cache: per layer `[n_head_kv, capacity, head_dim]` for K and V,
 /// allocated once at `capacity` positions.
 #[derive(Debug)]
@@ -466,17 +483,7 @@ impl<B: QuantBackend> Llama<B> {
             let attn = attention_cached(q, &kc, &vc, pos);
             cache.k[l] = Some(kc);
             cache.v[l] = Some(vc);
-            let [o]: [Tensor<B, 2>; 1] = qlinear(attn, &[&b.wo]).try_into().expect("one output");
-            x = x + o;
-            // MLP (SwiGLU).
-            let h = b.ffn_norm.forward(x.clone());
-            let [g, u]: [Tensor<B, 2>; 2] = qlinear(h, &[&b.w_gate, &b.w_up])
-                .try_into()
-                .expect("two outputs");
-            let [dn]: [Tensor<B, 2>; 1] = qlinear(activation::silu(g) * u, &[&b.w_down])
-                .try_into()
-                .expect("one output");
-            x = x + dn;
+            x = b.finish(x, attn);
         }
         cache.len = t;
         if logits == Logits::Last && m > 1 {
@@ -550,17 +557,7 @@ impl<B: QuantBackend> Llama<B> {
                 cache.k[l] = Some(kc);
                 cache.v[l] = Some(vc);
             }
-            let attn = Tensor::cat(rows, 0);
-            let [o]: [Tensor<B, 2>; 1] = qlinear(attn, &[&b.wo]).try_into().expect("one output");
-            x = x + o;
-            let h = b.ffn_norm.forward(x.clone());
-            let [g, u]: [Tensor<B, 2>; 2] = qlinear(h, &[&b.w_gate, &b.w_up])
-                .try_into()
-                .expect("two outputs");
-            let [dn]: [Tensor<B, 2>; 1] = qlinear(activation::silu(g) * u, &[&b.w_down])
-                .try_into()
-                .expect("one output");
-            x = x + dn;
+            x = b.finish(x, Tensor::cat(rows, 0));
         }
         for cache in caches.iter_mut() {
             cache.len += 1;
