@@ -18,6 +18,9 @@
 
 use std::path::Path;
 
+pub mod writer;
+pub use writer::{record, AuditActor, AuditArgs, AuditMsg, AUDIT_ACTOR};
+
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde::Serialize;
 use serde_json::Value;

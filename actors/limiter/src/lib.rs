@@ -12,6 +12,9 @@
 //! forgetting idle keys ([`Admission::prune`]).
 #![warn(missing_docs)]
 
+pub mod actor;
+pub use actor::{LimiterActor, LimiterMsg, LIMITER_ACTOR};
+
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -2,6 +2,7 @@
 
 use std::ops::ControlFlow;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::backend::QuantBackend;
@@ -87,8 +88,8 @@ pub struct Perplexity {
 pub struct Engine<B: QuantBackend> {
     /// The network.
     pub model: Llama<B>,
-    /// Tokenizer and chat template.
-    pub tokenizer: Tokenizer,
+    /// Tokenizer and chat template (shared with the sessions that render prompts).
+    pub tokenizer: Arc<Tokenizer>,
 }
 
 impl<B: QuantBackend> Engine<B> {
@@ -113,7 +114,10 @@ impl<B: QuantBackend> Engine<B> {
                 ),
             });
         }
-        Ok(Self { model, tokenizer })
+        Ok(Self {
+            model,
+            tokenizer: Arc::new(tokenizer),
+        })
     }
 
     /// Renders the chat template over `messages` and tokenizes it (no BOS is added; the

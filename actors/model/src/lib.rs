@@ -5,6 +5,7 @@
 //! The CPU backend is Burn's `Flex` ([`CpuBackend`]); with the `cuda` feature,
 //! [`cuda::CudaBackend`] runs the same model with CubeCL kernels on an NVIDIA GPU.
 
+pub mod actor;
 pub mod backend;
 #[cfg(feature = "cuda")]
 pub mod cuda;
@@ -15,12 +16,15 @@ pub mod kernels;
 pub mod llama;
 pub mod quant;
 pub mod sampler;
+pub mod scheduler;
 pub mod tokenizer;
 
+pub use actor::{ModelActor, ModelArgs, ModelInfo, ModelMsg, MODEL_ACTOR};
 pub use backend::{HostQWeight, QuantBackend};
 pub use engine::{Engine, GenerateParams, Generation, Perplexity, StopReason};
 pub use error::{ModelError, Result};
 pub use sampler::SamplingParams;
+pub use scheduler::{GenEvent, GenFailure, GenRequest, GenStats, Progress, SchedulerConfig};
 pub use tokenizer::{ChatMessage, Tokenizer};
 
 /// The CPU backend: Burn's pure-Rust `Flex`, with this crate's SIMD kernels.

@@ -228,6 +228,9 @@ pub struct Supervisor {
 struct Child {
     spec: ChildSpec,
     cell: Option<ActorCell>,
+    /// Added by [`SupervisorMsg::StartChild`]: forgotten once it ends for good, as OTP's
+    /// `simple_one_for_one` deletes a child that is not restarted.
+    dynamic: bool,
 }
 
 /// A supervisor's live state.
@@ -316,6 +319,7 @@ impl Actor for Supervisor {
                 .map(|s| Child {
                     spec: s.clone(),
                     cell: None,
+                    dynamic: false,
                 })
                 .collect(),
             spec,
@@ -357,6 +361,7 @@ impl Actor for Supervisor {
                     state.children.push(Child {
                         spec,
                         cell: Some(cell.clone()),
+                        dynamic: true,
                     });
                 }
                 let _ = reply.send(res);
@@ -417,7 +422,8 @@ impl Actor for Supervisor {
         };
         if !restart {
             tracing::info!(supervisor = %self.name, %child, %reason, "child ended; not restarted");
-            if state.children[idx].spec.restart == Restart::Temporary {
+            if state.children[idx].spec.restart == Restart::Temporary || state.children[idx].dynamic
+            {
                 state.children.remove(idx);
             }
             return Ok(());

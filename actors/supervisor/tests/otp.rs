@@ -151,6 +151,17 @@ async fn wait_restarted(
     }
 }
 
+/// Waits (bounded) until `cond` holds, yielding between checks.
+async fn poll(cond: impl Fn() -> bool) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("condition within 10 s");
+}
+
 fn count(log: &Log, line: &str) -> usize {
     log.lock().unwrap().iter().filter(|l| *l == line).count()
 }
@@ -381,5 +392,34 @@ async fn dynamic_children_start_and_terminate() {
     assert!(ractor::call!(sup, SupervisorMsg::TerminateChild, "chat-1/user-1".into()).unwrap());
     assert_eq!(count(&log, "stop chat-1/user-1"), 1);
     assert!(children(&sup).await.is_empty());
+
+    // A dynamic transient child: restarted after a failure, forgotten after a normal exit
+    // (simple_one_for_one), so the same id can be started again.
+    let spec = worker("chat-2/user-1", &log).restart(Restart::Transient);
+    ractor::call!(sup, SupervisorMsg::StartChild, spec.clone())
+        .unwrap()
+        .unwrap();
+    child(&sup, "chat-2/user-1")
+        .await
+        .send_message(Cmd::Fail)
+        .unwrap();
+    poll(|| count(&log, "start chat-2/user-1") == 2).await;
+    let c = child(&sup, "chat-2/user-1").await;
+    c.send_message(Cmd::Exit).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !children(&sup).await.is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the ended child is forgotten");
+    assert_eq!(
+        count(&log, "start chat-2/user-1"),
+        2,
+        "a normal exit is not restarted"
+    );
+    ractor::call!(sup, SupervisorMsg::StartChild, spec)
+        .unwrap()
+        .expect("the id is free again");
     sup.stop(None);
 }

@@ -1,0 +1,263 @@
+//! The audit actor: the single writer of the SQLite file.
+//!
+//! Every write goes through this actor's mailbox, so SQLite sees one writer and the hash chain
+//! is appended in one order. Calls that must be durable before the caller goes on
+//! ([`AuditMsg::AcceptInbound`]: a message is written before it is acknowledged) are RPCs;
+//! fire-and-forget events are casts, and a failed write is logged and counted (never a crash
+//! loop: the watchdog's SQLite probe, [`AuditMsg::Probe`], reports the store unhealthy).
+//! Registered under [`AUDIT_ACTOR`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde_json::Value;
+
+use crate::{Accepted, AuditError, AuditStore, PendingInbound, Turn};
+
+/// The audit actor's registered name.
+pub const AUDIT_ACTOR: &str = "audit";
+
+/// How long msgids are remembered for dedupe (WeCom retries within minutes; a day is ample).
+pub const DEDUPE_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// Messages to the audit actor. Replies carry errors as text (the store's error is not `Clone`).
+#[derive(Debug)]
+pub enum AuditMsg {
+    /// Appends an audit row (`kind`, `actor`, `subject`, `detail` JSON without message text).
+    Append {
+        /// Event kind (`generation_finished`, `actor_restarted`, …).
+        kind: String,
+        /// Who (`session`, `model`, `aibot/{bot_id}`, …).
+        actor: String,
+        /// What (a msgid, a conversation key, a child id).
+        subject: String,
+        /// Details.
+        detail: Value,
+    },
+    /// [`AuditStore::accept_inbound`]: durable before the reply.
+    AcceptInbound {
+        /// Channel (`aibot/{bot_id}`, `app/{agentid}`).
+        channel: String,
+        /// WeCom's msgid.
+        msgid: String,
+        /// Conversation key.
+        conversation: String,
+        /// The message (JSON) as needed to answer it after a restart.
+        payload: Value,
+        /// The outcome.
+        reply: RpcReplyPort<Result<Accepted, String>>,
+    },
+    /// [`AuditStore::finish_inbound`].
+    FinishInbound {
+        /// Inbound id.
+        id: i64,
+        /// Answered (`true`) or failed and the user told.
+        answered: bool,
+    },
+    /// Accepted, unanswered messages, oldest first; only one conversation's when given.
+    Pending {
+        /// Filter.
+        conversation: Option<String>,
+        /// The list.
+        reply: RpcReplyPort<Result<Vec<PendingInbound>, String>>,
+    },
+    /// Appends one turn to a session's history.
+    HistoryPush {
+        /// Session (conversation key).
+        session: String,
+        /// `user` or `assistant`.
+        role: String,
+        /// Text.
+        content: String,
+    },
+    /// A session's last `limit` turns.
+    History {
+        /// Session.
+        session: String,
+        /// Most turns.
+        limit: usize,
+        /// Oldest first.
+        reply: RpcReplyPort<Result<Vec<Turn>, String>>,
+    },
+    /// Forgets a session's history (`#reset`); replies when done.
+    HistoryClear {
+        /// Session.
+        session: String,
+        /// Rows removed.
+        reply: RpcReplyPort<Result<usize, String>>,
+    },
+    /// A write probe for the watchdog (a no-op transaction that must commit).
+    Probe(RpcReplyPort<Result<(), String>>),
+    /// Prunes dedupe rows past [`DEDUPE_RETENTION`] (sent hourly by the actor itself).
+    Prune,
+}
+
+/// Start arguments.
+#[derive(Clone)]
+pub struct AuditArgs {
+    /// Data directory (created if absent).
+    pub dir: PathBuf,
+    /// Called on every failed write (the metrics counter).
+    pub on_write_error: Arc<dyn Fn() + Send + Sync>,
+}
+
+/// The actor.
+#[derive(Debug, Default)]
+pub struct AuditActor;
+
+/// Its state.
+pub struct AuditState {
+    store: AuditStore,
+    on_write_error: Arc<dyn Fn() + Send + Sync>,
+    pruner: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for AuditState {
+    fn drop(&mut self) {
+        self.pruner.abort();
+    }
+}
+
+impl AuditState {
+    fn check<T>(&self, what: &str, r: Result<T, AuditError>) -> Result<T, String> {
+        r.map_err(|e| {
+            (self.on_write_error)();
+            tracing::error!(error = %e, "audit store: {what} failed");
+            e.to_string()
+        })
+    }
+}
+
+impl Actor for AuditActor {
+    type Msg = AuditMsg;
+    type State = AuditState;
+    type Arguments = AuditArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<AuditMsg>,
+        args: AuditArgs,
+    ) -> Result<AuditState, ActorProcessingErr> {
+        let store = AuditStore::open(&args.dir)?;
+        let me = myself.clone();
+        let pruner = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                tick.tick().await;
+                if me.send_message(AuditMsg::Prune).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(AuditState {
+            store,
+            on_write_error: args.on_write_error,
+            pruner,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<AuditMsg>,
+        msg: AuditMsg,
+        st: &mut AuditState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            AuditMsg::Append {
+                kind,
+                actor,
+                subject,
+                detail,
+            } => {
+                let r = st.store.append(&kind, &actor, &subject, &detail);
+                let _ = st.check("append", r);
+            }
+            AuditMsg::AcceptInbound {
+                channel,
+                msgid,
+                conversation,
+                payload,
+                reply,
+            } => {
+                let r = st
+                    .store
+                    .accept_inbound(&channel, &msgid, &conversation, &payload);
+                let _ = reply.send(st.check("accept_inbound", r));
+            }
+            AuditMsg::FinishInbound { id, answered } => {
+                let r = st.store.finish_inbound(id, answered);
+                let _ = st.check("finish_inbound", r);
+            }
+            AuditMsg::Pending {
+                conversation,
+                reply,
+            } => {
+                let r = st.store.pending_inbound().map(|v| {
+                    v.into_iter()
+                        .filter(|p| conversation.as_ref().is_none_or(|c| &p.conversation == c))
+                        .collect()
+                });
+                let _ = reply.send(r.map_err(|e| e.to_string()));
+            }
+            AuditMsg::HistoryPush {
+                session,
+                role,
+                content,
+            } => {
+                let r = st.store.history_push(&session, &role, &content);
+                let _ = st.check("history_push", r);
+            }
+            AuditMsg::History {
+                session,
+                limit,
+                reply,
+            } => {
+                let r = st.store.history(&session, limit);
+                let _ = reply.send(r.map_err(|e| e.to_string()));
+            }
+            AuditMsg::HistoryClear { session, reply } => {
+                let r = st.store.history_clear(&session);
+                let _ = reply.send(st.check("history_clear", r));
+            }
+            AuditMsg::Probe(reply) => {
+                let r = st
+                    .store
+                    .connection()
+                    .execute_batch("BEGIN IMMEDIATE; COMMIT;")
+                    .map_err(AuditError::from);
+                let _ = reply.send(st.check("probe", r));
+            }
+            AuditMsg::Prune => {
+                let r = st.store.prune(DEDUPE_RETENTION);
+                if let Ok(n) = st.check("prune", r) {
+                    tracing::debug!(pruned = n, "dedupe rows past retention removed");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Appends an audit row through the registered audit actor (dropped with a warning when it is
+/// not running — e.g. mid-restart; the row is an observation, not state).
+pub fn record(kind: &str, actor: &str, subject: &str, detail: Value) {
+    match ractor::registry::where_is(AUDIT_ACTOR.into()) {
+        Some(cell) => {
+            let r: ActorRef<AuditMsg> = cell.into();
+            let _ = r.send_message(AuditMsg::Append {
+                kind: kind.into(),
+                actor: actor.into(),
+                subject: subject.into(),
+                detail,
+            });
+        }
+        None => tracing::warn!(
+            kind,
+            actor,
+            subject,
+            "audit actor not running; row not recorded"
+        ),
+    }
+}

@@ -1,0 +1,413 @@
+//! The inference scheduler: continuous batching over one loaded model.
+//!
+//! One OS thread owns the [`Engine`] (the device and its kernels are not shared) and runs this
+//! loop:
+//!
+//! 1. take new [`GenRequest`]s from the queue (blocking only when there is nothing to do);
+//! 2. admit waiting requests, oldest first, while there is a free slot (`max_batch`) and their
+//!    KV cache fits in the memory budget (`kv_budget_bytes`; a request is always admitted when
+//!    nothing else runs, so one long prompt cannot starve) — each admitted request is prefilled
+//!    on its own and samples its first token;
+//! 3. run one decode step for every running sequence together ([`Llama::forward_batch`]: the
+//!    weights are read once per step for all of them), sample each sequence's next token and
+//!    stream its text out.
+//!
+//! New requests therefore join between decode steps, and a finished or cancelled sequence
+//! frees its slot at once. Every request ends with exactly one [`GenEvent::Finished`] or
+//! [`GenEvent::Failed`], unless the scheduler itself dies — then its event channel closes
+//! without either, and the submitter knows the model went away.
+//!
+//! Cancellation: setting the request's `cancel` flag, or dropping its event receiver, stops the
+//! sequence before its next step (`StopReason::Cancelled`).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::backend::QuantBackend;
+use crate::engine::{Engine, GenerateParams, StopReason};
+use crate::error::ModelError;
+use crate::llama::{KvCache, Llama};
+use crate::sampler::Sampler;
+use crate::tokenizer::StreamDecoder;
+
+/// Scheduler limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchedulerConfig {
+    /// Most sequences decoded together (KV cache slots).
+    pub max_batch: usize,
+    /// Bytes all running sequences' KV caches may hold together.
+    pub kv_budget_bytes: usize,
+}
+
+impl Default for SchedulerConfig {
+    /// 8 slots within 256 MiB (SmolLM2-135M: 45 KiB per position, so 8 × 700 positions).
+    fn default() -> Self {
+        SchedulerConfig {
+            max_batch: 8,
+            kv_budget_bytes: 256 << 20,
+        }
+    }
+}
+
+/// One generation to run.
+#[derive(Debug)]
+pub struct GenRequest {
+    /// Prompt token ids (the chat template already applied).
+    pub prompt: Vec<u32>,
+    /// Length and sampling.
+    pub params: GenerateParams,
+    /// Where the progress goes.
+    pub events: UnboundedSender<GenEvent>,
+    /// Set to stop the generation before its next token.
+    pub cancel: Arc<AtomicBool>,
+    /// When it was submitted (the queue time is measured from here).
+    pub submitted: Instant,
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GenFailure {
+    /// The prompt plus the answer room does not fit the model's context.
+    ContextOverflow {
+        /// Positions needed.
+        needed: usize,
+        /// The model's context length.
+        context_length: usize,
+    },
+    /// Anything else (bad parameters, a model error), as text.
+    Other(String),
+}
+
+impl std::fmt::Display for GenFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GenFailure::ContextOverflow {
+                needed,
+                context_length,
+            } => write!(
+                f,
+                "the conversation needs {needed} positions; the model holds {context_length}"
+            ),
+            GenFailure::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+impl From<ModelError> for GenFailure {
+    fn from(e: ModelError) -> Self {
+        match e {
+            ModelError::ContextOverflow {
+                needed,
+                context_length,
+            } => GenFailure::ContextOverflow {
+                needed,
+                context_length,
+            },
+            other => GenFailure::Other(other.to_string()),
+        }
+    }
+}
+
+/// Timings and counts of a finished generation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GenStats {
+    /// Why it ended.
+    pub stop: StopReason,
+    /// Prompt tokens.
+    pub prompt_tokens: usize,
+    /// Generated tokens (the stop token excluded).
+    pub tokens: usize,
+    /// Submission to the start of its prefill.
+    pub queued: Duration,
+    /// Its prefill.
+    pub prefill: Duration,
+    /// From the end of its prefill to its last token.
+    pub decode: Duration,
+}
+
+/// Progress of one request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GenEvent {
+    /// Admitted and prefilled.
+    Started {
+        /// Prompt tokens.
+        prompt_tokens: usize,
+        /// Time spent waiting for a slot.
+        queued: Duration,
+    },
+    /// New text (whole UTF-8).
+    Text(String),
+    /// The end.
+    Finished(GenStats),
+    /// Refused or failed; nothing more follows.
+    Failed(GenFailure),
+}
+
+/// Progress reporting for the watchdog: `beat` after each step, `idle` when there is no work.
+pub trait Progress: Send {
+    /// The scheduler made progress.
+    fn beat(&self);
+    /// The scheduler has nothing to do (`true`) or work again (`false`).
+    fn idle(&self, idle: bool);
+}
+
+impl Progress for () {
+    fn beat(&self) {}
+    fn idle(&self, _: bool) {}
+}
+
+struct Seq<'t, B: QuantBackend> {
+    req: GenRequest,
+    cache: KvCache<B>,
+    sampler: Sampler,
+    history: Vec<u32>,
+    decoder: StreamDecoder<'t>,
+    generated: usize,
+    /// The token to feed at the next step.
+    next: u32,
+    queued: Duration,
+    prefill: Duration,
+    decode_start: Instant,
+}
+
+impl<B: QuantBackend> Seq<'_, B> {
+    fn finish(self, stop: StopReason) {
+        let stats = GenStats {
+            stop,
+            prompt_tokens: self.req.prompt.len(),
+            tokens: self.generated,
+            queued: self.queued,
+            prefill: self.prefill,
+            decode: self.decode_start.elapsed(),
+        };
+        let _ = self.req.events.send(GenEvent::Finished(stats));
+    }
+
+    fn abandoned(&self) -> bool {
+        self.req.cancel.load(Ordering::Relaxed) || self.req.events.is_closed()
+    }
+}
+
+/// Bytes of a KV cache for `positions` positions (f32 K and V, every layer).
+pub fn kv_cache_bytes<B: QuantBackend>(model: &Llama<B>, positions: usize) -> usize {
+    let c = &model.config;
+    c.n_layer * 2 * c.n_head_kv * c.head_dim * positions.min(c.context_length) * 4
+}
+
+/// Runs the scheduler until `requests` is closed and all work is done, or `alive` is cleared
+/// (the owner is gone: running sequences are dropped, their event channels close).
+pub fn run<B: QuantBackend>(
+    engine: &Engine<B>,
+    cfg: SchedulerConfig,
+    requests: Receiver<GenRequest>,
+    alive: &AtomicBool,
+    progress: &dyn Progress,
+) {
+    let mut waiting: VecDeque<GenRequest> = VecDeque::new();
+    let mut running: Vec<Seq<'_, B>> = Vec::new();
+    let mut open = true;
+    loop {
+        if !alive.load(Ordering::Relaxed) {
+            return;
+        }
+        if running.is_empty() && waiting.is_empty() {
+            if !open {
+                return;
+            }
+            progress.idle(true);
+            match requests.recv() {
+                Ok(r) => waiting.push_back(r),
+                Err(_) => return,
+            }
+            progress.idle(false);
+        }
+        while open {
+            match requests.try_recv() {
+                Ok(r) => waiting.push_back(r),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => open = false,
+            }
+        }
+        admit(engine, cfg, &mut waiting, &mut running);
+        progress.beat();
+        if !running.is_empty() {
+            step(engine, &mut running);
+            progress.beat();
+        }
+    }
+}
+
+fn positions(r: &GenRequest) -> usize {
+    r.prompt.len() + r.params.max_tokens
+}
+
+fn admit<'t, B: QuantBackend>(
+    engine: &'t Engine<B>,
+    cfg: SchedulerConfig,
+    waiting: &mut VecDeque<GenRequest>,
+    running: &mut Vec<Seq<'t, B>>,
+) {
+    let model = &engine.model;
+    let ctx = model.config.context_length;
+    while let Some(front) = waiting.front() {
+        if front.cancel.load(Ordering::Relaxed) || front.events.is_closed() {
+            let req = waiting.pop_front().expect("front exists");
+            let _ = req.events.send(GenEvent::Finished(GenStats {
+                stop: StopReason::Cancelled,
+                prompt_tokens: req.prompt.len(),
+                tokens: 0,
+                queued: req.submitted.elapsed(),
+                prefill: Duration::ZERO,
+                decode: Duration::ZERO,
+            }));
+            continue;
+        }
+        let used: usize = running
+            .iter()
+            .map(|s| kv_cache_bytes(model, s.cache.capacity()))
+            .sum();
+        let need = kv_cache_bytes(model, positions(front));
+        if !running.is_empty()
+            && (running.len() >= cfg.max_batch.max(1) || used + need > cfg.kv_budget_bytes)
+        {
+            return;
+        }
+        let req = waiting.pop_front().expect("front exists");
+        let fail = |req: &GenRequest, f: GenFailure| {
+            let _ = req.events.send(GenEvent::Failed(f));
+        };
+        if req.prompt.is_empty() {
+            fail(&req, GenFailure::Other("empty prompt".into()));
+            continue;
+        }
+        if positions(&req) > ctx {
+            fail(
+                &req,
+                GenFailure::ContextOverflow {
+                    needed: positions(&req),
+                    context_length: ctx,
+                },
+            );
+            continue;
+        }
+        let sampler = match Sampler::new(req.params.sampling.clone()) {
+            Ok(s) => s,
+            Err(e) => {
+                fail(&req, e.into());
+                continue;
+            }
+        };
+        let queued = req.submitted.elapsed();
+        let t0 = Instant::now();
+        let mut cache = model.new_cache(positions(&req));
+        let mut logits = match engine.logits_last(&req.prompt, &mut cache) {
+            Ok(l) => l,
+            Err(e) => {
+                fail(&req, e.into());
+                continue;
+            }
+        };
+        let _ = req.events.send(GenEvent::Started {
+            prompt_tokens: req.prompt.len(),
+            queued,
+        });
+        let mut seq = Seq {
+            history: req.prompt.clone(),
+            req,
+            cache,
+            sampler,
+            decoder: engine.tokenizer.stream_decoder(),
+            generated: 0,
+            next: 0,
+            queued,
+            prefill: t0.elapsed(),
+            decode_start: Instant::now(),
+        };
+        if let Some(stop) = take_token(engine, &mut seq, &mut logits) {
+            seq.finish(stop);
+        } else {
+            running.push(seq);
+        }
+    }
+}
+
+/// Samples `seq`'s next token from `logits` and streams it; `Some` when the sequence ends.
+fn take_token<B: QuantBackend>(
+    engine: &Engine<B>,
+    seq: &mut Seq<'_, B>,
+    logits: &mut [f32],
+) -> Option<StopReason> {
+    if seq.abandoned() {
+        return Some(StopReason::Cancelled);
+    }
+    let tok = seq.sampler.sample(logits, &seq.history);
+    if engine.tokenizer.stop_ids.contains(&tok) {
+        return Some(StopReason::EndOfTurn);
+    }
+    seq.generated += 1;
+    seq.history.push(tok);
+    match seq.decoder.step(tok) {
+        Ok(Some(piece)) => {
+            if seq.req.events.send(GenEvent::Text(piece)).is_err() {
+                return Some(StopReason::Cancelled);
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "detokenizing a generated token failed"),
+    }
+    if seq.generated >= seq.req.params.max_tokens {
+        return Some(StopReason::MaxTokens);
+    }
+    seq.next = tok;
+    None
+}
+
+/// One decode step for all running sequences; finished ones leave `running`.
+fn step<B: QuantBackend>(engine: &Engine<B>, running: &mut Vec<Seq<'_, B>>) {
+    // Drop the abandoned before spending a step on them.
+    let mut i = 0;
+    while i < running.len() {
+        if running[i].abandoned() {
+            running.swap_remove(i).finish(StopReason::Cancelled);
+        } else {
+            i += 1;
+        }
+    }
+    if running.is_empty() {
+        return;
+    }
+    let tokens: Vec<u32> = running.iter().map(|s| s.next).collect();
+    let result = {
+        let mut caches: Vec<&mut KvCache<B>> = running.iter_mut().map(|s| &mut s.cache).collect();
+        engine.model.forward_batch(&tokens, &mut caches)
+    };
+    let logits = match result {
+        Ok(t) => t
+            .into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .expect("f32 logits"),
+        Err(e) => {
+            let f = GenFailure::from(e);
+            for s in running.drain(..) {
+                let _ = s.req.events.send(GenEvent::Failed(f.clone()));
+            }
+            return;
+        }
+    };
+    let n_vocab = engine.model.config.n_vocab;
+    let mut logits = logits;
+    let mut keep = Vec::with_capacity(running.len());
+    for (mut seq, row) in running.drain(..).zip(logits.chunks_exact_mut(n_vocab)) {
+        match take_token(engine, &mut seq, row) {
+            Some(stop) => seq.finish(stop),
+            None => keep.push(seq),
+        }
+    }
+    *running = keep;
+}
