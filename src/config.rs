@@ -94,6 +94,11 @@ struct RawWebhook {
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
     /// The value.
     pub fn expose(&self) -> &str {
         &self.0

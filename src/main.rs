@@ -9,9 +9,10 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 mod audit_cmd;
-mod config;
 mod sim_cmd;
 mod wecom_cmd;
+
+use wecom_edge::{app, config, demo};
 
 use wecom_edge_actors::model::{
     self, ChatMessage, Engine, GenerateParams, QuantBackend, SamplingParams, DEFAULT_MODEL_FILE,
@@ -30,6 +31,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the box: the supervision tree, WeCom connections, admin HTTP, until SIGTERM.
+    Serve {
+        /// The configuration file.
+        #[arg(long, default_value = config::DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// The simulator with the AI bot `demo-bot` and the box wired to it: type as a WeCom user.
+    Demo(DemoArgs),
     /// Ask the local model one question; the answer streams to stdout.
     Ask(AskArgs),
     /// Perplexity of the model over a text file (no BOS, first 512 tokens).
@@ -110,6 +119,30 @@ struct AskArgs {
     json: bool,
     /// The question.
     question: String,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Run until SIGTERM without a prompt; drive it through the simulator's control API.
+    #[arg(long)]
+    headless: bool,
+    /// The simulator's address (API, long connection, control API).
+    #[arg(long, default_value = "127.0.0.1:8620")]
+    sim_listen: std::net::SocketAddr,
+    /// The box's admin address (/livez /readyz /metrics).
+    #[arg(long, default_value = "127.0.0.1:8621")]
+    admin_listen: std::net::SocketAddr,
+    /// State directory (SQLite) [default: a new temporary directory].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Longest answer in tokens.
+    #[arg(long, default_value_t = 256)]
+    max_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.3)]
+    temperature: f32,
 }
 
 #[derive(Args)]
@@ -246,6 +279,114 @@ fn config_check(path: &Path) -> ExitCode {
     }
 }
 
+async fn until_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+fn serve(path: &Path) -> anyhow::Result<ExitCode> {
+    let creds = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+    let cfg = match config::Config::load(path, creds.as_deref()) {
+        Ok(c) => c,
+        Err(problems) => {
+            for p in problems {
+                eprintln!("{p}");
+            }
+            return Ok(ExitCode::from(2));
+        }
+    };
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
+    runtime()?.block_on(async move {
+        let mut running = app::start(&cfg).await?;
+        let code = tokio::select! {
+            r = until_signal() => { r?; ExitCode::SUCCESS }
+            r = running.wait() => {
+                tracing::error!(error = %r.err().map(|e| e.to_string()).unwrap_or_default(), "exiting");
+                ExitCode::FAILURE
+            }
+        };
+        running.shutdown().await;
+        Ok(code)
+    })
+}
+
+fn run_demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
+    if a.model.device == DeviceKind::Cuda {
+        a.model.device.resolve()?;
+    }
+    if let Some(0) = a.model.threads {
+        bail!("--threads must be at least 1");
+    }
+    let model = a.model.model.clone().unwrap_or_else(default_model);
+    if !model.exists() {
+        bail!(
+            "model file {} not found; fetch the default model with `scripts/fetch-model.sh`, \
+             or pass --model PATH",
+            model.display()
+        );
+    }
+    let opts = demo::DemoOptions {
+        sim_listen: a.sim_listen,
+        admin_listen: a.admin_listen,
+        data_dir: app::demo_data_dir(a.data_dir)?,
+        model,
+        device: match a.model.device {
+            DeviceKind::Auto => "auto",
+            DeviceKind::Cpu => "cpu",
+            DeviceKind::Cuda => "cuda",
+        }
+        .into(),
+        threads: a.model.threads.unwrap_or(0),
+        max_tokens: a.max_tokens,
+        temperature: a.temperature,
+    };
+    runtime()?.block_on(async move {
+        let mut d = demo::start(&opts).await?;
+        let sim = d.sim.base_url();
+        let info = serde_json::json!({
+            "sim": sim,
+            "ws": d.sim.ws_url(),
+            "admin": format!("http://{}", d.running.admin),
+            "data_dir": opts.data_dir,
+            "bot_id": demo::DEMO_BOT_ID,
+        });
+        println!("{info}");
+        eprintln!(
+            "wecom-edge demo: simulator {sim} (control API {sim}/sim/…), admin http://{}, state in {}",
+            d.running.admin,
+            opts.data_dir.display()
+        );
+        let code = if a.headless {
+            tokio::select! {
+                r = until_signal() => { r?; ExitCode::SUCCESS }
+                _ = d.running.wait() => ExitCode::FAILURE,
+            }
+        } else {
+            tokio::select! {
+                r = demo::interact(&sim) => { r?; ExitCode::SUCCESS }
+                r = until_signal() => { r?; ExitCode::SUCCESS }
+                _ = d.running.wait() => ExitCode::FAILURE,
+            }
+        };
+        d.running.shutdown().await;
+        d.sim.stop().await;
+        Ok(code)
+    })
+}
+
 /// Runs `$f::<Backend>(args, &device)` on the backend `$kind` selects.
 macro_rules! on_backend {
     ($kind:expr, $f:ident, $args:expr) => {
@@ -259,6 +400,8 @@ macro_rules! on_backend {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Serve { config } => serve(&config),
+        Command::Demo(a) => run_demo(a),
         Command::Ask(a) => on_backend!(a.model.device, ask, a).map(|()| ExitCode::SUCCESS),
         Command::Perplexity(a) => {
             on_backend!(a.model.device, perplexity, a).map(|()| ExitCode::SUCCESS)

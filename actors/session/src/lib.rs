@@ -7,7 +7,18 @@
 //!   WeCom keeps in group text; answered without the model.
 //! * [`fit_history`] — the newest turns whose tokens, with the new question and room for the
 //!   answer, fit the context window; whole user/assistant pairs are dropped oldest first.
+//!
+//! The actors: [`actor::SessionActor`] (one per key), [`router::RouterActor`] (records each
+//! message and hands it to its session) and [`reply`] (how an answer reaches WeCom).
 #![warn(missing_docs)]
+
+pub mod actor;
+pub mod reply;
+pub mod router;
+
+pub use actor::{Job, SessionActor, SessionArgs, SessionContext, SessionMsg, SessionSettings};
+pub use reply::{Origin, Outbound, Replier, ReplyTo};
+pub use router::{InboundMsg, RouterActor, RouterArgs, RouterMsg, ROUTER_ACTOR, SESSION_SUP};
 
 /// Whose context a group message joins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -1,0 +1,724 @@
+//! The session actor: one per conversation key, started by the router under `session_sup`.
+//!
+//! Runtime rules:
+//! * Jobs (accepted inbound messages) are answered one at a time, in arrival order; a turn runs
+//!   as a task so the mailbox stays responsive (`#reset` cancels the running turn at once).
+//! * Commands (`#help #reset #status`, also `/…`) are answered here, without the model.
+//! * A question is admitted by the limiter actor first; a refusal is a polite reply, audited.
+//! * The prompt is the model's chat template over the history that fits its context
+//!   ([`fit_history`](crate::fit_history)) plus the question; history is read from SQLite on the
+//!   first message (an idle-stopped or restarted session continues its conversation).
+//! * The answer streams: the first frame as soon as the first text is decoded, then at most one
+//!   update per `throttle`, a keep-alive update when nothing changed for `keepalive`, the final
+//!   frame last. If the model actor dies mid-answer, the turn waits for its restart (bounded by
+//!   `model_wait`) and generates once more; if that fails too the user is told.
+//! * Start-up reads this conversation's accepted-but-unanswered messages from SQLite, so a
+//!   restart (of the session or of the box) loses nothing; inbound ids already seen are skipped.
+//! * Idle for `idle_timeout`: the session asks the router to stop it (the router knows whether
+//!   a message is on its way); a dropped session costs nothing but a history read.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use serde_json::json;
+use tokio::sync::mpsc;
+use wecom_edge_audit::{AuditMsg, PendingInbound, AUDIT_ACTOR};
+use wecom_edge_limiter::{LimiterMsg, LIMITER_ACTOR};
+use wecom_edge_model::{
+    ChatMessage, GenEvent, GenFailure, GenRequest, GenStats, GenerateParams, ModelInfo, ModelMsg,
+    StopReason, MODEL_ACTOR,
+};
+use wecom_edge_watchdog::Metrics;
+
+use crate::reply::{Origin, Outbound, Replier, ReplyTo};
+use crate::router::RouterMsg;
+use crate::{fit_history, help_text, parse_command, strip_mentions, Command, Turn};
+
+/// Settings shared by all sessions.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    /// Generation length and sampling.
+    pub generate: GenerateParams,
+    /// A system prompt put before the history (`None`: the template's default).
+    pub system_prompt: Option<String>,
+    /// Stop after this long without a message.
+    pub idle_timeout: Duration,
+    /// At most one stream update per this interval (WeCom's stream refresh pace; ~500 ms).
+    pub throttle: Duration,
+    /// An update is re-sent when nothing changed for this long (well inside WeCom's 6-minute
+    /// stream expiry).
+    pub keepalive: Duration,
+    /// How long a turn waits for a (restarting) model actor.
+    pub model_wait: Duration,
+    /// Most history turns read from SQLite.
+    pub history_limit: usize,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        SessionSettings {
+            generate: GenerateParams::default(),
+            system_prompt: None,
+            idle_timeout: Duration::from_secs(600),
+            throttle: Duration::from_millis(500),
+            keepalive: Duration::from_secs(60),
+            model_wait: Duration::from_secs(10),
+            history_limit: 64,
+        }
+    }
+}
+
+/// What every session shares.
+#[derive(Debug, Clone)]
+pub struct SessionContext {
+    /// Settings.
+    pub settings: SessionSettings,
+    /// Outbound connections.
+    pub outbound: Arc<Outbound>,
+    /// Metrics.
+    pub metrics: Metrics,
+}
+
+/// One accepted message for a session.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The inbound row's id (monotonic).
+    pub inbound_id: i64,
+    /// WeCom's msgid.
+    pub msgid: String,
+    /// Who and where.
+    pub origin: Origin,
+    /// How to answer.
+    pub reply: ReplyTo,
+    /// When the box received it (for time-to-first-token).
+    pub received: Instant,
+}
+
+impl Job {
+    /// A job for a message accepted before this session started.
+    pub fn from_pending(p: &PendingInbound, out: &Outbound) -> Option<Job> {
+        let origin: Origin = serde_json::from_value(p.payload.clone()).ok()?;
+        Some(Job {
+            inbound_id: p.id,
+            msgid: p.msgid.clone(),
+            reply: ReplyTo::for_origin(&origin, out),
+            origin,
+            received: Instant::now(),
+        })
+    }
+}
+
+/// Messages to a session.
+#[derive(Debug)]
+pub enum SessionMsg {
+    /// An accepted message.
+    Job(Job),
+    /// The running turn ended (its inbound id; the exchange to remember, if any).
+    TurnDone {
+        /// Inbound id.
+        inbound_id: i64,
+        /// `(question, answer)` to append to the in-memory history.
+        exchange: Option<(String, String)>,
+    },
+    /// Timer: check for idleness.
+    IdleCheck,
+}
+
+/// Start arguments.
+#[derive(Debug, Clone)]
+pub struct SessionArgs {
+    /// The conversation key (its `Display` form; the history key).
+    pub key: String,
+    /// Shared context.
+    pub ctx: SessionContext,
+    /// The router, told when the session is idle.
+    pub router: ActorRef<RouterMsg>,
+}
+
+/// The actor.
+#[derive(Debug, Default)]
+pub struct SessionActor;
+
+/// Its state.
+pub struct SessionState {
+    args: SessionArgs,
+    history: Option<Vec<Turn>>,
+    queue: VecDeque<Job>,
+    seen: HashSet<i64>,
+    max_seen: i64,
+    current: Option<(i64, Arc<AtomicBool>, tokio::task::JoinHandle<()>)>,
+    last_activity: Instant,
+    ticker: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for SessionState {
+    /// A dying session takes its turn with it (the message stays accepted in SQLite and is
+    /// answered by the session's next incarnation — never twice).
+    fn drop(&mut self) {
+        self.ticker.abort();
+        if let Some((_, cancel, task)) = self.current.take() {
+            cancel.store(true, Ordering::Relaxed);
+            task.abort();
+        }
+    }
+}
+
+fn audit() -> Option<ActorRef<AuditMsg>> {
+    ractor::registry::where_is(AUDIT_ACTOR.into()).map(Into::into)
+}
+
+fn record(kind: &str, key: &str, detail: serde_json::Value) {
+    wecom_edge_audit::record(kind, "session", key, detail);
+}
+
+fn finish_inbound(id: i64, answered: bool) {
+    if let Some(a) = audit() {
+        let _ = a.send_message(AuditMsg::FinishInbound { id, answered });
+    }
+}
+
+impl Actor for SessionActor {
+    type Msg = SessionMsg;
+    type State = SessionState;
+    type Arguments = SessionArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        args: SessionArgs,
+    ) -> Result<SessionState, ActorProcessingErr> {
+        let period = (args.ctx.settings.idle_timeout / 2).max(Duration::from_millis(50));
+        let me = myself.clone();
+        let ticker = tokio::spawn(async move {
+            let mut t = tokio::time::interval(period);
+            t.tick().await;
+            loop {
+                t.tick().await;
+                if me.send_message(SessionMsg::IdleCheck).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut st = SessionState {
+            history: None,
+            queue: VecDeque::new(),
+            seen: HashSet::new(),
+            max_seen: 0,
+            current: None,
+            last_activity: Instant::now(),
+            ticker,
+            args,
+        };
+        // Whatever this conversation had accepted and not answered (a crash, a restart).
+        let a = audit().ok_or("the audit actor is not running")?;
+        let key = st.args.key.clone();
+        let pending = ractor::call!(a, |reply| AuditMsg::Pending {
+            conversation: Some(key),
+            reply
+        })?
+        .map_err(|e| format!("reading pending messages: {e}"))?;
+        for p in &pending {
+            match Job::from_pending(p, &st.args.ctx.outbound) {
+                Some(job) => st.enqueue(job),
+                None => finish_inbound(p.id, false),
+            }
+        }
+        tracing::debug!(session = %st.args.key, n = pending.len(), "session started with its accepted messages");
+        Ok(st)
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        st: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
+        st.next(&myself).await
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        msg: SessionMsg,
+        st: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SessionMsg::Job(job) => {
+                st.last_activity = Instant::now();
+                let text = strip_mentions(&job.origin.text).to_string();
+                match parse_command(&text) {
+                    Some(cmd) if st.seen.insert(job.inbound_id) => {
+                        st.max_seen = st.max_seen.max(job.inbound_id);
+                        st.command(cmd, job).await?;
+                    }
+                    Some(_) => {}
+                    None => st.enqueue(job),
+                }
+            }
+            SessionMsg::TurnDone {
+                inbound_id,
+                exchange,
+            } => {
+                if st.current.as_ref().is_some_and(|c| c.0 == inbound_id) {
+                    st.current = None;
+                }
+                if let (Some(h), Some((q, a))) = (st.history.as_mut(), exchange) {
+                    h.push(Turn {
+                        role: "user".into(),
+                        content: q,
+                    });
+                    h.push(Turn {
+                        role: "assistant".into(),
+                        content: a,
+                    });
+                    let limit = st.args.ctx.settings.history_limit;
+                    if h.len() > limit {
+                        h.drain(..h.len() - limit);
+                    }
+                }
+                st.last_activity = Instant::now();
+            }
+            SessionMsg::IdleCheck => {
+                let idle = st.current.is_none()
+                    && st.queue.is_empty()
+                    && st.last_activity.elapsed() >= st.args.ctx.settings.idle_timeout;
+                if idle {
+                    let _ = st.args.router.send_message(RouterMsg::SessionIdle {
+                        key: st.args.key.clone(),
+                        handled: st.max_seen,
+                    });
+                }
+            }
+        }
+        st.next(&myself).await
+    }
+}
+
+impl SessionState {
+    fn enqueue(&mut self, job: Job) {
+        if self.seen.insert(job.inbound_id) {
+            self.max_seen = self.max_seen.max(job.inbound_id);
+            self.queue.push_back(job);
+        }
+    }
+
+    async fn load_history(&mut self) -> Result<(), ActorProcessingErr> {
+        if self.history.is_none() {
+            let a = audit().ok_or("the audit actor is not running")?;
+            let (session, limit) = (self.args.key.clone(), self.args.ctx.settings.history_limit);
+            let h = ractor::call!(a, |reply| AuditMsg::History {
+                session,
+                limit,
+                reply
+            })?
+            .map_err(|e| format!("reading history: {e}"))?;
+            self.history = Some(
+                h.into_iter()
+                    .map(|t| Turn {
+                        role: t.role,
+                        content: t.content,
+                    })
+                    .collect(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Starts the next queued turn when none runs.
+    async fn next(&mut self, myself: &ActorRef<SessionMsg>) -> Result<(), ActorProcessingErr> {
+        if self.current.is_some() {
+            return Ok(());
+        }
+        let Some(job) = self.queue.pop_front() else {
+            return Ok(());
+        };
+        self.load_history().await?;
+        let cancel = Arc::new(AtomicBool::new(false));
+        let turn = TurnCtx {
+            key: self.args.key.clone(),
+            ctx: self.args.ctx.clone(),
+            history: self.history.clone().unwrap_or_default(),
+            cancel: cancel.clone(),
+        };
+        let id = job.inbound_id;
+        let me = myself.clone();
+        let task = tokio::spawn(async move {
+            let exchange = turn.run(job).await;
+            let _ = me.send_message(SessionMsg::TurnDone {
+                inbound_id: id,
+                exchange,
+            });
+        });
+        self.current = Some((id, cancel, task));
+        Ok(())
+    }
+
+    async fn command(&mut self, cmd: Command, job: Job) -> Result<(), ActorProcessingErr> {
+        let key = self.args.key.clone();
+        let text = match cmd {
+            Command::Help => help_text().to_string(),
+            Command::Reset => {
+                if let Some((_, cancel, _)) = &self.current {
+                    cancel.store(true, Ordering::Relaxed);
+                }
+                let a = audit().ok_or("the audit actor is not running")?;
+                let session = key.clone();
+                let removed = ractor::call!(a, |reply| AuditMsg::HistoryClear { session, reply })?
+                    .map_err(|e| format!("clearing history: {e}"))?;
+                self.history = Some(Vec::new());
+                record("session_reset", &key, json!({"turns_removed": removed}));
+                "好的，我已忘记我们之前的对话。(Done: I have forgotten our conversation.)"
+                    .to_string()
+            }
+            Command::Status => {
+                let in_flight = match ractor::registry::where_is(LIMITER_ACTOR.into()) {
+                    Some(c) => {
+                        let l: ActorRef<LimiterMsg> = c.into();
+                        ractor::call!(l, LimiterMsg::InFlight).unwrap_or(0)
+                    }
+                    None => 0,
+                };
+                let model = if ractor::registry::where_is(MODEL_ACTOR.into()).is_some() {
+                    "ready"
+                } else {
+                    "restarting"
+                };
+                format!(
+                    "状态 (status): model {model} · {in_flight} generation(s) queued or running · \
+                     {} turn(s) of history in this conversation · {} question(s) waiting here",
+                    self.history.as_ref().map_or(0, Vec::len),
+                    self.queue.len() + usize::from(self.current.is_some()),
+                )
+            }
+        };
+        record(
+            "command",
+            &key,
+            json!({"msgid": job.msgid, "command": format!("{cmd:?}").to_lowercase()}),
+        );
+        let id = job.inbound_id;
+        tokio::spawn(async move {
+            let mut r = Replier::new(job.reply);
+            let ok = match r.finish(&text).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "command reply failed");
+                    false
+                }
+            };
+            finish_inbound(id, ok);
+        });
+        Ok(())
+    }
+}
+
+/// One turn's context (owned by its task).
+struct TurnCtx {
+    key: String,
+    ctx: SessionContext,
+    history: Vec<Turn>,
+    cancel: Arc<AtomicBool>,
+}
+
+/// How a generation attempt ended.
+enum Attempt {
+    Done(GenStats),
+    Failed(GenFailure),
+    /// The model actor went away mid-answer.
+    Lost,
+}
+
+impl TurnCtx {
+    /// Answers `job`; returns the exchange to remember when it was answered by the model.
+    async fn run(self, job: Job) -> Option<(String, String)> {
+        let key = &self.key;
+        let question = strip_mentions(&job.origin.text).to_string();
+        let settings = &self.ctx.settings;
+        let metrics = &self.ctx.metrics;
+        let mut replier = Replier::new(job.reply.clone());
+        // Admission.
+        let Some(limiter) = ractor::registry::where_is(LIMITER_ACTOR.into()) else {
+            deliver(&mut replier, &job, key, RESTARTING.into()).await;
+            return None;
+        };
+        let limiter: ActorRef<LimiterMsg> = limiter.into();
+        let user = format!(
+            "{}/{}/{}",
+            job.origin.channel, job.origin.endpoint, job.origin.user
+        );
+        let chat = job
+            .origin
+            .chat
+            .as_ref()
+            .map(|c| format!("{}/{}/{c}", job.origin.channel, job.origin.endpoint));
+        let permit = match ractor::call!(limiter, |reply| LimiterMsg::Admit { user, chat, reply }) {
+            Ok(Ok(p)) => p,
+            Ok(Err(refusal)) => {
+                metrics.messages_rate_limited.inc();
+                record(
+                    "rate_limited",
+                    key,
+                    json!({"msgid": job.msgid, "limit": refusal.kind()}),
+                );
+                deliver(&mut replier, &job, key, refusal.message()).await;
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "limiter unavailable");
+                deliver(&mut replier, &job, key, RESTARTING.into()).await;
+                return None;
+            }
+        };
+        metrics.queue_depth.inc();
+        let _depth = DepthGuard(metrics.clone());
+
+        let mut attempt_no = 0;
+        let outcome = loop {
+            attempt_no += 1;
+            let Some((model, info)) = wait_model(settings.model_wait).await else {
+                break Attempt::Lost;
+            };
+            let prompt = match self.prompt(&info, &question) {
+                Ok(p) => p,
+                Err(f) => break Attempt::Failed(f),
+            };
+            record(
+                "generation_started",
+                key,
+                json!({"msgid": job.msgid, "prompt_tokens": prompt.len(), "attempt": attempt_no}),
+            );
+            let res = self
+                .generate(&model, prompt, &job, &mut replier, attempt_no)
+                .await;
+            match res {
+                (Attempt::Lost, _) if attempt_no < 2 && !self.cancel.load(Ordering::Relaxed) => {
+                    tracing::warn!(session = %key, "the model went away mid-answer; generating again");
+                    record("generation_retried", key, json!({"msgid": job.msgid}));
+                    continue;
+                }
+                (Attempt::Done(stats), text) => {
+                    metrics.generations.inc();
+                    metrics.tokens.inc_by(stats.tokens as u64);
+                    metrics
+                        .generation_seconds
+                        .observe((stats.prefill + stats.decode).as_secs_f64());
+                    record(
+                        "generation_finished",
+                        key,
+                        json!({
+                            "msgid": job.msgid,
+                            "stop": stats.stop,
+                            "prompt_tokens": stats.prompt_tokens,
+                            "tokens": stats.tokens,
+                            "queued_ms": stats.queued.as_millis() as u64,
+                            "prefill_ms": stats.prefill.as_millis() as u64,
+                            "decode_ms": stats.decode.as_millis() as u64,
+                        }),
+                    );
+                    if stats.stop == StopReason::Cancelled {
+                        finish_inbound(job.inbound_id, true);
+                        drop(permit);
+                        return None;
+                    }
+                    deliver(&mut replier, &job, key, text.clone()).await;
+                    drop(permit);
+                    if let Some(a) = audit() {
+                        for (role, content) in [("user", &question), ("assistant", &text)] {
+                            let _ = a.send_message(AuditMsg::HistoryPush {
+                                session: key.clone(),
+                                role: role.into(),
+                                content: content.clone(),
+                            });
+                        }
+                    }
+                    return Some((question, text));
+                }
+                (other, _) => break other,
+            }
+        };
+        drop(permit);
+        let notice = match outcome {
+            Attempt::Failed(GenFailure::ContextOverflow { .. }) => {
+                "⚠️ 这个问题太长了，超出了模型的上下文长度；请缩短后再问，或发送 #reset 清空对话。\
+                 (The question does not fit the model's context; shorten it, or send #reset.)"
+                    .to_string()
+            }
+            Attempt::Failed(f) => {
+                format!("⚠️ 生成回答失败 (the answer could not be generated): {f}")
+            }
+            Attempt::Lost | Attempt::Done(_) => {
+                "⚠️ 模型正在重启，未能完成回答；请再问一次。(The model restarted and could not finish \
+                 the answer; please ask again.)"
+                    .to_string()
+            }
+        };
+        record(
+            "generation_failed",
+            key,
+            json!({"msgid": job.msgid, "notice": true}),
+        );
+        deliver(&mut replier, &job, key, notice).await;
+        None
+    }
+
+    /// The prompt: system prompt, the history that fits, the question.
+    fn prompt(&self, info: &ModelInfo, question: &str) -> Result<Vec<u32>, GenFailure> {
+        let tok = &info.tokenizer;
+        let settings = &self.ctx.settings;
+        let count = |t: &Turn| tok.encode(&t.content).map_or(t.content.len(), |v| v.len()) + 4;
+        let render = |hist: &[Turn]| -> Result<Vec<u32>, GenFailure> {
+            let mut msgs = Vec::with_capacity(hist.len() + 2);
+            if let Some(sys) = &settings.system_prompt {
+                msgs.push(ChatMessage::new("system", sys.clone()));
+            }
+            msgs.extend(
+                hist.iter()
+                    .map(|t| ChatMessage::new(&t.role, t.content.clone())),
+            );
+            msgs.push(ChatMessage::new("user", question.to_string()));
+            let text = tok
+                .apply_chat_template(&msgs)
+                .map_err(|e| GenFailure::Other(e.to_string()))?;
+            tok.encode(&text)
+                .map_err(|e| GenFailure::Other(e.to_string()))
+        };
+        let bare = render(&[])?;
+        let reserve = settings.generate.max_tokens;
+        if bare.len() + reserve > info.context_length {
+            return Err(GenFailure::ContextOverflow {
+                needed: bare.len() + reserve,
+                context_length: info.context_length,
+            });
+        }
+        let hist = fit_history(
+            &self.history,
+            bare.len(),
+            reserve,
+            info.context_length,
+            count,
+        );
+        let mut prompt = render(hist)?;
+        // The per-turn estimate is close but not exact: drop whole pairs until it fits.
+        let mut from = self.history.len() - hist.len();
+        while prompt.len() + reserve > info.context_length && from < self.history.len() {
+            from = (from + 2).min(self.history.len());
+            prompt = render(&self.history[from..])?;
+        }
+        Ok(prompt)
+    }
+
+    /// One generation attempt, streaming into `replier`; returns how it ended and the text.
+    async fn generate(
+        &self,
+        model: &ActorRef<ModelMsg>,
+        prompt: Vec<u32>,
+        job: &Job,
+        replier: &mut Replier,
+        attempt: u32,
+    ) -> (Attempt, String) {
+        let settings = &self.ctx.settings;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let req = GenRequest {
+            prompt,
+            params: settings.generate.clone(),
+            events: tx,
+            cancel: self.cancel.clone(),
+            submitted: Instant::now(),
+        };
+        if model.send_message(ModelMsg::Generate(req)).is_err() {
+            return (Attempt::Lost, String::new());
+        }
+        let mut text = String::new();
+        let mut shown = 0usize;
+        let mut last_frame = Instant::now();
+        let mut first = true;
+        let mut tick = tokio::time::interval(settings.throttle);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                ev = rx.recv() => match ev {
+                    Some(GenEvent::Started { .. }) => {}
+                    Some(GenEvent::Text(t)) => {
+                        text.push_str(&t);
+                        if first && !text.trim().is_empty() && replier.streams() {
+                            first = false;
+                            if attempt == 1 {
+                                self.ctx.metrics.time_to_first_token_seconds
+                                    .observe(job.received.elapsed().as_secs_f64());
+                            }
+                            if let Err(e) = replier.update(&text).await {
+                                tracing::warn!(error = %e, "stream update failed");
+                            }
+                            shown = text.len();
+                            last_frame = Instant::now();
+                        }
+                    }
+                    Some(GenEvent::Finished(stats)) => return (Attempt::Done(stats), text),
+                    Some(GenEvent::Failed(f)) => return (Attempt::Failed(f), text),
+                    None => return (Attempt::Lost, text),
+                },
+                _ = tick.tick() => {
+                    let changed = text.len() != shown;
+                    let due = last_frame.elapsed() >= settings.throttle;
+                    let keepalive = last_frame.elapsed() >= settings.keepalive;
+                    if !first && due && (changed || keepalive) {
+                        if let Err(e) = replier.update(&text).await {
+                            tracing::warn!(error = %e, "stream update failed");
+                        }
+                        shown = text.len();
+                        last_frame = Instant::now();
+                    }
+                }
+            }
+        }
+    }
+}
+
+const RESTARTING: &str =
+    "⚠️ 服务正在重启，请稍后再试。(The box is restarting; please ask again in a moment.)";
+
+/// Sends the final answer (or notice), audits the outcome and settles the inbound row.
+async fn deliver(replier: &mut Replier, job: &Job, key: &str, text: String) {
+    let ok = match replier.finish(&text).await {
+        Ok(()) => {
+            record(
+                "reply_sent",
+                key,
+                json!({"msgid": job.msgid, "bytes": text.len(), "frames": replier.frames()}),
+            );
+            true
+        }
+        Err(e) => {
+            record("reply_failed", key, json!({"msgid": job.msgid, "error": e}));
+            false
+        }
+    };
+    finish_inbound(job.inbound_id, ok);
+}
+
+struct DepthGuard(Metrics);
+
+impl Drop for DepthGuard {
+    fn drop(&mut self) {
+        self.0.queue_depth.dec();
+    }
+}
+
+/// The model actor, once it is registered and answers (waits up to `wait` for a restart).
+async fn wait_model(wait: Duration) -> Option<(ActorRef<ModelMsg>, ModelInfo)> {
+    let deadline = Instant::now() + wait;
+    loop {
+        if let Some(cell) = ractor::registry::where_is(MODEL_ACTOR.into()) {
+            let m: ActorRef<ModelMsg> = cell.into();
+            if let Ok(info) = ractor::call!(m, ModelMsg::Info) {
+                return Some((m, info));
+            }
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

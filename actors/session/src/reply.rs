@@ -1,0 +1,287 @@
+//! Where an answer goes, and how it gets there.
+//!
+//! * AI bot, long connection — a stream (`aibot_respond_msg` with the callback's req_id): the
+//!   full text so far in each update, `finish:true` last (/document/path/101463). If the stream
+//!   cannot be used (a req_id from before a restart, the link down), the final answer goes as a
+//!   proactive `aibot_send_msg` to the chat instead.
+//! * AI bot, webhook — the stream WeCom polls, and the one-shot response_url for what does not
+//!   fit (/document/path/101138).
+//! * Self-built app — `message/send` or `appchat/send` (no streaming; the final answer only).
+//!
+//! Answers longer than one message (20480 bytes for AI bots) end the stream with the first part
+//! and continue as new messages, in order.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use wecom_edge_wecom::api::{Api, AppClient, AppMsgType};
+use wecom_edge_wecom::callback::{ResponseUrl, WebhookStream};
+use wecom_edge_wecom::longconn::{LongConnHandle, StreamReply};
+use wecom_edge_wecom::split::{split_message, AIBOT_CONTENT_MAX_BYTES};
+
+/// The box's outbound connections, by endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct Outbound {
+    /// AI-bot long connections by bot id.
+    pub bots: HashMap<String, LongConnHandle>,
+    /// Self-built apps by AgentID.
+    pub apps: HashMap<i64, AppClient>,
+    /// The API transport (response_url posts).
+    pub api: Option<Api>,
+}
+
+/// What the box needs to answer an accepted message, also after a restart (stored with the
+/// inbound row as JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// `aibot` or `app`.
+    pub channel: String,
+    /// Bot id or AgentID.
+    pub endpoint: String,
+    /// The sender's userid.
+    pub user: String,
+    /// Group chat id (`None`: a single chat).
+    pub chat: Option<String>,
+    /// The text as received (mentions included).
+    pub text: String,
+    /// Long connection: the callback's req_id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub req_id: Option<String>,
+}
+
+impl Origin {
+    /// Where a proactive message to this conversation goes (the group, or the user).
+    pub fn chat_or_user(&self) -> &str {
+        self.chat.as_deref().unwrap_or(&self.user)
+    }
+}
+
+/// How one answer is delivered.
+#[derive(Debug, Clone)]
+pub enum ReplyTo {
+    /// AI bot over the long connection.
+    LongConnection {
+        /// The bot's connection.
+        conn: LongConnHandle,
+        /// The callback's req_id.
+        req_id: String,
+        /// Chat (group chatid or userid) for proactive messages.
+        conversation: String,
+    },
+    /// AI bot over webhook callbacks.
+    Webhook {
+        /// The stream WeCom polls.
+        stream: WebhookStream,
+        /// The one-shot URL for continuations.
+        response_url: Option<ResponseUrl>,
+        /// Transport for the URL.
+        api: Option<Api>,
+    },
+    /// Self-built app.
+    App {
+        /// The app's client.
+        client: AppClient,
+        /// The member.
+        touser: String,
+        /// The app's group chat, if the message came from one.
+        chatid: Option<String>,
+    },
+    /// Nowhere (the endpoint is no longer configured): the answer is only audited.
+    Nowhere,
+}
+
+impl ReplyTo {
+    /// The way back for a stored origin (after a restart: no webhook stream survives one).
+    pub fn for_origin(o: &Origin, out: &Outbound) -> ReplyTo {
+        match o.channel.as_str() {
+            "aibot" => match (out.bots.get(&o.endpoint), &o.req_id) {
+                (Some(conn), Some(req_id)) => ReplyTo::LongConnection {
+                    conn: conn.clone(),
+                    req_id: req_id.clone(),
+                    conversation: o.chat_or_user().to_string(),
+                },
+                _ => ReplyTo::Nowhere,
+            },
+            "app" => match o
+                .endpoint
+                .parse()
+                .ok()
+                .and_then(|id: i64| out.apps.get(&id))
+            {
+                Some(client) => ReplyTo::App {
+                    client: client.clone(),
+                    touser: o.user.clone(),
+                    chatid: o.chat.clone(),
+                },
+                None => ReplyTo::Nowhere,
+            },
+            _ => ReplyTo::Nowhere,
+        }
+    }
+}
+
+/// One answer in progress.
+#[derive(Debug)]
+pub struct Replier {
+    to: ReplyTo,
+    stream: Option<StreamReply>,
+    /// The stream failed for a reason other than expiry: the final answer goes proactively.
+    broken: bool,
+    frames: usize,
+}
+
+fn prefix(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+impl Replier {
+    /// An answer to `to`.
+    pub fn new(to: ReplyTo) -> Self {
+        Replier {
+            to,
+            stream: None,
+            broken: false,
+            frames: 0,
+        }
+    }
+
+    /// Whether this channel shows partial answers.
+    pub fn streams(&self) -> bool {
+        matches!(
+            self.to,
+            ReplyTo::LongConnection { .. } | ReplyTo::Webhook { .. }
+        )
+    }
+
+    /// Frames sent so far (updates and finals).
+    pub fn frames(&self) -> usize {
+        self.frames
+    }
+
+    /// Shows the answer so far (a no-op where nothing streams).
+    ///
+    /// # Errors
+    /// The transport's error, as text (the stream is then given up; `finish` still delivers).
+    pub async fn update(&mut self, text: &str) -> Result<(), String> {
+        let shown = prefix(text, AIBOT_CONTENT_MAX_BYTES);
+        match &self.to {
+            ReplyTo::LongConnection { conn, req_id, .. } => {
+                if self.broken || shown.is_empty() {
+                    return Ok(());
+                }
+                let s = self
+                    .stream
+                    .get_or_insert_with(|| conn.stream(req_id, &chat_of(&self.to)));
+                match s.update(shown).await {
+                    Ok(()) => {
+                        self.frames += 1;
+                        Ok(())
+                    }
+                    Err(e) => {
+                        self.broken = true;
+                        Err(e.to_string())
+                    }
+                }
+            }
+            ReplyTo::Webhook { stream, .. } => {
+                stream.set(shown, false);
+                self.frames += 1;
+                Ok(())
+            }
+            ReplyTo::App { .. } | ReplyTo::Nowhere => Ok(()),
+        }
+    }
+
+    /// Delivers the whole answer: the stream's final frame (or a proactive message), then any
+    /// continuation parts in order.
+    ///
+    /// # Errors
+    /// The first failed send, as text.
+    pub async fn finish(&mut self, text: &str) -> Result<(), String> {
+        let text = if text.trim().is_empty() { "…" } else { text };
+        match self.to.clone() {
+            ReplyTo::LongConnection {
+                conn,
+                req_id,
+                conversation,
+            } => {
+                let parts = split_message(text, AIBOT_CONTENT_MAX_BYTES);
+                let (first, rest) = parts.split_first().expect("split gives at least one part");
+                let streamed = if self.broken {
+                    Err(String::new())
+                } else {
+                    let s = self
+                        .stream
+                        .get_or_insert_with(|| conn.stream(&req_id, &conversation));
+                    s.finish(first).await.map_err(|e| e.to_string())
+                };
+                if let Err(e) = streamed {
+                    if !e.is_empty() {
+                        tracing::warn!(%req_id, error = %e, "stream reply failed; sending the answer as a new message");
+                    }
+                    conn.send_markdown(&conversation, first)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                self.frames += 1;
+                for part in rest {
+                    conn.send_markdown(&conversation, part)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    self.frames += 1;
+                }
+                Ok(())
+            }
+            ReplyTo::Webhook {
+                stream,
+                response_url,
+                api,
+            } => {
+                let parts = split_message(text, AIBOT_CONTENT_MAX_BYTES);
+                stream.set(&parts[0], true);
+                self.frames += 1;
+                if parts.len() > 1 {
+                    let (Some(url), Some(api)) = (response_url, api) else {
+                        return Err("the answer was cut: no response_url for the rest".into());
+                    };
+                    // One call per URL: the rest goes as one markdown message, cut to fit.
+                    let rest = parts[1..].join("\n");
+                    url.send_markdown(&api, prefix(&rest, AIBOT_CONTENT_MAX_BYTES))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    self.frames += 1;
+                }
+                Ok(())
+            }
+            ReplyTo::App {
+                client,
+                touser,
+                chatid,
+            } => {
+                let sent = match chatid {
+                    Some(c) => client.appchat_send(&c, AppMsgType::Text, text).await,
+                    None => client.send(&touser, AppMsgType::Text, text).await,
+                };
+                let sent = sent.map_err(|e| e.to_string())?;
+                self.frames += sent.len();
+                Ok(())
+            }
+            ReplyTo::Nowhere => Err("no configured endpoint to answer through".into()),
+        }
+    }
+}
+
+fn chat_of(to: &ReplyTo) -> String {
+    match to {
+        ReplyTo::LongConnection { conversation, .. } => conversation.clone(),
+        _ => String::new(),
+    }
+}
+
+/// Shared, cheaply cloned.
+pub type SharedOutbound = Arc<Outbound>;

@@ -1,0 +1,744 @@
+//! The supervision tree of DESIGN.md, wired from a [`Config`], and its ops tasks.
+//!
+//! ```text
+//! root (one_for_one, 3 restarts / 60 s)
+//! ├── ops_sup (one_for_one)        audit (the single SQLite writer) · limiter
+//! ├── model_sup (rest_for_one)     model (loads the GGUF, owns the device and the scheduler)
+//! ├── session_sup (one_for_one)    one transient session actor per conversation (dynamic)
+//! └── wecom_sup (rest_for_one)     router · one pump per AI-bot long connection · callbacks
+//! ```
+//! Children start in this order (the model is loaded before anything is routed to it) and stop
+//! in reverse. Every restart is audited (`actor_restarted`) and counted. If the root gives up
+//! (its restart intensity is exceeded) [`Running::wait`] returns and the process exits non-zero,
+//! so systemd restarts the whole box.
+//!
+//! Outside the tree, plain tasks: the long connections themselves (they reconnect on their own,
+//! forever), the admin HTTP server (`/livez /readyz /metrics`), the systemd notifier and the
+//! SQLite write probe.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use serde_json::json;
+use tokio::sync::{mpsc, Mutex};
+use tokio::task::JoinHandle;
+use wecom_edge_actors::audit::{AuditActor, AuditArgs, AuditMsg, AUDIT_ACTOR};
+use wecom_edge_actors::limiter::{LimiterActor, LIMITER_ACTOR};
+use wecom_edge_actors::model::{
+    self, GenerateParams, ModelActor, ModelArgs, Progress, QuantBackend, SamplingParams,
+    SchedulerConfig, MODEL_ACTOR,
+};
+use wecom_edge_actors::session::{
+    InboundMsg, Origin, Outbound, ReplyTo, RouterActor, RouterArgs, RouterMsg, Scope,
+    SessionContext, SessionSettings, ROUTER_ACTOR, SESSION_SUP,
+};
+use wecom_edge_actors::supervisor::{
+    ChildSpec, Strategy, Supervisor, SupervisorEvent, SupervisorMsg, SupervisorSpec,
+};
+use wecom_edge_actors::watchdog::{self, Beacon, Health, Metrics, Notifier};
+use wecom_edge_actors::wecom::api::{AccessToken, Api, AppClient, RetryPolicy};
+use wecom_edge_actors::wecom::callback::{AiBotReply, CallbackServer, Inbound, Rejection};
+use wecom_edge_actors::wecom::longconn::{self, BotEvent, LongConnConfig, LongConnHandle};
+use wecom_edge_actors::wecom::MsgCrypt;
+
+use crate::config::{AiBotMode, Config, SessionScope};
+
+/// The box, running.
+pub struct Running {
+    /// The admin listener's address (`/livez /readyz /metrics`).
+    pub admin: SocketAddr,
+    /// The callback listener's address, when one is configured.
+    pub callbacks: Option<SocketAddr>,
+    /// Health state.
+    pub health: Health,
+    /// Metrics.
+    pub metrics: Metrics,
+    root: ActorRef<SupervisorMsg>,
+    root_done: JoinHandle<()>,
+    conns: Vec<LongConnHandle>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Waits until the tree ends on its own (root escalation); `Err` says why.
+    ///
+    /// # Errors
+    /// Always: the tree is not supposed to end.
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        (&mut self.root_done).await.ok();
+        anyhow::bail!("the supervision tree stopped (restart intensity exceeded)")
+    }
+
+    /// Stops everything: the tree in reverse start order, then the connections and tasks.
+    pub async fn shutdown(self) {
+        self.health.set_ready(false);
+        self.root.stop(Some("shutdown".into()));
+        let _ = tokio::time::timeout(Duration::from_secs(70), self.root_done).await;
+        for c in &self.conns {
+            c.shutdown().await;
+        }
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}
+
+struct BeaconProgress(Beacon);
+
+impl Progress for BeaconProgress {
+    fn beat(&self) {
+        self.0.beat();
+    }
+    fn idle(&self, idle: bool) {
+        self.0.set_idle(idle);
+    }
+}
+
+/// Which backend the model runs on: `auto` picks CUDA in a `cuda` build with /dev/nvidia0.
+fn use_cuda(device: &str) -> anyhow::Result<bool> {
+    let gpu = std::path::Path::new("/dev/nvidia0").exists();
+    match device {
+        "cuda" if !cfg!(feature = "cuda") => {
+            anyhow::bail!("model.device = \"cuda\": this build has no CUDA support")
+        }
+        "cuda" => Ok(true),
+        "auto" => Ok(cfg!(feature = "cuda") && gpu),
+        _ => Ok(false),
+    }
+}
+
+fn model_child<B: QuantBackend>(args: ModelArgs<B>) -> ChildSpec
+where
+    B::Device: Send + Sync,
+{
+    ChildSpec::new(MODEL_ACTOR, move |sup| {
+        let args = args.clone();
+        async move {
+            let (r, _) = Actor::spawn_linked(
+                Some(MODEL_ACTOR.into()),
+                ModelActor::<B>::default(),
+                args,
+                sup,
+            )
+            .await?;
+            Ok(r.get_cell())
+        }
+    })
+    .shutdown(wecom_edge_actors::supervisor::Shutdown::Timeout(
+        Duration::from_secs(10),
+    ))
+}
+
+/// Starts the box described by `cfg`.
+///
+/// # Errors
+/// A listener that cannot bind, the data directory, the model file, a child that fails to
+/// start.
+pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
+    let health = Health::new();
+    let metrics = Metrics::new();
+    let mut tasks = Vec::new();
+
+    // Admin HTTP first, so /readyz explains the start-up.
+    let admin = tokio::net::TcpListener::bind(cfg.admin_listen)
+        .await
+        .with_context(|| format!("admin listener {}", cfg.admin_listen))?;
+    let admin_addr = admin.local_addr()?;
+    let app = watchdog::router(health.clone(), metrics.clone());
+    tasks.push(tokio::spawn(async move {
+        let _ = axum::serve(admin, app).await;
+    }));
+    let notifier = Notifier::from_env().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "NOTIFY_SOCKET unusable; systemd will not be notified");
+        None
+    });
+    let interval = watchdog::watchdog_interval_from_env().unwrap_or(Duration::from_secs(5));
+    tasks.push(tokio::spawn(watchdog::run(
+        health.clone(),
+        notifier,
+        interval,
+    )));
+
+    if cfg.threads > 0 {
+        model::set_cpu_threads(cfg.threads);
+    }
+
+    // WeCom connections (outside the tree: they heal themselves).
+    let api = Api::new(&cfg.api_base).map_err(|e| anyhow::anyhow!("api_base: {e}"))?;
+    let mut outbound = Outbound {
+        api: Some(api.clone()),
+        ..Default::default()
+    };
+    let mut conns = Vec::new();
+    let mut pumps = Vec::new();
+    let mut crypts = Vec::new();
+    for bot in &cfg.aibots {
+        match &bot.mode {
+            AiBotMode::LongConnection { secret } => {
+                let mut lc = LongConnConfig::new(&bot.bot_id, secret.expose());
+                lc.url = cfg.ws_url.clone();
+                let (handle, events) = longconn::spawn(lc);
+                outbound.bots.insert(bot.bot_id.clone(), handle.clone());
+                conns.push(handle.clone());
+                pumps.push((bot.bot_id.clone(), handle, Arc::new(Mutex::new(events))));
+                health.set(&format!("aibot/{}", bot.bot_id), Err("connecting".into()));
+            }
+            AiBotMode::Webhook {
+                token,
+                encoding_aes_key,
+            } => {
+                let c = MsgCrypt::new(token.expose(), encoding_aes_key.expose(), "")
+                    .map_err(|e| anyhow::anyhow!("aibot {}: {e}", bot.bot_id))?;
+                crypts.push((Some(bot.bot_id.clone()), None, c));
+            }
+        }
+    }
+    for app in &cfg.apps {
+        let token = Arc::new(AccessToken::new(
+            api.clone(),
+            &app.corpid,
+            app.secret.expose(),
+            RetryPolicy::default(),
+        ));
+        outbound.apps.insert(
+            app.agentid,
+            AppClient::new(api.clone(), app.agentid, token, RetryPolicy::default()),
+        );
+        let c = MsgCrypt::new(
+            app.token.expose(),
+            app.encoding_aes_key.expose(),
+            &app.corpid,
+        )
+        .map_err(|e| anyhow::anyhow!("app {}: {e}", app.agentid))?;
+        crypts.push((None, Some(app.agentid), c));
+    }
+    let outbound = Arc::new(outbound);
+
+    // Callbacks (webhook bots and apps).
+    let mut callbacks = None;
+    let (cb_tx, cb_rx) = mpsc::channel::<Inbound>(1024);
+    if let Some(listen) = cfg.callback_listen.filter(|_| !crypts.is_empty()) {
+        let (rej_tx, mut rej_rx) = mpsc::channel::<Rejection>(1024);
+        let mut server = CallbackServer::new(cb_tx.clone()).rejections(rej_tx);
+        for (bot, agent, c) in crypts {
+            if let Some(b) = bot {
+                server = server.aibot(&b, c);
+            } else if let Some(a) = agent {
+                server = server.app(a, c);
+            }
+        }
+        let l = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("callback listener {listen}"))?;
+        callbacks = Some(l.local_addr()?);
+        let r = server.router();
+        tasks.push(tokio::spawn(async move {
+            let _ = axum::serve(l, r).await;
+        }));
+        tasks.push(tokio::spawn(async move {
+            while let Some(r) = rej_rx.recv().await {
+                wecom_edge_actors::audit::record(
+                    "callback_rejected",
+                    &r.endpoint,
+                    "",
+                    json!({"code": r.code, "status": r.status, "reason": r.reason}),
+                );
+            }
+        }));
+    }
+    let cb_rx = Arc::new(Mutex::new(cb_rx));
+
+    // Supervision events → audit + metrics.
+    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<SupervisorEvent>();
+    {
+        let metrics = metrics.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(ev) = ev_rx.recv().await {
+                match ev {
+                    SupervisorEvent::Restarted {
+                        supervisor,
+                        child,
+                        reason,
+                    } => {
+                        metrics.actor_restarts.inc();
+                        wecom_edge_actors::audit::record(
+                            "actor_restarted",
+                            &supervisor,
+                            &child,
+                            json!({"reason": reason}),
+                        );
+                    }
+                    SupervisorEvent::Escalated { supervisor, child } => {
+                        wecom_edge_actors::audit::record(
+                            "supervisor_escalated",
+                            &supervisor,
+                            &child,
+                            json!({}),
+                        );
+                    }
+                }
+            }
+        }));
+    }
+
+    let settings = SessionSettings {
+        generate: GenerateParams {
+            max_tokens: cfg.max_tokens,
+            sampling: SamplingParams {
+                temperature: cfg.temperature,
+                ..Default::default()
+            },
+        },
+        idle_timeout: cfg.idle_timeout,
+        ..Default::default()
+    };
+    let ctx = SessionContext {
+        settings,
+        outbound: outbound.clone(),
+        metrics: metrics.clone(),
+    };
+
+    // ops_sup: audit, limiter.
+    let audit_args = AuditArgs {
+        dir: cfg.data_dir.clone(),
+        on_write_error: {
+            let m = metrics.clone();
+            Arc::new(move || {
+                m.sqlite_write_errors.inc();
+            })
+        },
+    };
+    let limits = cfg.limits;
+    let ops = SupervisorSpec::new(Strategy::OneForOne)
+        .intensity(5, Duration::from_secs(60))
+        .events(ev_tx.clone())
+        .child(ChildSpec::new(AUDIT_ACTOR, move |sup| {
+            let a = audit_args.clone();
+            async move {
+                let (r, _) =
+                    Actor::spawn_linked(Some(AUDIT_ACTOR.into()), AuditActor, a, sup).await?;
+                Ok(r.get_cell())
+            }
+        }))
+        .child(ChildSpec::new(LIMITER_ACTOR, move |sup| async move {
+            let (r, _) =
+                Actor::spawn_linked(Some(LIMITER_ACTOR.into()), LimiterActor, limits, sup).await?;
+            Ok(r.get_cell())
+        }));
+
+    // model_sup.
+    let beacon = health.beacon("model", Duration::from_secs(30));
+    let progress: Arc<dyn Progress + Sync> = Arc::new(BeaconProgress(beacon));
+    let scheduler = SchedulerConfig {
+        max_batch: 8,
+        ..Default::default()
+    };
+    let model_spec = if use_cuda(&cfg.device)? {
+        cuda_child(cfg.model_path.clone(), scheduler, progress)?
+    } else {
+        model_child::<model::CpuBackend>(ModelArgs {
+            path: cfg.model_path.clone(),
+            device: Default::default(),
+            scheduler,
+            progress,
+        })
+    };
+    let model_sup = SupervisorSpec::new(Strategy::RestForOne)
+        .intensity(5, Duration::from_secs(60))
+        .events(ev_tx.clone())
+        .child(model_spec);
+
+    // session_sup: dynamic children only.
+    let sessions = SupervisorSpec::new(Strategy::OneForOne)
+        .intensity(20, Duration::from_secs(10))
+        .events(ev_tx.clone());
+    let session_sup = ChildSpec::new(SESSION_SUP, move |sup| {
+        let spec = sessions.clone();
+        async move {
+            let (r, _) = Actor::spawn_linked(
+                Some(SESSION_SUP.into()),
+                Supervisor {
+                    name: SESSION_SUP.into(),
+                },
+                spec,
+                sup,
+            )
+            .await?;
+            Ok(r.get_cell())
+        }
+    });
+
+    // wecom_sup: router, then the pumps that feed it.
+    let scope = match cfg.scope {
+        SessionScope::User => Scope::User,
+        SessionScope::Group => Scope::Group,
+    };
+    let router_args = RouterArgs { ctx, scope };
+    let mut wecom = SupervisorSpec::new(Strategy::RestForOne)
+        .intensity(10, Duration::from_secs(60))
+        .events(ev_tx.clone())
+        .child(ChildSpec::new(ROUTER_ACTOR, move |sup| {
+            let a = router_args.clone();
+            async move {
+                let (r, _) =
+                    Actor::spawn_linked(Some(ROUTER_ACTOR.into()), RouterActor, a, sup).await?;
+                Ok(r.get_cell())
+            }
+        }));
+    for (bot_id, handle, events) in pumps {
+        let args = BotPumpArgs {
+            bot_id: bot_id.clone(),
+            handle,
+            events,
+            health: health.clone(),
+            metrics: metrics.clone(),
+        };
+        wecom = wecom.child(ChildSpec::new(&format!("aibot/{bot_id}"), move |sup| {
+            let a = args.clone();
+            async move {
+                let (r, _) = Actor::spawn_linked(None, BotPump, a, sup).await?;
+                Ok(r.get_cell())
+            }
+        }));
+    }
+    if callbacks.is_some() {
+        let args = CallbackPumpArgs {
+            inbound: cb_rx,
+            api: api.clone(),
+            outbound: outbound.clone(),
+        };
+        wecom = wecom.child(ChildSpec::new("callbacks", move |sup| {
+            let a = args.clone();
+            async move {
+                let (r, _) = Actor::spawn_linked(None, CallbackPump, a, sup).await?;
+                Ok(r.get_cell())
+            }
+        }));
+    }
+
+    let root_spec = SupervisorSpec::new(Strategy::OneForOne)
+        .intensity(3, Duration::from_secs(60))
+        .events(ev_tx)
+        .child(ChildSpec::supervisor("ops_sup", ops))
+        .child(ChildSpec::supervisor("model_sup", model_sup))
+        .child(session_sup)
+        .child(ChildSpec::supervisor("wecom_sup", wecom));
+    let (root, root_handle) = Actor::spawn(
+        None,
+        Supervisor {
+            name: "root".into(),
+        },
+        root_spec,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("starting the supervision tree: {e}"))?;
+    let root_done = tokio::spawn(async move {
+        let _ = root_handle.await;
+    });
+
+    // SQLite write probe.
+    {
+        let health = health.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let r = match ractor::registry::where_is(AUDIT_ACTOR.into()) {
+                    Some(c) => {
+                        let a: ActorRef<AuditMsg> = c.into();
+                        match ractor::call!(a, AuditMsg::Probe) {
+                            Ok(r) => r,
+                            Err(e) => Err(e.to_string()),
+                        }
+                    }
+                    None => Err("the audit actor is restarting".into()),
+                };
+                health.set("sqlite", r.map_err(|e| format!("not writable: {e}")));
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            }
+        }));
+    }
+    wecom_edge_actors::audit::record(
+        "config_loaded",
+        "root",
+        "",
+        json!({
+            "aibots": cfg.aibots.len(),
+            "apps": cfg.apps.len(),
+            "webhooks": cfg.webhooks.len(),
+            "model": cfg.model_path.display().to_string(),
+        }),
+    );
+    health.set_ready(true);
+    tracing::info!(admin = %admin_addr, "wecom-edge is up");
+    Ok(Running {
+        admin: admin_addr,
+        callbacks,
+        health,
+        metrics,
+        root,
+        root_done,
+        conns,
+        tasks,
+    })
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_child(
+    path: PathBuf,
+    scheduler: SchedulerConfig,
+    progress: Arc<dyn Progress + Sync>,
+) -> anyhow::Result<ChildSpec> {
+    Ok(model_child::<model::cuda::CudaBackend>(ModelArgs {
+        path,
+        device: Default::default(),
+        scheduler,
+        progress,
+    }))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_child(
+    _path: PathBuf,
+    _scheduler: SchedulerConfig,
+    _progress: Arc<dyn Progress + Sync>,
+) -> anyhow::Result<ChildSpec> {
+    anyhow::bail!("this build has no CUDA support")
+}
+
+/// Feeds one AI bot's long-connection events to the router; keeps the bot's health.
+struct BotPump;
+
+#[derive(Clone)]
+struct BotPumpArgs {
+    bot_id: String,
+    handle: LongConnHandle,
+    events: Arc<Mutex<mpsc::Receiver<BotEvent>>>,
+    health: Health,
+    metrics: Metrics,
+}
+
+struct PumpState(JoinHandle<()>);
+
+impl Drop for PumpState {
+    fn drop(&mut self) {
+        // Releases the receiver for the next incarnation; undelivered events stay queued.
+        self.0.abort();
+    }
+}
+
+fn to_router(m: InboundMsg) -> Result<(), ActorProcessingErr> {
+    let cell =
+        ractor::registry::where_is(ROUTER_ACTOR.into()).ok_or("the router is not running")?;
+    let r: ActorRef<RouterMsg> = cell.into();
+    r.send_message(RouterMsg::Inbound(m))
+        .map_err(|e| format!("router: {e}").into())
+}
+
+impl Actor for BotPump {
+    type Msg = String;
+    type State = PumpState;
+    type Arguments = BotPumpArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<String>,
+        a: BotPumpArgs,
+    ) -> Result<PumpState, ActorProcessingErr> {
+        let task = tokio::spawn(async move {
+            let mut events = a.events.lock().await;
+            let name = format!("aibot/{}", a.bot_id);
+            let mut connected_before = false;
+            while let Some(ev) = events.recv().await {
+                match ev {
+                    BotEvent::Connected => {
+                        if connected_before {
+                            a.metrics.websocket_reconnects.inc();
+                        }
+                        connected_before = true;
+                        a.health.set(&name, Ok(()));
+                    }
+                    BotEvent::Message { req_id, msg } => {
+                        let Some(text) = msg.text() else {
+                            // Images, files, voice: not for a text model; say so.
+                            let mut s = a.handle.stream(&req_id, msg.conversation());
+                            let _ = s
+                                .finish("抱歉，我目前只能回答文字消息。(Sorry, I can only answer text messages.)")
+                                .await;
+                            continue;
+                        };
+                        let origin = Origin {
+                            channel: "aibot".into(),
+                            endpoint: a.bot_id.clone(),
+                            user: msg.from.userid.clone(),
+                            chat: msg.chatid.clone().filter(|_| msg.chattype == "group"),
+                            text,
+                            req_id: Some(req_id.clone()),
+                        };
+                        let reply = ReplyTo::LongConnection {
+                            conn: a.handle.clone(),
+                            req_id,
+                            conversation: msg.conversation().to_string(),
+                        };
+                        let m = InboundMsg {
+                            msgid: msg.msgid.clone(),
+                            origin,
+                            reply,
+                            received: std::time::Instant::now(),
+                            accepted: None,
+                        };
+                        if let Err(e) = to_router(m) {
+                            // The router restarts under wecom_sup; this pump restarts with it.
+                            let _ = myself.send_message(e.to_string());
+                            return;
+                        }
+                    }
+                    BotEvent::Event { req_id, msg } => {
+                        if msg.event_type() == Some("enter_chat") {
+                            let _ = a
+                                .handle
+                                .respond_welcome(&req_id, wecom_edge_actors::session::help_text())
+                                .await;
+                        }
+                    }
+                    BotEvent::Disconnected { reason, .. } => {
+                        a.health.set(&name, Err(format!("disconnected: {reason}")));
+                    }
+                    BotEvent::AuthFailed { errcode, errmsg } => {
+                        a.health
+                            .set(&name, Err(format!("subscribe refused: {errcode} {errmsg}")));
+                    }
+                    BotEvent::Kicked => {
+                        a.health
+                            .set(&name, Err("another connection took this bot over".into()));
+                    }
+                    BotEvent::Stopped => return,
+                }
+            }
+        });
+        Ok(PumpState(task))
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<String>,
+        why: String,
+        _st: &mut PumpState,
+    ) -> Result<(), ActorProcessingErr> {
+        Err(why.into())
+    }
+}
+
+/// Feeds accepted callbacks (webhook AI bots, self-built apps) to the router.
+struct CallbackPump;
+
+#[derive(Clone)]
+struct CallbackPumpArgs {
+    inbound: Arc<Mutex<mpsc::Receiver<Inbound>>>,
+    api: Api,
+    outbound: Arc<Outbound>,
+}
+
+impl Actor for CallbackPump {
+    type Msg = String;
+    type State = PumpState;
+    type Arguments = CallbackPumpArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<String>,
+        a: CallbackPumpArgs,
+    ) -> Result<PumpState, ActorProcessingErr> {
+        let task = tokio::spawn(async move {
+            let mut rx = a.inbound.lock().await;
+            while let Some(inb) = rx.recv().await {
+                let m = match inb {
+                    Inbound::AiBot { bot_id, msg, reply } => {
+                        let Some(text) = msg.text() else { continue };
+                        let reply = match reply {
+                            AiBotReply::Webhook {
+                                stream,
+                                response_url,
+                            } => ReplyTo::Webhook {
+                                stream,
+                                response_url,
+                                api: Some(a.api.clone()),
+                            },
+                            _ => continue,
+                        };
+                        InboundMsg {
+                            msgid: msg.msgid.clone(),
+                            origin: Origin {
+                                channel: "aibot".into(),
+                                endpoint: bot_id,
+                                user: msg.from.userid.clone(),
+                                chat: msg.chatid.clone().filter(|_| msg.chattype == "group"),
+                                text,
+                                req_id: None,
+                            },
+                            reply,
+                            received: std::time::Instant::now(),
+                            accepted: None,
+                        }
+                    }
+                    Inbound::App { agentid, msg } => {
+                        let (Some(text), "text") = (msg.content.clone(), msg.msg_type.as_str())
+                        else {
+                            continue;
+                        };
+                        InboundMsg {
+                            msgid: msg.dedupe_key(),
+                            origin: Origin {
+                                channel: "app".into(),
+                                endpoint: agentid.to_string(),
+                                user: msg.from.clone(),
+                                chat: None,
+                                text,
+                                req_id: None,
+                            },
+                            reply: ReplyTo::Nowhere,
+                            received: std::time::Instant::now(),
+                            accepted: None,
+                        }
+                    }
+                };
+                let m = match m.origin.channel.as_str() {
+                    // The app's way back is its configured client.
+                    "app" => InboundMsg {
+                        reply: ReplyTo::for_origin(&m.origin, &a.outbound),
+                        ..m
+                    },
+                    _ => m,
+                };
+                if let Err(e) = to_router(m) {
+                    let _ = myself.send_message(e.to_string());
+                    return;
+                }
+            }
+        });
+        Ok(PumpState(task))
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<String>,
+        why: String,
+        _st: &mut PumpState,
+    ) -> Result<(), ActorProcessingErr> {
+        Err(why.into())
+    }
+}
+
+/// Where the data directory is for a demo: the given one, else a fresh temporary directory.
+pub fn demo_data_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match given {
+        Some(d) => Ok(d),
+        None => {
+            let d = std::env::temp_dir().join(format!("wecom-edge-demo-{}", std::process::id()));
+            std::fs::create_dir_all(&d)?;
+            Ok(d)
+        }
+    }
+}

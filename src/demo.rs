@@ -1,0 +1,226 @@
+//! `wecom-edge demo`: the simulator with the AI bot `demo-bot`, and the box wired to it over the
+//! long connection — the whole product on one machine, no WeCom account needed.
+//!
+//! Interactive mode plays a WeCom user in a group: each line typed is posted to the simulator's
+//! control API as an @-message, and the answer is printed as WeCom renders the stream (the text
+//! grows with each frame; the last frame has `finish:true`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use wecom_edge_actors::wecom::sim::{self, AiBotSpec, SimConfig, SimHandle};
+
+use crate::app::{self, Running};
+use crate::config::{AiBot, AiBotMode, Config, Limits, Secret, SessionScope};
+
+/// The demo bot's id.
+pub const DEMO_BOT_ID: &str = "demo-bot";
+/// The demo bot's long-connection secret (the simulator's, not a real one).
+pub const DEMO_BOT_SECRET: &str = "demo-secret";
+/// The group the interactive user writes in.
+pub const DEMO_GROUP: &str = "demo-group";
+
+/// Demo settings.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// The simulator's listen address.
+    pub sim_listen: SocketAddr,
+    /// The box's admin listen address.
+    pub admin_listen: SocketAddr,
+    /// State directory.
+    pub data_dir: PathBuf,
+    /// GGUF model.
+    pub model: PathBuf,
+    /// `auto`, `cpu` or `cuda`.
+    pub device: String,
+    /// CPU threads (0: all).
+    pub threads: usize,
+    /// Longest answer, tokens.
+    pub max_tokens: usize,
+    /// Sampling temperature.
+    pub temperature: f32,
+}
+
+/// The simulator and the box, running.
+pub struct Demo {
+    /// The simulator.
+    pub sim: SimHandle,
+    /// The box.
+    pub running: Running,
+}
+
+/// The configuration the demo runs the box with.
+pub fn config(o: &DemoOptions, sim: &SimHandle) -> Config {
+    Config {
+        data_dir: o.data_dir.clone(),
+        admin_listen: o.admin_listen,
+        callback_listen: None,
+        api_base: sim.base_url(),
+        ws_url: sim.ws_url(),
+        model_path: o.model.clone(),
+        device: o.device.clone(),
+        threads: o.threads,
+        max_tokens: o.max_tokens,
+        temperature: o.temperature,
+        scope: SessionScope::User,
+        idle_timeout: Duration::from_secs(600),
+        limits: Limits::default(),
+        aibots: vec![AiBot {
+            bot_id: DEMO_BOT_ID.into(),
+            mode: AiBotMode::LongConnection {
+                secret: Secret::new(DEMO_BOT_SECRET),
+            },
+        }],
+        apps: Vec::new(),
+        webhooks: Vec::new(),
+        warnings: Vec::new(),
+    }
+}
+
+/// Starts the simulator, then the box connected to it.
+///
+/// # Errors
+/// As [`app::start`]; the simulator's listener.
+pub async fn start(o: &DemoOptions) -> anyhow::Result<Demo> {
+    std::fs::create_dir_all(&o.data_dir)
+        .with_context(|| format!("data directory {}", o.data_dir.display()))?;
+    let sim = sim::start(
+        SimConfig {
+            aibots: vec![AiBotSpec {
+                bot_id: DEMO_BOT_ID.into(),
+                secret: DEMO_BOT_SECRET.into(),
+            }],
+            ..Default::default()
+        },
+        o.sim_listen,
+    )
+    .await
+    .with_context(|| format!("simulator listener {}", o.sim_listen))?;
+    let cfg = config(o, &sim);
+    let running = app::start(&cfg).await?;
+    Ok(Demo { sim, running })
+}
+
+/// Posts `text` as `userid` in the demo group; returns the req_id the answer streams under.
+///
+/// # Errors
+/// HTTP failures; the simulator's refusal (e.g. the box is not connected).
+pub async fn say(
+    http: &reqwest::Client,
+    sim: &str,
+    userid: &str,
+    text: &str,
+) -> anyhow::Result<String> {
+    let r: Value = http
+        .post(format!("{sim}/sim/aibot/{DEMO_BOT_ID}/messages"))
+        .json(
+            &json!({"chattype": "group", "chatid": DEMO_GROUP, "userid": userid,
+                      "text": format!("@{DEMO_BOT_ID} {text}")}),
+        )
+        .send()
+        .await?
+        .json()
+        .await?;
+    r["req_id"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("simulator: {r}"))
+}
+
+/// The stream frames the box sent for `req_id` so far: `(content, finish)` each.
+///
+/// # Errors
+/// HTTP failures.
+pub async fn frames(
+    http: &reqwest::Client,
+    sim: &str,
+    req_id: &str,
+) -> anyhow::Result<Vec<(String, bool)>> {
+    let r: Value = http
+        .get(format!("{sim}/sim/aibot/{DEMO_BOT_ID}/replies"))
+        .query(&[("req_id", req_id)])
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(r["frames"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|f| {
+                    let s = &f["body"]["stream"];
+                    (
+                        s["content"].as_str().unwrap_or_default().to_string(),
+                        s["finish"].as_bool().unwrap_or(false),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// The interactive loop: stdin lines become group messages; answers stream to stdout.
+///
+/// # Errors
+/// Terminal I/O.
+pub async fn interact(sim: &str) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let mut out = tokio::io::stdout();
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    out.write_all(
+        format!(
+            "You are `you` in the WeCom group `{DEMO_GROUP}`; the bot is @{DEMO_BOT_ID}. \
+             Type a question (#help, #reset, #status work too); Ctrl-D ends.\n> "
+        )
+        .as_bytes(),
+    )
+    .await?;
+    out.flush().await?;
+    while let Some(line) = lines.next_line().await? {
+        let line = line.trim();
+        if line.is_empty() {
+            out.write_all(b"> ").await?;
+            out.flush().await?;
+            continue;
+        }
+        let req_id = match say(&http, sim, "you", line).await {
+            Ok(r) => r,
+            Err(e) => {
+                out.write_all(format!("(not sent: {e})\n> ").as_bytes())
+                    .await?;
+                out.flush().await?;
+                continue;
+            }
+        };
+        out.write_all(format!("@{DEMO_BOT_ID}: ").as_bytes())
+            .await?;
+        let mut printed = 0usize;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+        loop {
+            let fs = frames(&http, sim, &req_id).await.unwrap_or_default();
+            if let Some((content, finish)) = fs.last() {
+                // Each frame holds the whole answer so far; print what is new.
+                if content.len() > printed && content.is_char_boundary(printed) {
+                    out.write_all(content[printed..].as_bytes()).await?;
+                    out.flush().await?;
+                    printed = content.len();
+                }
+                if *finish {
+                    break;
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                out.write_all(b" (no final frame within 10 min)").await?;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        out.write_all(b"\n> ").await?;
+        out.flush().await?;
+    }
+    Ok(())
+}
