@@ -220,9 +220,10 @@ impl Actor for SessionActor {
             reply
         })?
         .map_err(|e| format!("reading pending messages: {e}"))?;
+        // Through the mailbox, so commands among them are handled as commands.
         for p in &pending {
             match Job::from_pending(p, &st.args.ctx.outbound) {
-                Some(job) => st.enqueue(job),
+                Some(job) => myself.send_message(SessionMsg::Job(job))?,
                 None => finish_inbound(p.id, false),
             }
         }

@@ -1,0 +1,369 @@
+//! The whole box end to end, in process: the WeCom simulator (AI bot over the long connection,
+//! a self-built app for callbacks), the supervision tree, the real model and SQLite.
+//!
+//! One test function runs the scenarios in order because the actor registry is process-wide
+//! (one box per process). Every wait polls a condition with a deadline; nothing sleeps blind.
+
+mod common;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use wecom_edge::app;
+use wecom_edge::config::{App, Config, Secret};
+use wecom_edge::demo::{self, DemoOptions, DEMO_BOT_ID, DEMO_BOT_SECRET};
+use wecom_edge_actors::audit::{AuditRow, AuditStore};
+use wecom_edge_actors::model::MODEL_ACTOR;
+use wecom_edge_actors::wecom::sim::{self, AiBotSpec, AppSpec, SimConfig};
+
+const AGENT: i64 = 1000002;
+const CORP: &str = "wwcorp0000000001";
+const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+
+/// Polls `f` every 20 ms until it yields `Some`, for at most `limit`.
+async fn until<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn rows(dir: &Path) -> Vec<AuditRow> {
+    AuditStore::open_read_only(dir)
+        .unwrap()
+        .rows_since(0)
+        .unwrap()
+}
+
+fn rows_of<'a>(all: &'a [AuditRow], kind: &str, msgid: &str) -> Vec<&'a AuditRow> {
+    all.iter()
+        .filter(|r| {
+            r.kind == kind && (msgid.is_empty() || r.detail["msgid"] == msgid || r.subject == msgid)
+        })
+        .collect()
+}
+
+struct Harness {
+    http: reqwest::Client,
+    sim: String,
+    dir: std::path::PathBuf,
+}
+
+impl Harness {
+    async fn say(&self, user: &str, msgid: Option<&str>, text: &str) -> String {
+        let mut body = json!({"chattype": "group", "chatid": "g1", "userid": user,
+                              "text": format!("@{DEMO_BOT_ID} {text}")});
+        if let Some(m) = msgid {
+            body["msgid"] = json!(m);
+        }
+        let r: Value = self
+            .http
+            .post(format!("{}/sim/aibot/{DEMO_BOT_ID}/messages", self.sim))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        r["req_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{r}"))
+            .to_string()
+    }
+
+    async fn frames(&self, req_id: &str) -> Vec<(String, bool)> {
+        demo::frames(&self.http, &self.sim, req_id).await.unwrap()
+    }
+
+    /// The final frame's content, once it is there.
+    async fn answer(&self, req_id: &str, limit: Duration) -> (String, usize) {
+        until("the final frame", limit, || async {
+            let f = self.frames(req_id).await;
+            match f.last() {
+                Some((c, true)) => Some((c.clone(), f.len())),
+                _ => None,
+            }
+        })
+        .await
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.sim))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// `prompt_tokens` of the generation started for `msgid`.
+    fn prompt_tokens(&self, msgid: &str) -> i64 {
+        let all = rows(&self.dir);
+        let r = rows_of(&all, "generation_started", msgid);
+        r.first()
+            .unwrap_or_else(|| panic!("no generation_started for {msgid}"))
+            .detail["prompt_tokens"]
+            .as_i64()
+            .unwrap()
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_box_answers_through_the_simulator() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("info")
+        .with_test_writer()
+        .try_init();
+    let tmp = std::env::temp_dir().join(format!("wecom-edge-e2e-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+    let sim = sim::start(
+        SimConfig {
+            aibots: vec![AiBotSpec {
+                bot_id: DEMO_BOT_ID.into(),
+                secret: DEMO_BOT_SECRET.into(),
+            }],
+            apps: vec![AppSpec {
+                corpid: CORP.into(),
+                agentid: AGENT,
+                secret: "app-secret".into(),
+                token: "apptoken".into(),
+                encoding_aes_key: AES_KEY.into(),
+            }],
+            ..Default::default()
+        },
+        free_addr(),
+    )
+    .await
+    .unwrap();
+    let opts = DemoOptions {
+        sim_listen: free_addr(),
+        admin_listen: free_addr(),
+        data_dir: tmp.clone(),
+        model: common::model_path(),
+        device: "cpu".into(),
+        threads: 0,
+        max_tokens: 48,
+        temperature: 0.0,
+    };
+    let mut cfg: Config = demo::config(&opts, &sim);
+    cfg.callback_listen = Some(free_addr());
+    cfg.apps.push(App {
+        corpid: CORP.into(),
+        agentid: AGENT,
+        secret: Secret::new("app-secret"),
+        token: Secret::new("apptoken"),
+        encoding_aes_key: Secret::new(AES_KEY),
+    });
+    let running = app::start(&cfg).await.unwrap();
+    let h = Harness {
+        http: reqwest::Client::new(),
+        sim: sim.base_url(),
+        dir: tmp.clone(),
+    };
+    let admin = format!("http://{}", running.admin);
+    until(
+        "the bot's long connection",
+        Duration::from_secs(10),
+        || async {
+            (h.get(&format!("/sim/aibot/{DEMO_BOT_ID}")).await["connected"] == true).then_some(())
+        },
+    )
+    .await;
+    until("/readyz 200", Duration::from_secs(10), || async {
+        let r = h.http.get(format!("{admin}/readyz")).send().await.ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+
+    // 1. A group @-message gets a streamed, finished answer.
+    let req = h
+        .say("alice", Some("m-alice-1"), "What is the capital of France?")
+        .await;
+    let (text, n_frames) = h.answer(&req, Duration::from_secs(60)).await;
+    assert!(!text.trim().is_empty());
+    assert!(n_frames >= 2, "the answer streamed ({n_frames} frames)");
+    let frames = h.frames(&req).await;
+    assert!(
+        frames[..frames.len() - 1].iter().all(|(_, fin)| !fin),
+        "finish only last"
+    );
+    assert!(
+        frames
+            .windows(2)
+            .all(|w| w[1].0.starts_with(w[0].0.trim_end_matches('…'))),
+        "each frame holds the whole answer so far"
+    );
+
+    // 2. WeCom's redelivery of the same msgid is dropped: one answer.
+    let again = h
+        .say("alice", Some("m-alice-1"), "What is the capital of France?")
+        .await;
+    until(
+        "the duplicate to be recorded",
+        Duration::from_secs(10),
+        || async {
+            (!rows_of(&rows(&tmp), "duplicate_dropped", "m-alice-1").is_empty()).then_some(())
+        },
+    )
+    .await;
+    assert!(h.frames(&again).await.is_empty(), "no second answer");
+    assert_eq!(
+        rows_of(&rows(&tmp), "generation_started", "m-alice-1").len(),
+        1
+    );
+
+    // 3. Two users in one group keep separate contexts: bob's prompt for the same question
+    //    has no history; alice's second has hers.
+    let q = "Name one colour.";
+    let b1 = h.say("bob", Some("m-bob-1"), q).await;
+    h.answer(&b1, Duration::from_secs(60)).await;
+    let a2 = h.say("alice", Some("m-alice-2"), q).await;
+    h.answer(&a2, Duration::from_secs(60)).await;
+    let bob_first = h.prompt_tokens("m-bob-1");
+    let alice_second = h.prompt_tokens("m-alice-2");
+    assert!(
+        alice_second > bob_first + 10,
+        "alice's prompt carries her history ({alice_second} vs bob's {bob_first})"
+    );
+
+    // 4. #reset forgets: the same question afterwards has bob's history-free prompt length.
+    let r = h.say("alice", Some("m-alice-reset"), "#reset").await;
+    let (text, _) = h.answer(&r, Duration::from_secs(10)).await;
+    assert!(text.contains("forgotten"), "{text}");
+    let a3 = h.say("alice", Some("m-alice-3"), q).await;
+    h.answer(&a3, Duration::from_secs(60)).await;
+    assert_eq!(h.prompt_tokens("m-alice-3"), bob_first);
+    // Commands are answered without the model.
+    let s = h.say("carol", Some("m-carol-status"), "/status").await;
+    let (text, _) = h.answer(&s, Duration::from_secs(10)).await;
+    assert!(text.contains("model ready"), "{text}");
+    assert!(rows_of(&rows(&tmp), "generation_started", "m-carol-status").is_empty());
+
+    // 5. Killing the model actor mid-answer: restarted, and the user gets an answer or a clear
+    //    notice within 10 s; the audit shows the restart.
+    let k = h
+        .say(
+            "dave",
+            Some("m-dave-1"),
+            "Write a long story about a dragon and a castle.",
+        )
+        .await;
+    until(
+        "the first streamed frame",
+        Duration::from_secs(30),
+        || async { (!h.frames(&k).await.is_empty()).then_some(()) },
+    )
+    .await;
+    ractor::registry::where_is(MODEL_ACTOR.into())
+        .expect("model actor registered")
+        .kill();
+    let (text, _) = h.answer(&k, Duration::from_secs(10)).await;
+    assert!(!text.trim().is_empty());
+    until(
+        "the restart in the audit trail",
+        Duration::from_secs(10),
+        || async {
+            rows(&tmp)
+                .iter()
+                .any(|r| r.kind == "actor_restarted" && r.subject == MODEL_ACTOR)
+                .then_some(())
+        },
+    )
+    .await;
+    let m: String = h
+        .http
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("wecom_edge_actor_restarts_total 1"), "{m}");
+
+    // 6. The simulator drops the socket: the box reconnects and answers the next message.
+    let before = h.get(&format!("/sim/aibot/{DEMO_BOT_ID}")).await["subscribes"]
+        .as_i64()
+        .unwrap();
+    h.http
+        .post(format!("{}/sim/aibot/{DEMO_BOT_ID}/drop", h.sim))
+        .send()
+        .await
+        .unwrap();
+    until("a new subscribe", Duration::from_secs(15), || async {
+        let s = h.get(&format!("/sim/aibot/{DEMO_BOT_ID}")).await;
+        (s["connected"] == true && s["subscribes"].as_i64().unwrap() > before).then_some(())
+    })
+    .await;
+    let after = h.say("erin", Some("m-erin-1"), "Say hello.").await;
+    h.answer(&after, Duration::from_secs(60)).await;
+
+    // 7. A forged callback is rejected with WXBizMsgCrypt's signature error and audited.
+    let cb = running.callbacks.expect("callback listener");
+    let resp = h
+        .http
+        .post(format!(
+            "http://{cb}/wecom/app/{AGENT}?msg_signature=0000&timestamp={}&nonce=1",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+        ))
+        .body(
+            "<xml><ToUserName><![CDATA[x]]></ToUserName><Encrypt><![CDATA[AAAA]]></Encrypt></xml>",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    until(
+        "the rejection in the audit trail",
+        Duration::from_secs(10),
+        || async {
+            rows(&tmp)
+                .iter()
+                .any(|r| r.kind == "callback_rejected" && r.detail["code"] == -40001)
+                .then_some(())
+        },
+    )
+    .await;
+
+    // Every accepted message was answered; the chain verifies; no message text in the audit.
+    let store = AuditStore::open_read_only(&tmp).unwrap();
+    until(
+        "all accepted messages answered",
+        Duration::from_secs(10),
+        || async { store.pending_inbound().unwrap().is_empty().then_some(()) },
+    )
+    .await;
+    let n = store.verify().unwrap().expect("the chain verifies");
+    assert!(n > 20, "{n} rows");
+    let all = rows(&tmp);
+    assert!(!all.iter().any(|r| r.detail.to_string().contains("dragon")));
+
+    running.shutdown().await;
+    sim.stop().await;
+    let _ = std::fs::remove_dir_all(&tmp);
+}
