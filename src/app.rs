@@ -533,7 +533,7 @@ fn to_router(m: InboundMsg) -> Result<(), ActorProcessingErr> {
     let cell =
         ractor::registry::where_is(ROUTER_ACTOR.into()).ok_or("the router is not running")?;
     let r: ActorRef<RouterMsg> = cell.into();
-    r.send_message(RouterMsg::Inbound(m))
+    r.send_message(RouterMsg::Inbound(Box::new(m)))
         .map_err(|e| format!("router: {e}").into())
 }
 

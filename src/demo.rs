@@ -205,7 +205,7 @@ pub async fn interact(sim: &str) -> anyhow::Result<()> {
             if let Some((content, finish)) = fs.last() {
                 // Each frame holds the whole answer so far; print what is new.
                 if content.len() > printed && content.is_char_boundary(printed) {
-                    out.write_all(content[printed..].as_bytes()).await?;
+                    out.write_all(&content.as_bytes()[printed..]).await?;
                     out.flush().await?;
                     printed = content.len();
                 }

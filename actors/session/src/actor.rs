@@ -115,7 +115,7 @@ impl Job {
 #[derive(Debug)]
 pub enum SessionMsg {
     /// An accepted message.
-    Job(Job),
+    Job(Box<Job>),
     /// The running turn ended (its inbound id; the exchange to remember, if any).
     TurnDone {
         /// Inbound id.
@@ -202,7 +202,7 @@ impl Actor for SessionActor {
                 }
             }
         });
-        let mut st = SessionState {
+        let st = SessionState {
             history: None,
             queue: VecDeque::new(),
             seen: HashSet::new(),
@@ -223,7 +223,7 @@ impl Actor for SessionActor {
         // Through the mailbox, so commands among them are handled as commands.
         for p in &pending {
             match Job::from_pending(p, &st.args.ctx.outbound) {
-                Some(job) => myself.send_message(SessionMsg::Job(job))?,
+                Some(job) => myself.send_message(SessionMsg::Job(Box::new(job)))?,
                 None => finish_inbound(p.id, false),
             }
         }
@@ -252,10 +252,10 @@ impl Actor for SessionActor {
                 match parse_command(&text) {
                     Some(cmd) if st.seen.insert(job.inbound_id) => {
                         st.max_seen = st.max_seen.max(job.inbound_id);
-                        st.command(cmd, job).await?;
+                        st.command(cmd, *job).await?;
                     }
                     Some(_) => {}
-                    None => st.enqueue(job),
+                    None => st.enqueue(*job),
                 }
             }
             SessionMsg::TurnDone {

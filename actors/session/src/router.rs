@@ -48,7 +48,7 @@ pub struct InboundMsg {
 #[derive(Debug)]
 pub enum RouterMsg {
     /// A message to record and route.
-    Inbound(InboundMsg),
+    Inbound(Box<InboundMsg>),
     /// A session has been idle; `handled` is the newest inbound id it has seen.
     SessionIdle {
         /// Its key.
@@ -246,6 +246,7 @@ impl Actor for RouterActor {
                 }
                 let session = st.session(&myself, &key).await?;
                 st.last_sent.insert(key, id);
+                let m = *m;
                 let job = Job {
                     inbound_id: id,
                     msgid: m.msgid,
@@ -254,7 +255,7 @@ impl Actor for RouterActor {
                     received: m.received,
                 };
                 // A session that just died misses this; its restart reads it from SQLite.
-                let _ = session.send_message(SessionMsg::Job(job));
+                let _ = session.send_message(SessionMsg::Job(Box::new(job)));
             }
             RouterMsg::SessionIdle { key, handled } => {
                 let sent = st.last_sent.get(&key).copied().unwrap_or(0);
