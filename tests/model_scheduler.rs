@@ -36,6 +36,7 @@ fn request(prompt: Vec<u32>, max_tokens: usize) -> (GenRequest, Submitted) {
             events: tx,
             cancel: cancel.clone(),
             submitted: Instant::now(),
+            cache_key: None,
         },
         Submitted { events: rx, cancel },
     )
@@ -119,5 +120,47 @@ fn batched_requests_match_single_generation() {
             }
             other => panic!("expected a context overflow, got {other:?}"),
         }
+    });
+}
+
+#[test]
+fn a_conversation_reuses_its_prefix_cache() {
+    let e = engine();
+    let (tx, rx) = mpsc::channel();
+    let alive = AtomicBool::new(true);
+    std::thread::scope(|s| {
+        s.spawn(|| scheduler::run(e, SchedulerConfig::default(), rx, &alive, &()));
+        let run = |prompt: Vec<u32>, key: Option<&str>| {
+            let (mut r, mut sub) = request(prompt, 24);
+            r.cache_key = key.map(str::to_string);
+            tx.send(r).unwrap();
+            let cached = match sub.events.blocking_recv() {
+                Some(GenEvent::Started { cached_tokens, .. }) => cached_tokens,
+                other => panic!("{other:?}"),
+            };
+            (drain(&mut sub).0, cached)
+        };
+        let q1 = "Name three colours.";
+        let p1 = e.chat_prompt(&[ChatMessage::new("user", q1)]).unwrap();
+        let (a1, cached) = run(p1.clone(), Some("conv"));
+        assert_eq!(cached, 0, "nothing parked yet");
+        let p2 = e
+            .chat_prompt(&[
+                ChatMessage::new("user", q1),
+                ChatMessage::new("assistant", a1.clone()),
+                ChatMessage::new("user", "And three animals?"),
+            ])
+            .unwrap();
+        let (a2, cached) = run(p2.clone(), Some("conv"));
+        assert!(
+            cached >= p1.len(),
+            "the first turn's {} tokens come from the cache ({cached})",
+            p1.len()
+        );
+        // The same prompt prefilled from scratch gives the same answer.
+        let (fresh, cached) = run(p2, None);
+        assert_eq!(cached, 0);
+        assert_eq!(a2, fresh);
+        drop(tx);
     });
 }

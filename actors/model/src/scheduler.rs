@@ -19,6 +19,13 @@
 //!
 //! Cancellation: setting the request's `cancel` flag, or dropping its event receiver, stops the
 //! sequence before its next step (`StopReason::Cancelled`).
+//!
+//! Prefix cache: a request with a `cache_key` (a session) leaves its KV cache parked when it
+//! ends, with the token ids it holds. The next request with that key reuses the cache up to the
+//! longest common prefix of those ids and its prompt — a conversation's history is not prefilled
+//! again each turn, only the new question. Parked caches count against the memory budget and
+//! are evicted least recently used first when a new sequence needs room. New caches are
+//! allocated with `slack` spare positions so the next turn usually fits.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,16 +47,20 @@ use crate::tokenizer::StreamDecoder;
 pub struct SchedulerConfig {
     /// Most sequences decoded together (KV cache slots).
     pub max_batch: usize,
-    /// Bytes all running sequences' KV caches may hold together.
+    /// Bytes all KV caches (running and parked) may hold together.
     pub kv_budget_bytes: usize,
+    /// Spare positions allocated beyond a request's need, for the conversation's next turn.
+    pub slack: usize,
 }
 
 impl Default for SchedulerConfig {
-    /// 8 slots within 256 MiB (SmolLM2-135M: 45 KiB per position, so 8 × 700 positions).
+    /// 8 slots within 512 MiB (SmolLM2-135M: 45 KiB per position, so ~11 600 positions:
+    /// 8 running conversations of ~700 positions each, plus as many parked), 256 spare.
     fn default() -> Self {
         SchedulerConfig {
             max_batch: 8,
-            kv_budget_bytes: 256 << 20,
+            kv_budget_bytes: 512 << 20,
+            slack: 256,
         }
     }
 }
@@ -67,6 +78,8 @@ pub struct GenRequest {
     pub cancel: Arc<AtomicBool>,
     /// When it was submitted (the queue time is measured from here).
     pub submitted: Instant,
+    /// The conversation this continues (prefix-cache key), if any.
+    pub cache_key: Option<String>,
 }
 
 /// Why a request failed.
@@ -120,6 +133,8 @@ pub struct GenStats {
     pub stop: StopReason,
     /// Prompt tokens.
     pub prompt_tokens: usize,
+    /// Prompt tokens found in the prefix cache (not prefilled again).
+    pub cached_tokens: usize,
     /// Generated tokens (the stop token excluded).
     pub tokens: usize,
     /// Submission to the start of its prefill.
@@ -137,6 +152,8 @@ pub enum GenEvent {
     Started {
         /// Prompt tokens.
         prompt_tokens: usize,
+        /// Of which found in the prefix cache.
+        cached_tokens: usize,
         /// Time spent waiting for a slot.
         queued: Duration,
     },
@@ -172,20 +189,43 @@ struct Seq<'t, B: QuantBackend> {
     next: u32,
     queued: Duration,
     prefill: Duration,
+    cached: usize,
     decode_start: Instant,
 }
 
+/// A finished sequence's cache, kept for its conversation's next turn.
+struct Parked<B: QuantBackend> {
+    /// The token ids at the cache's positions `0..cache.len()`.
+    tokens: Vec<u32>,
+    cache: KvCache<B>,
+    last_used: Instant,
+}
+
+type ParkedMap<B> = std::collections::HashMap<String, Parked<B>>;
+
 impl<B: QuantBackend> Seq<'_, B> {
-    fn finish(self, stop: StopReason) {
+    fn finish(mut self, stop: StopReason, parked: &mut ParkedMap<B>) {
         let stats = GenStats {
             stop,
             prompt_tokens: self.req.prompt.len(),
+            cached_tokens: self.cached,
             tokens: self.generated,
             queued: self.queued,
             prefill: self.prefill,
             decode: self.decode_start.elapsed(),
         };
         let _ = self.req.events.send(GenEvent::Finished(stats));
+        if let Some(key) = self.req.cache_key.take() {
+            self.history.truncate(self.cache.len());
+            parked.insert(
+                key,
+                Parked {
+                    tokens: self.history,
+                    cache: self.cache,
+                    last_used: Instant::now(),
+                },
+            );
+        }
     }
 
     fn abandoned(&self) -> bool {
@@ -210,6 +250,7 @@ pub fn run<B: QuantBackend>(
 ) {
     let mut waiting: VecDeque<GenRequest> = VecDeque::new();
     let mut running: Vec<Seq<'_, B>> = Vec::new();
+    let mut parked: ParkedMap<B> = ParkedMap::new();
     let mut open = true;
     loop {
         if !alive.load(Ordering::Relaxed) {
@@ -233,10 +274,10 @@ pub fn run<B: QuantBackend>(
                 Err(TryRecvError::Disconnected) => open = false,
             }
         }
-        admit(engine, cfg, &mut waiting, &mut running);
+        admit(engine, cfg, &mut waiting, &mut running, &mut parked);
         progress.beat();
         if !running.is_empty() {
-            step(engine, &mut running);
+            step(engine, &mut running, &mut parked);
             progress.beat();
         }
     }
@@ -251,6 +292,7 @@ fn admit<'t, B: QuantBackend>(
     cfg: SchedulerConfig,
     waiting: &mut VecDeque<GenRequest>,
     running: &mut Vec<Seq<'t, B>>,
+    parked: &mut ParkedMap<B>,
 ) {
     let model = &engine.model;
     let ctx = model.config.context_length;
@@ -260,6 +302,7 @@ fn admit<'t, B: QuantBackend>(
             let _ = req.events.send(GenEvent::Finished(GenStats {
                 stop: StopReason::Cancelled,
                 prompt_tokens: req.prompt.len(),
+                cached_tokens: 0,
                 tokens: 0,
                 queued: req.submitted.elapsed(),
                 prefill: Duration::ZERO,
@@ -267,14 +310,47 @@ fn admit<'t, B: QuantBackend>(
             }));
             continue;
         }
-        let used: usize = running
-            .iter()
-            .map(|s| kv_cache_bytes(model, s.cache.capacity()))
-            .sum();
-        let need = kv_cache_bytes(model, positions(front));
-        if !running.is_empty()
-            && (running.len() >= cfg.max_batch.max(1) || used + need > cfg.kv_budget_bytes)
-        {
+        if !running.is_empty() && running.len() >= cfg.max_batch.max(1) {
+            return;
+        }
+        // Its own parked cache, when it can hold the new request.
+        let reuse = front
+            .cache_key
+            .as_ref()
+            .and_then(|k| parked.get(k))
+            .is_some_and(|p| p.cache.capacity() >= positions(front));
+        let bytes = |p: usize| kv_cache_bytes(model, p);
+        let need = if reuse {
+            0
+        } else {
+            bytes((positions(front) + cfg.slack).min(ctx))
+        };
+        let used = |running: &[Seq<'t, B>], parked: &ParkedMap<B>| -> usize {
+            running
+                .iter()
+                .map(|s| bytes(s.cache.capacity()))
+                .sum::<usize>()
+                + parked
+                    .values()
+                    .map(|p| bytes(p.cache.capacity()))
+                    .sum::<usize>()
+        };
+        // Evict parked caches, least recently used first (never the one about to be reused).
+        while used(running, parked) + need > cfg.kv_budget_bytes {
+            let own = front.cache_key.as_deref().filter(|_| reuse);
+            let victim = parked
+                .iter()
+                .filter(|(k, _)| Some(k.as_str()) != own)
+                .min_by_key(|(_, p)| p.last_used)
+                .map(|(k, _)| k.clone());
+            match victim {
+                Some(k) => {
+                    parked.remove(&k);
+                }
+                None => break,
+            }
+        }
+        if !running.is_empty() && used(running, parked) + need > cfg.kv_budget_bytes {
             return;
         }
         let req = waiting.pop_front().expect("front exists");
@@ -304,8 +380,24 @@ fn admit<'t, B: QuantBackend>(
         };
         let queued = req.submitted.elapsed();
         let t0 = Instant::now();
-        let mut cache = model.new_cache(positions(&req));
-        let mut logits = match engine.logits_last(&req.prompt, &mut cache) {
+        let old = req.cache_key.as_ref().and_then(|k| parked.remove(k));
+        let (mut cache, cached) = match old {
+            Some(p) if p.cache.capacity() >= positions(&req) => {
+                // Keep the common prefix; at least one prompt token is fed for its logits.
+                let same = p
+                    .tokens
+                    .iter()
+                    .zip(&req.prompt)
+                    .take_while(|(a, b)| a == b)
+                    .count()
+                    .min(req.prompt.len() - 1);
+                let mut cache = p.cache;
+                cache.truncate(same);
+                (cache, same)
+            }
+            _ => (model.new_cache((positions(&req) + cfg.slack).min(ctx)), 0),
+        };
+        let mut logits = match engine.logits_last(&req.prompt[cached..], &mut cache) {
             Ok(l) => l,
             Err(e) => {
                 fail(&req, e.into());
@@ -314,6 +406,7 @@ fn admit<'t, B: QuantBackend>(
         };
         let _ = req.events.send(GenEvent::Started {
             prompt_tokens: req.prompt.len(),
+            cached_tokens: cached,
             queued,
         });
         let mut seq = Seq {
@@ -326,10 +419,11 @@ fn admit<'t, B: QuantBackend>(
             next: 0,
             queued,
             prefill: t0.elapsed(),
+            cached,
             decode_start: Instant::now(),
         };
         if let Some(stop) = take_token(engine, &mut seq, &mut logits) {
-            seq.finish(stop);
+            seq.finish(stop, parked);
         } else {
             running.push(seq);
         }
@@ -368,12 +462,16 @@ fn take_token<B: QuantBackend>(
 }
 
 /// One decode step for all running sequences; finished ones leave `running`.
-fn step<B: QuantBackend>(engine: &Engine<B>, running: &mut Vec<Seq<'_, B>>) {
+fn step<B: QuantBackend>(
+    engine: &Engine<B>,
+    running: &mut Vec<Seq<'_, B>>,
+    parked: &mut ParkedMap<B>,
+) {
     // Drop the abandoned before spending a step on them.
     let mut i = 0;
     while i < running.len() {
         if running[i].abandoned() {
-            running.swap_remove(i).finish(StopReason::Cancelled);
+            running.swap_remove(i).finish(StopReason::Cancelled, parked);
         } else {
             i += 1;
         }
@@ -405,7 +503,7 @@ fn step<B: QuantBackend>(engine: &Engine<B>, running: &mut Vec<Seq<'_, B>>) {
     let mut keep = Vec::with_capacity(running.len());
     for (mut seq, row) in running.drain(..).zip(logits.chunks_exact_mut(n_vocab)) {
         match take_token(engine, &mut seq, row) {
-            Some(stop) => seq.finish(stop),
+            Some(stop) => seq.finish(stop, parked),
             None => keep.push(seq),
         }
     }

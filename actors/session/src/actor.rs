@@ -512,6 +512,7 @@ impl TurnCtx {
                             "msgid": job.msgid,
                             "stop": stats.stop,
                             "prompt_tokens": stats.prompt_tokens,
+                            "cached_tokens": stats.cached_tokens,
                             "tokens": stats.tokens,
                             "queued_ms": stats.queued.as_millis() as u64,
                             "prefill_ms": stats.prefill.as_millis() as u64,
@@ -627,6 +628,7 @@ impl TurnCtx {
             events: tx,
             cancel: self.cancel.clone(),
             submitted: Instant::now(),
+            cache_key: Some(self.key.clone()),
         };
         if model.send_message(ModelMsg::Generate(req)).is_err() {
             return (Attempt::Lost, String::new());
@@ -635,9 +637,15 @@ impl TurnCtx {
         let mut shown = 0usize;
         let mut last_frame = Instant::now();
         let mut first = true;
-        let mut tick = tokio::time::interval(settings.throttle);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // The next frame is due one throttle after the last when there is new text, one
+            // keep-alive after it otherwise.
+            let next = last_frame
+                + if text.len() != shown {
+                    settings.throttle
+                } else {
+                    settings.keepalive
+                };
             tokio::select! {
                 ev = rx.recv() => match ev {
                     Some(GenEvent::Started { .. }) => {}
@@ -660,17 +668,12 @@ impl TurnCtx {
                     Some(GenEvent::Failed(f)) => return (Attempt::Failed(f), text),
                     None => return (Attempt::Lost, text),
                 },
-                _ = tick.tick() => {
-                    let changed = text.len() != shown;
-                    let due = last_frame.elapsed() >= settings.throttle;
-                    let keepalive = last_frame.elapsed() >= settings.keepalive;
-                    if !first && due && (changed || keepalive) {
-                        if let Err(e) = replier.update(&text).await {
-                            tracing::warn!(error = %e, "stream update failed");
-                        }
-                        shown = text.len();
-                        last_frame = Instant::now();
+                _ = tokio::time::sleep_until(next.into()), if !first => {
+                    if let Err(e) = replier.update(&text).await {
+                        tracing::warn!(error = %e, "stream update failed");
                     }
+                    shown = text.len();
+                    last_frame = Instant::now();
                 }
             }
         }
