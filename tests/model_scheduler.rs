@@ -127,9 +127,14 @@ fn batched_requests_match_single_generation() {
 fn a_conversation_reuses_its_prefix_cache() {
     let e = engine();
     let (tx, rx) = mpsc::channel();
-    let alive = AtomicBool::new(true);
+    let alive = &AtomicBool::new(true);
     std::thread::scope(|s| {
-        s.spawn(|| scheduler::run(e, SchedulerConfig::default(), rx, &alive, &()));
+        // No slack: the second turn outgrows the first turn's cache, which is grown.
+        let cfg = SchedulerConfig {
+            slack: 0,
+            ..Default::default()
+        };
+        s.spawn(move || scheduler::run(e, cfg, rx, alive, &()));
         let run = |prompt: Vec<u32>, key: Option<&str>| {
             let (mut r, mut sub) = request(prompt, 24);
             r.cache_key = key.map(str::to_string);

@@ -408,6 +408,26 @@ impl<B: QuantBackend> Llama<B> {
         }
     }
 
+    /// `cache` moved into a new cache of `capacity` positions (at most the context length),
+    /// keeping its first `keep` positions: a conversation outgrowing its cache keeps its
+    /// prefix instead of prefilling it again.
+    pub fn grow_cache(&self, mut cache: KvCache<B>, capacity: usize, keep: usize) -> KvCache<B> {
+        let c = &self.config;
+        let keep = keep.min(cache.len);
+        let mut new = self.new_cache(capacity.max(keep));
+        let (h, d) = (c.n_head_kv, c.head_dim);
+        for (dst, src) in [(&mut new.k, &mut cache.k), (&mut new.v, &mut cache.v)] {
+            for (nt, ot) in dst.iter_mut().zip(src.iter_mut()) {
+                if let (Some(n), Some(o)) = (nt.take(), ot.take()) {
+                    let prefix = o.slice([0..h, 0..keep, 0..d]);
+                    *nt = Some(n.slice_assign([0..h, 0..keep, 0..d], prefix));
+                }
+            }
+        }
+        new.len = keep;
+        new
+    }
+
     fn embed(&self, tokens: &[u32]) -> Result<Tensor<B, 2>> {
         let d = self.config.n_embd;
         let w = &self.tok_embd;

@@ -313,18 +313,17 @@ fn admit<'t, B: QuantBackend>(
         if !running.is_empty() && running.len() >= cfg.max_batch.max(1) {
             return;
         }
-        // Its own parked cache, when it can hold the new request.
-        let reuse = front
-            .cache_key
-            .as_ref()
-            .and_then(|k| parked.get(k))
-            .is_some_and(|p| p.cache.capacity() >= positions(front));
+        // Its own parked cache: reused in place when it can hold the new request, else grown
+        // (its prefix copied into a larger cache).
+        let own_parked = front.cache_key.as_ref().and_then(|k| parked.get(k));
+        let reuse = own_parked.is_some_and(|p| p.cache.capacity() >= positions(front));
         let bytes = |p: usize| kv_cache_bytes(model, p);
         let need = if reuse {
             0
         } else {
             bytes((positions(front) + cfg.slack).min(ctx))
         };
+        let own = front.cache_key.as_deref().filter(|_| own_parked.is_some());
         let used = |running: &[Seq<'t, B>], parked: &ParkedMap<B>| -> usize {
             running
                 .iter()
@@ -337,7 +336,6 @@ fn admit<'t, B: QuantBackend>(
         };
         // Evict parked caches, least recently used first (never the one about to be reused).
         while used(running, parked) + need > cfg.kv_budget_bytes {
-            let own = front.cache_key.as_deref().filter(|_| reuse);
             let victim = parked
                 .iter()
                 .filter(|(k, _)| Some(k.as_str()) != own)
@@ -382,7 +380,7 @@ fn admit<'t, B: QuantBackend>(
         let t0 = Instant::now();
         let old = req.cache_key.as_ref().and_then(|k| parked.remove(k));
         let (mut cache, cached) = match old {
-            Some(p) if p.cache.capacity() >= positions(&req) => {
+            Some(p) => {
                 // Keep the common prefix; at least one prompt token is fed for its logits.
                 let same = p
                     .tokens
@@ -392,10 +390,14 @@ fn admit<'t, B: QuantBackend>(
                     .count()
                     .min(req.prompt.len() - 1);
                 let mut cache = p.cache;
+                if cache.capacity() < positions(&req) {
+                    let capacity = (positions(&req) + cfg.slack).min(ctx);
+                    cache = model.grow_cache(cache, capacity, same);
+                }
                 cache.truncate(same);
                 (cache, same)
             }
-            _ => (model.new_cache((positions(&req) + cfg.slack).min(ctx)), 0),
+            None => (model.new_cache((positions(&req) + cfg.slack).min(ctx)), 0),
         };
         let mut logits = match engine.logits_last(&req.prompt[cached..], &mut cache) {
             Ok(l) => l,
