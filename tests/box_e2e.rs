@@ -17,6 +17,8 @@ use wecom_edge::config::{App, Config, Secret};
 use wecom_edge::demo::{self, DemoOptions, DEMO_BOT_ID, DEMO_BOT_SECRET};
 use wecom_edge_actors::audit::{AuditRow, AuditStore};
 use wecom_edge_actors::model::MODEL_ACTOR;
+use wecom_edge_actors::session::SESSION_SUP;
+use wecom_edge_actors::supervisor::SupervisorMsg;
 use wecom_edge_actors::wecom::sim::{self, AiBotSpec, AppSpec, SimConfig};
 
 const AGENT: i64 = 1000002;
@@ -168,6 +170,9 @@ async fn the_box_answers_through_the_simulator() {
         temperature: 0.0,
     };
     let mut cfg: Config = demo::config(&opts, &sim);
+    // Sessions stop when idle for a moment and rehydrate from SQLite on the next message, so
+    // the context checks below also check rehydration.
+    cfg.idle_timeout = Duration::from_millis(300);
     cfg.callback_listen = Some(free_addr());
     cfg.apps.push(App {
         corpid: CORP.into(),
@@ -357,6 +362,17 @@ async fn the_box_answers_through_the_simulator() {
         Duration::from_secs(10),
         || async { store.pending_inbound().unwrap().is_empty().then_some(()) },
     )
+    .await;
+    // Idle sessions are stopped (and forgotten by session_sup).
+    let sup: ractor::ActorRef<SupervisorMsg> = ractor::registry::where_is(SESSION_SUP.into())
+        .expect("session_sup")
+        .into();
+    until("idle sessions to stop", Duration::from_secs(10), || async {
+        ractor::call!(sup, SupervisorMsg::WhichChildren)
+            .unwrap()
+            .is_empty()
+            .then_some(())
+    })
     .await;
     let n = store.verify().unwrap().expect("the chain verifies");
     assert!(n > 20, "{n} rows");
