@@ -5,7 +5,7 @@
 //! ├── ops_sup (one_for_one)        audit (the single SQLite writer) · limiter
 //! ├── model_sup (rest_for_one)     model (loads the GGUF, owns the device and the scheduler)
 //! ├── session_sup (one_for_one)    one transient session actor per conversation (dynamic)
-//! └── wecom_sup (rest_for_one)     router · one pump per AI-bot long connection · callbacks
+//! └── wecom_sup (rest_for_one)     router · one pump per AI-bot long connection
 //! ```
 //! Children start in this order (the model is loaded before anything is routed to it) and stop
 //! in reverse. Every restart is audited (`actor_restarted`) and counted. If the root gives up
@@ -13,8 +13,9 @@
 //! so systemd restarts the whole box.
 //!
 //! Outside the tree, plain tasks: the long connections themselves (they reconnect on their own,
-//! forever), the admin HTTP server (`/livez /readyz /metrics`), the systemd notifier and the
-//! SQLite write probe.
+//! forever), the callback HTTP server (a callback is acknowledged only after the router has
+//! recorded it in SQLite; otherwise WeCom gets a 503 and retries), the admin HTTP server
+//! (`/livez /readyz /metrics`), the systemd notifier and the SQLite write probe.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -41,7 +42,9 @@ use wecom_edge_actors::supervisor::{
 };
 use wecom_edge_actors::watchdog::{self, Beacon, Health, Metrics, Notifier};
 use wecom_edge_actors::wecom::api::{AccessToken, Api, AppClient, RetryPolicy};
-use wecom_edge_actors::wecom::callback::{AiBotReply, CallbackServer, Inbound, Rejection};
+use wecom_edge_actors::wecom::callback::{
+    AcceptFn, AiBotReply, CallbackServer, Inbound, Rejection,
+};
 use wecom_edge_actors::wecom::longconn::{self, BotEvent, LongConnConfig, LongConnHandle};
 use wecom_edge_actors::wecom::MsgCrypt;
 
@@ -220,10 +223,16 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
 
     // Callbacks (webhook bots and apps).
     let mut callbacks = None;
-    let (cb_tx, cb_rx) = mpsc::channel::<Inbound>(1024);
     if let Some(listen) = cfg.callback_listen.filter(|_| !crypts.is_empty()) {
         let (rej_tx, mut rej_rx) = mpsc::channel::<Rejection>(1024);
-        let mut server = CallbackServer::new(cb_tx.clone()).rejections(rej_tx);
+        // Acknowledged only once recorded: the recorder goes through the router to SQLite.
+        let (unused_tx, _) = mpsc::channel::<Inbound>(1);
+        let (api, out) = (api.clone(), outbound.clone());
+        let record: AcceptFn =
+            Arc::new(move |inb| Box::pin(record_callback(inb, api.clone(), out.clone())));
+        let mut server = CallbackServer::new(unused_tx)
+            .durable(record)
+            .rejections(rej_tx);
         for (bot, agent, c) in crypts {
             if let Some(b) = bot {
                 server = server.aibot(&b, c);
@@ -250,7 +259,6 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
             }
         }));
     }
-    let cb_rx = Arc::new(Mutex::new(cb_rx));
 
     // Supervision events → audit + metrics.
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<SupervisorEvent>();
@@ -401,20 +409,6 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
             let a = args.clone();
             async move {
                 let (r, _) = Actor::spawn_linked(None, BotPump, a, sup).await?;
-                Ok(r.get_cell())
-            }
-        }));
-    }
-    if callbacks.is_some() {
-        let args = CallbackPumpArgs {
-            inbound: cb_rx,
-            api: api.clone(),
-            outbound: outbound.clone(),
-        };
-        wecom = wecom.child(ChildSpec::new("callbacks", move |sup| {
-            let a = args.clone();
-            async move {
-                let (r, _) = Actor::spawn_linked(None, CallbackPump, a, sup).await?;
                 Ok(r.get_cell())
             }
         }));
@@ -631,104 +625,73 @@ impl Actor for BotPump {
     }
 }
 
-/// Feeds accepted callbacks (webhook AI bots, self-built apps) to the router.
-struct CallbackPump;
-
-#[derive(Clone)]
-struct CallbackPumpArgs {
-    inbound: Arc<Mutex<mpsc::Receiver<Inbound>>>,
-    api: Api,
-    outbound: Arc<Outbound>,
+/// The router's message for an accepted callback; `None` for what the box does not answer
+/// (events, non-text messages).
+fn callback_message(inb: Inbound, api: &Api, outbound: &Outbound) -> Option<InboundMsg> {
+    let received = std::time::Instant::now();
+    match inb {
+        Inbound::AiBot { bot_id, msg, reply } => {
+            let text = msg.text()?;
+            let AiBotReply::Webhook {
+                stream,
+                response_url,
+            } = reply
+            else {
+                return None;
+            };
+            Some(InboundMsg {
+                msgid: msg.msgid.clone(),
+                origin: Origin {
+                    channel: "aibot".into(),
+                    endpoint: bot_id,
+                    user: msg.from.userid.clone(),
+                    chat: msg.chatid.clone().filter(|_| msg.chattype == "group"),
+                    text,
+                    req_id: None,
+                },
+                reply: ReplyTo::Webhook {
+                    stream,
+                    response_url,
+                    api: Some(api.clone()),
+                },
+                received,
+                accepted: None,
+            })
+        }
+        Inbound::App { agentid, msg } => {
+            if msg.msg_type != "text" {
+                return None;
+            }
+            let origin = Origin {
+                channel: "app".into(),
+                endpoint: agentid.to_string(),
+                user: msg.from.clone(),
+                chat: None,
+                text: msg.content.clone()?,
+                req_id: None,
+            };
+            Some(InboundMsg {
+                msgid: msg.dedupe_key(),
+                reply: ReplyTo::for_origin(&origin, outbound),
+                origin,
+                received,
+                accepted: None,
+            })
+        }
+    }
 }
 
-impl Actor for CallbackPump {
-    type Msg = String;
-    type State = PumpState;
-    type Arguments = CallbackPumpArgs;
-
-    async fn pre_start(
-        &self,
-        myself: ActorRef<String>,
-        a: CallbackPumpArgs,
-    ) -> Result<PumpState, ActorProcessingErr> {
-        let task = tokio::spawn(async move {
-            let mut rx = a.inbound.lock().await;
-            while let Some(inb) = rx.recv().await {
-                let m = match inb {
-                    Inbound::AiBot { bot_id, msg, reply } => {
-                        let Some(text) = msg.text() else { continue };
-                        let reply = match reply {
-                            AiBotReply::Webhook {
-                                stream,
-                                response_url,
-                            } => ReplyTo::Webhook {
-                                stream,
-                                response_url,
-                                api: Some(a.api.clone()),
-                            },
-                            _ => continue,
-                        };
-                        InboundMsg {
-                            msgid: msg.msgid.clone(),
-                            origin: Origin {
-                                channel: "aibot".into(),
-                                endpoint: bot_id,
-                                user: msg.from.userid.clone(),
-                                chat: msg.chatid.clone().filter(|_| msg.chattype == "group"),
-                                text,
-                                req_id: None,
-                            },
-                            reply,
-                            received: std::time::Instant::now(),
-                            accepted: None,
-                        }
-                    }
-                    Inbound::App { agentid, msg } => {
-                        let (Some(text), "text") = (msg.content.clone(), msg.msg_type.as_str())
-                        else {
-                            continue;
-                        };
-                        InboundMsg {
-                            msgid: msg.dedupe_key(),
-                            origin: Origin {
-                                channel: "app".into(),
-                                endpoint: agentid.to_string(),
-                                user: msg.from.clone(),
-                                chat: None,
-                                text,
-                                req_id: None,
-                            },
-                            reply: ReplyTo::Nowhere,
-                            received: std::time::Instant::now(),
-                            accepted: None,
-                        }
-                    }
-                };
-                let m = match m.origin.channel.as_str() {
-                    // The app's way back is its configured client.
-                    "app" => InboundMsg {
-                        reply: ReplyTo::for_origin(&m.origin, &a.outbound),
-                        ..m
-                    },
-                    _ => m,
-                };
-                if let Err(e) = to_router(m) {
-                    let _ = myself.send_message(e.to_string());
-                    return;
-                }
-            }
-        });
-        Ok(PumpState(task))
+/// Hands a callback to the router and waits until it is recorded in SQLite.
+async fn record_callback(inb: Inbound, api: Api, outbound: Arc<Outbound>) -> bool {
+    let Some(mut m) = callback_message(inb, &api, &outbound) else {
+        return true; // nothing to answer, nothing to lose
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    m.accepted = Some(tx);
+    if to_router(m).is_err() {
+        return false;
     }
-
-    async fn handle(
-        &self,
-        _myself: ActorRef<String>,
-        why: String,
-        _st: &mut PumpState,
-    ) -> Result<(), ActorProcessingErr> {
-        Err(why.into())
-    }
+    rx.await.unwrap_or(false)
 }
 
 /// Where the data directory is for a demo: the given one, else a fresh temporary directory.

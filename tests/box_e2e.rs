@@ -325,8 +325,61 @@ async fn the_box_answers_through_the_simulator() {
     let after = h.say("erin", Some("m-erin-1"), "Say hello.").await;
     h.answer(&after, Duration::from_secs(60)).await;
 
-    // 7. A forged callback is rejected with WXBizMsgCrypt's signature error and audited.
+    // 7. A self-built app's callback: verified URL, encrypted delivery, acknowledged once
+    //    recorded, answered through message/send; WeCom's retry of the same MsgId is dropped.
     let cb = running.callbacks.expect("callback listener");
+    let v: Value = h
+        .http
+        .put(format!("{}/sim/app/{AGENT}/callback", h.sim))
+        .json(&json!({"url": format!("http://{cb}/wecom/app/{AGENT}")}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["verified"], true, "{v}");
+    for _ in 0..2 {
+        let v: Value = h
+            .http
+            .post(format!("{}/sim/app/{AGENT}/messages", h.sim))
+            .json(&json!({"from": "frank", "text": "Say hello.", "msgid": 7_000_001u64}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["delivered"], true, "{v}");
+    }
+    let to_frank = || async {
+        let v = h.get("/sim/outbox").await;
+        v["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["body"]["touser"] == "frank")
+            .count()
+    };
+    until("the app's answer", Duration::from_secs(60), || async {
+        (to_frank().await > 0).then_some(())
+    })
+    .await;
+    until(
+        "the retry recorded as a duplicate",
+        Duration::from_secs(10),
+        || async {
+            (!rows_of(&rows(&tmp), "duplicate_dropped", "7000001").is_empty()).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        to_frank().await,
+        1,
+        "one answer for the message and its retry"
+    );
+
+    // 8. A forged callback is rejected with WXBizMsgCrypt's signature error and audited.
     let resp = h
         .http
         .post(format!(

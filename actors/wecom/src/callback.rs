@@ -212,12 +212,23 @@ pub struct Rejection {
     pub reason: String,
 }
 
+/// Records an accepted message durably; `true` once it is stored (or known as a duplicate).
+pub type AcceptFn = Arc<
+    dyn Fn(Inbound) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// How long a callback waits for [`CallbackServer::durable`]'s recorder (WeCom waits 5 s).
+pub const DURABLE_TIMEOUT: Duration = Duration::from_secs(4);
+
 /// Callback endpoints and where accepted messages go.
 #[derive(Clone)]
 pub struct CallbackServer {
     apps: Arc<HashMap<i64, MsgCrypt>>,
     bots: Arc<HashMap<String, MsgCrypt>>,
     inbound: mpsc::Sender<Inbound>,
+    durable: Option<AcceptFn>,
     rejections: Option<mpsc::Sender<Rejection>>,
     streams: Arc<Mutex<HashMap<String, (WebhookStream, Instant)>>>,
     by_msgid: Arc<Mutex<HashMap<String, String>>>,
@@ -232,6 +243,7 @@ impl CallbackServer {
             apps: Arc::default(),
             bots: Arc::default(),
             inbound,
+            durable: None,
             rejections: None,
             streams: Arc::default(),
             by_msgid: Arc::default(),
@@ -249,6 +261,13 @@ impl CallbackServer {
     /// Adds an AI-bot webhook endpoint at `/wecom/aibot/{bot_id}` (crypt receiveid = "").
     pub fn aibot(mut self, bot_id: &str, crypt: MsgCrypt) -> Self {
         Arc::make_mut(&mut self.bots).insert(bot_id.to_string(), crypt);
+        self
+    }
+
+    /// Messages are handed to `record` instead of the queue, and acknowledged only once it says
+    /// they are stored (within [`DURABLE_TIMEOUT`]); otherwise WeCom gets a 503 and retries.
+    pub fn durable(mut self, record: AcceptFn) -> Self {
+        self.durable = Some(record);
         self
     }
 
@@ -372,6 +391,17 @@ impl CallbackServer {
 
     #[allow(clippy::result_large_err)] // the rejection is the HTTP answer itself
     async fn accept(&self, endpoint: String, inbound: Inbound) -> Result<(), Response> {
+        if let Some(record) = &self.durable {
+            return match tokio::time::timeout(DURABLE_TIMEOUT, record(inbound)).await {
+                Ok(true) => Ok(()),
+                _ => Err(self.reject(
+                    endpoint,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    0,
+                    "the message could not be recorded; WeCom will retry".into(),
+                )),
+            };
+        }
         match self.inbound.try_send(inbound) {
             Ok(()) => Ok(()),
             Err(_) => Err(self.reject(
