@@ -166,7 +166,7 @@ async fn the_box_answers_through_the_simulator() {
         model: common::model_path(),
         device: "cpu".into(),
         threads: 0,
-        max_tokens: 48,
+        max_tokens: 96,
         temperature: 0.0,
     };
     let mut cfg: Config = demo::config(&opts, &sim);
@@ -265,6 +265,26 @@ async fn the_box_answers_through_the_simulator() {
     let (text, _) = h.answer(&s, Duration::from_secs(10)).await;
     assert!(text.contains("model ready"), "{text}");
     assert!(rows_of(&rows(&tmp), "generation_started", "m-carol-status").is_empty());
+
+    // #reset while an answer streams: the generation is cancelled and the stream closed,
+    // marked as cut.
+    let long = h
+        .say(
+            "gina",
+            Some("m-gina-1"),
+            "Write a long story about a ship at sea.",
+        )
+        .await;
+    until(
+        "the first streamed frame",
+        Duration::from_secs(30),
+        || async { (!h.frames(&long).await.is_empty()).then_some(()) },
+    )
+    .await;
+    let r = h.say("gina", Some("m-gina-reset"), "#reset").await;
+    h.answer(&r, Duration::from_secs(10)).await;
+    let (text, _) = h.answer(&long, Duration::from_secs(10)).await;
+    assert!(text.contains("cancelled by #reset"), "{text}");
 
     // 5. Killing the model actor mid-answer: restarted, and the user gets an answer or a clear
     //    notice within 10 s; the audit shows the restart.

@@ -520,8 +520,10 @@ impl TurnCtx {
                         }),
                     );
                     if stats.stop == StopReason::Cancelled {
-                        finish_inbound(job.inbound_id, true);
+                        // #reset: close the stream with what was shown, marked as cut.
                         drop(permit);
+                        let cut = format!("{text}\n\n(已取消 — cancelled by #reset)");
+                        deliver(&mut replier, &job, key, cut).await;
                         return None;
                     }
                     deliver(&mut replier, &job, key, text.clone()).await;
