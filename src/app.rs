@@ -563,14 +563,7 @@ impl Actor for BotPump {
                                 .await;
                             continue;
                         };
-                        let origin = Origin {
-                            channel: "aibot".into(),
-                            endpoint: a.bot_id.clone(),
-                            user: msg.from.userid.clone(),
-                            chat: msg.chatid.clone().filter(|_| msg.chattype == "group"),
-                            text,
-                            req_id: Some(req_id.clone()),
-                        };
+                        let origin = Origin::aibot(&a.bot_id, &msg, text, Some(req_id.clone()));
                         let reply = ReplyTo::LongConnection {
                             conn: a.handle.clone(),
                             req_id,
@@ -641,14 +634,7 @@ fn callback_message(inb: Inbound, api: &Api, outbound: &Outbound) -> Option<Inbo
             };
             Some(InboundMsg {
                 msgid: msg.msgid.clone(),
-                origin: Origin {
-                    channel: "aibot".into(),
-                    endpoint: bot_id,
-                    user: msg.from.userid.clone(),
-                    chat: msg.chatid.clone().filter(|_| msg.chattype == "group"),
-                    text,
-                    req_id: None,
-                },
+                origin: Origin::aibot(&bot_id, &msg, text, None),
                 reply: ReplyTo::Webhook {
                     stream,
                     response_url,

@@ -6,7 +6,8 @@
 
 mod common;
 
-use std::future::Future;
+use common::until;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -24,25 +25,6 @@ use wecom_edge_actors::wecom::sim::{self, AiBotSpec, AppSpec, SimConfig};
 const AGENT: i64 = 1000002;
 const CORP: &str = "wwcorp0000000001";
 const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
-
-/// Polls `f` every 20 ms until it yields `Some`, for at most `limit`.
-async fn until<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 fn rows(dir: &Path) -> Vec<AuditRow> {
     AuditStore::open_read_only(dir)
@@ -137,9 +119,8 @@ async fn the_box_answers_through_the_simulator() {
         .with_env_filter("info")
         .with_test_writer()
         .try_init();
-    let tmp = std::env::temp_dir().join(format!("wecom-edge-e2e-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).unwrap();
+    let dir = common::TempDir::new("e2e");
+    let tmp = dir.0.clone();
     let sim = sim::start(
         SimConfig {
             aibots: vec![AiBotSpec {
@@ -304,8 +285,24 @@ async fn the_box_answers_through_the_simulator() {
     ractor::registry::where_is(MODEL_ACTOR.into())
         .expect("model actor registered")
         .kill();
-    let (text, _) = h.answer(&k, Duration::from_secs(10)).await;
-    assert!(!text.trim().is_empty());
+    // Within 10 s: the notice (the answer is being regenerated) or already the answer.
+    until(
+        "a notice or the answer",
+        Duration::from_secs(10),
+        || async {
+            h.frames(&k)
+                .await
+                .last()
+                .filter(|(c, fin)| *fin || c.contains("regenerating"))
+                .map(|_| ())
+        },
+    )
+    .await;
+    let (text, _) = h.answer(&k, Duration::from_secs(60)).await;
+    assert!(
+        !text.trim().is_empty() && !text.contains("regenerating"),
+        "{text}"
+    );
     until(
         "the restart in the audit trail",
         Duration::from_secs(10),
@@ -454,5 +451,4 @@ async fn the_box_answers_through_the_simulator() {
 
     running.shutdown().await;
     sim.stop().await;
-    let _ = std::fs::remove_dir_all(&tmp);
 }

@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::until;
+
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -13,24 +15,6 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use wecom_edge_actors::audit::AuditStore;
-
-async fn until<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// Starts the demo box on `dir`; returns the child and its simulator's base URL.
 async fn start(dir: &Path) -> (Child, String) {
@@ -62,8 +46,8 @@ async fn get(http: &reqwest::Client, url: String) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_accepted_message_survives_sigkill() {
-    let dir = std::env::temp_dir().join(format!("wecom-edge-restart-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let tmp = common::TempDir::new("restart");
+    let dir = tmp.0.clone();
     let http = reqwest::Client::new();
 
     let (mut child, sim) = start(&dir).await;
@@ -137,5 +121,4 @@ async fn an_accepted_message_survives_sigkill() {
         .unwrap()
         .expect("the chain verifies across the kill");
     child.kill().await.unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
 }

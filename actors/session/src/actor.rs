@@ -315,14 +315,7 @@ impl SessionState {
                 reply
             })?
             .map_err(|e| format!("reading history: {e}"))?;
-            self.history = Some(
-                h.into_iter()
-                    .map(|t| Turn {
-                        role: t.role,
-                        content: t.content,
-                    })
-                    .collect(),
-            );
+            self.history = Some(h);
         }
         Ok(())
     }
@@ -497,6 +490,10 @@ impl TurnCtx {
                 (Attempt::Lost, _) if attempt_no < 2 && !self.cancel.load(Ordering::Relaxed) => {
                     tracing::warn!(session = %key, "the model went away mid-answer; generating again");
                     record("generation_retried", key, json!({"msgid": job.msgid}));
+                    // Tell the user at once; the regenerated answer replaces this frame.
+                    if let Err(e) = replier.update(MODEL_RESTARTING).await {
+                        tracing::warn!(error = %e, "stream update failed");
+                    }
                     continue;
                 }
                 (Attempt::Done(stats), text) => {
@@ -681,6 +678,9 @@ impl TurnCtx {
         }
     }
 }
+
+const MODEL_RESTARTING: &str =
+    "⚠️ 模型重启中，正在重新生成回答… (The model restarted; regenerating the answer…)";
 
 const RESTARTING: &str =
     "⚠️ 服务正在重启，请稍后再试。(The box is restarting; please ask again in a moment.)";

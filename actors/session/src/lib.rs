@@ -129,14 +129,8 @@ pub fn help_text() -> &'static str {
      @-mention me in groups. #reset forgets our conversation, #status shows the box's state.)"
 }
 
-/// One turn of history.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Turn {
-    /// `user` or `assistant`.
-    pub role: String,
-    /// The text.
-    pub content: String,
-}
+/// One turn of history (`role`: `user` or `assistant`; `content`), as stored in SQLite.
+pub use wecom_edge_audit::Turn;
 
 /// The suffix of `history` to send with a new question: the newest turns such that
 /// `tokens(history suffix) + question_tokens + answer_reserve ≤ context`. Turns are dropped

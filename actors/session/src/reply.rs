@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use wecom_edge_wecom::aibot::Callback;
 use wecom_edge_wecom::api::{Api, AppClient, AppMsgType};
 use wecom_edge_wecom::callback::{ResponseUrl, WebhookStream};
 use wecom_edge_wecom::longconn::{LongConnHandle, StreamReply};
@@ -51,6 +52,19 @@ pub struct Origin {
 }
 
 impl Origin {
+    /// An AI bot's message (`text` as [`Callback::text`] gives it; `req_id` over the long
+    /// connection). `chat` is set for group chats only.
+    pub fn aibot(bot_id: &str, msg: &Callback, text: String, req_id: Option<String>) -> Origin {
+        Origin {
+            channel: "aibot".into(),
+            endpoint: bot_id.to_string(),
+            user: msg.from.userid.clone(),
+            chat: msg.chatid.clone().filter(|_| msg.chattype == "group"),
+            text,
+            req_id,
+        }
+    }
+
     /// Where a proactive message to this conversation goes (the group, or the user).
     pub fn chat_or_user(&self) -> &str {
         self.chat.as_deref().unwrap_or(&self.user)
