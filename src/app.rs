@@ -226,13 +226,10 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     if let Some(listen) = cfg.callback_listen.filter(|_| !crypts.is_empty()) {
         let (rej_tx, mut rej_rx) = mpsc::channel::<Rejection>(1024);
         // Acknowledged only once recorded: the recorder goes through the router to SQLite.
-        let (unused_tx, _) = mpsc::channel::<Inbound>(1);
         let (api, out) = (api.clone(), outbound.clone());
         let record: AcceptFn =
             Arc::new(move |inb| Box::pin(record_callback(inb, api.clone(), out.clone())));
-        let mut server = CallbackServer::new(unused_tx)
-            .durable(record)
-            .rejections(rej_tx);
+        let mut server = CallbackServer::durable(record).rejections(rej_tx);
         for (bot, agent, c) in crypts {
             if let Some(b) = bot {
                 server = server.aibot(&b, c);
@@ -678,16 +675,4 @@ async fn record_callback(inb: Inbound, api: Api, outbound: Arc<Outbound>) -> boo
         return false;
     }
     rx.await.unwrap_or(false)
-}
-
-/// Where the data directory is for a demo: the given one, else a fresh temporary directory.
-pub fn demo_data_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    match given {
-        Some(d) => Ok(d),
-        None => {
-            let d = std::env::temp_dir().join(format!("wecom-edge-demo-{}", std::process::id()));
-            std::fs::create_dir_all(&d)?;
-            Ok(d)
-        }
-    }
 }

@@ -224,3 +224,15 @@ pub async fn interact(sim: &str) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Where the data directory is for a demo: the given one, else a fresh temporary directory.
+pub fn data_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match given {
+        Some(d) => Ok(d),
+        None => {
+            let d = std::env::temp_dir().join(format!("wecom-edge-demo-{}", std::process::id()));
+            std::fs::create_dir_all(&d)?;
+            Ok(d)
+        }
+    }
+}

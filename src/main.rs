@@ -341,7 +341,7 @@ fn run_demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
     let opts = demo::DemoOptions {
         sim_listen: a.sim_listen,
         admin_listen: a.admin_listen,
-        data_dir: app::demo_data_dir(a.data_dir)?,
+        data_dir: demo::data_dir(a.data_dir)?,
         model,
         device: match a.model.device {
             DeviceKind::Auto => "auto",

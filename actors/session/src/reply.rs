@@ -12,7 +12,6 @@
 //! and continue as new messages, in order.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use wecom_edge_wecom::aibot::Callback;
@@ -184,13 +183,17 @@ impl Replier {
     pub async fn update(&mut self, text: &str) -> Result<(), String> {
         let shown = prefix(text, AIBOT_CONTENT_MAX_BYTES);
         match &self.to {
-            ReplyTo::LongConnection { conn, req_id, .. } => {
+            ReplyTo::LongConnection {
+                conn,
+                req_id,
+                conversation,
+            } => {
                 if self.broken || shown.is_empty() {
                     return Ok(());
                 }
                 let s = self
                     .stream
-                    .get_or_insert_with(|| conn.stream(req_id, &chat_of(&self.to)));
+                    .get_or_insert_with(|| conn.stream(req_id, conversation));
                 match s.update(shown).await {
                     Ok(()) => {
                         self.frames += 1;
@@ -289,13 +292,3 @@ impl Replier {
         }
     }
 }
-
-fn chat_of(to: &ReplyTo) -> String {
-    match to {
-        ReplyTo::LongConnection { conversation, .. } => conversation.clone(),
-        _ => String::new(),
-    }
-}
-
-/// Shared, cheaply cloned.
-pub type SharedOutbound = Arc<Outbound>;

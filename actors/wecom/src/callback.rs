@@ -222,13 +222,19 @@ pub type AcceptFn = Arc<
 /// How long a callback waits for [`CallbackServer::durable`]'s recorder (WeCom waits 5 s).
 pub const DURABLE_TIMEOUT: Duration = Duration::from_secs(4);
 
+#[derive(Clone)]
+enum Sink {
+    Queue(mpsc::Sender<Inbound>),
+    Durable(AcceptFn),
+}
+
 /// Callback endpoints and where accepted messages go.
 #[derive(Clone)]
 pub struct CallbackServer {
     apps: Arc<HashMap<i64, MsgCrypt>>,
     bots: Arc<HashMap<String, MsgCrypt>>,
-    inbound: mpsc::Sender<Inbound>,
-    durable: Option<AcceptFn>,
+    /// Where accepted messages go: the queue, or the durable recorder.
+    inbound: Sink,
     rejections: Option<mpsc::Sender<Rejection>>,
     streams: Arc<Mutex<HashMap<String, (WebhookStream, Instant)>>>,
     by_msgid: Arc<Mutex<HashMap<String, String>>>,
@@ -242,8 +248,7 @@ impl CallbackServer {
         CallbackServer {
             apps: Arc::default(),
             bots: Arc::default(),
-            inbound,
-            durable: None,
+            inbound: Sink::Queue(inbound),
             rejections: None,
             streams: Arc::default(),
             by_msgid: Arc::default(),
@@ -264,11 +269,14 @@ impl CallbackServer {
         self
     }
 
-    /// Messages are handed to `record` instead of the queue, and acknowledged only once it says
-    /// they are stored (within [`DURABLE_TIMEOUT`]); otherwise WeCom gets a 503 and retries.
-    pub fn durable(mut self, record: AcceptFn) -> Self {
-        self.durable = Some(record);
-        self
+    /// A server handing accepted messages to `record`, acknowledged only once it says they are
+    /// stored (within [`DURABLE_TIMEOUT`]); otherwise WeCom gets a 503 and retries.
+    pub fn durable(record: AcceptFn) -> Self {
+        let (tx, _) = mpsc::channel(1);
+        CallbackServer {
+            inbound: Sink::Durable(record),
+            ..Self::new(tx)
+        }
     }
 
     /// Where refusals are reported.
@@ -391,26 +399,19 @@ impl CallbackServer {
 
     #[allow(clippy::result_large_err)] // the rejection is the HTTP answer itself
     async fn accept(&self, endpoint: String, inbound: Inbound) -> Result<(), Response> {
-        if let Some(record) = &self.durable {
-            return match tokio::time::timeout(DURABLE_TIMEOUT, record(inbound)).await {
-                Ok(true) => Ok(()),
-                _ => Err(self.reject(
-                    endpoint,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    0,
-                    "the message could not be recorded; WeCom will retry".into(),
-                )),
-            };
-        }
-        match self.inbound.try_send(inbound) {
-            Ok(()) => Ok(()),
-            Err(_) => Err(self.reject(
-                endpoint,
-                StatusCode::SERVICE_UNAVAILABLE,
-                0,
-                "inbound queue full; WeCom will retry".into(),
-            )),
-        }
+        let refused = match &self.inbound {
+            Sink::Durable(record) => {
+                match tokio::time::timeout(DURABLE_TIMEOUT, record(inbound)).await {
+                    Ok(true) => return Ok(()),
+                    _ => "the message could not be recorded; WeCom will retry",
+                }
+            }
+            Sink::Queue(tx) => match tx.try_send(inbound) {
+                Ok(()) => return Ok(()),
+                Err(_) => "inbound queue full; WeCom will retry",
+            },
+        };
+        Err(self.reject(endpoint, StatusCode::SERVICE_UNAVAILABLE, 0, refused.into()))
     }
 
     /// The stream for a message: the existing one on redelivery, else a new one.
