@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing wecom-edge needs on a fresh Debian (bookworm or later):
 # a C toolchain (for the onig regex library the tokenizer uses), Python 3 with pip (the model
-# fetch script), and Rust via rustup when no cargo is on PATH. Idempotent: installs nothing that
+# fetch script), systemd-analyze, and Rust via rustup when no cargo is on PATH. The appliance
+# image's tools (mmdebstrap, mtools, QEMU, OVMF, …) are installed by image/build and
+# image/smoke-test themselves. Idempotent: installs nothing that
 # is already there.
 set -euo pipefail
 
@@ -11,6 +13,8 @@ command -v python3 >/dev/null 2>&1 || missing+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 command -v curl >/dev/null 2>&1 || missing+=(curl ca-certificates)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+# systemd-analyze: the units' offline checks (systemd/check).
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""

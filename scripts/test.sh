@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's whole check, as README gives it and CI runs it (.ci/run):
-# set-up, model fetch, formatting, lints, the CUDA build check, and every test.
+# set-up, model fetch, formatting, lints, the CUDA build check, every test, the systemd units'
+# offline checks, and the appliance image built and booted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,4 +18,22 @@ echo "== cargo check --features cuda (compiles the CubeCL kernels; nothing runs 
 cargo check --workspace --features cuda
 echo "== cargo test"
 cargo test --workspace
+
+echo "== systemd units: verify silent, security exposure <= 2.0"
+systemd/check target/debug/wecom-edge
+
+# The appliance: image/build from Debian's packages, then one UEFI boot under QEMU (TCG) until
+# the service is READY and /readyz answers (about 5 minutes on 2 cores). The test build's binary
+# stands in for the release one (README "Appliance" builds with the release binary).
+# WECOM_EDGE_SKIP_IMAGE=1 skips it.
+if [ "${WECOM_EDGE_SKIP_IMAGE:-0}" != 1 ]; then
+  echo "== appliance image: build + boot smoke test"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  start=$(date +%s)
+  $sudo image/build --binary target/debug/wecom-edge --output build/ci/wecom-edge.img \
+    --workdir build/ci/work
+  $sudo image/smoke-test build/ci/wecom-edge.img --since "$start" --timeout 600
+  $sudo rm -rf build/ci
+fi
 echo "test.sh: all checks passed"

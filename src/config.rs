@@ -289,7 +289,13 @@ impl Config {
     }
 }
 
-/// Resolves a secret reference: `env:NAME`, `credential:NAME`, or the literal value.
+/// The credential ID under which `systemd/wecom-edge.service` loads the directory
+/// `/etc/wecom-edge/credentials` (`LoadCredential=wecom-edge:/etc/wecom-edge/credentials`);
+/// systemd names each file in it `wecom-edge_{file}` (systemd.exec(5), LoadCredential=).
+pub const CREDENTIAL_DIR_ID: &str = "wecom-edge";
+
+/// Resolves a secret reference: `env:NAME`, `credential:NAME` (the file `NAME`, else
+/// `wecom-edge_NAME`, in `$CREDENTIALS_DIRECTORY`), or the literal value.
 fn resolve(what: &str, v: &str, credentials: Option<&Path>, problems: &mut Vec<String>) -> Secret {
     let value = if let Some(name) = v.strip_prefix("env:") {
         match std::env::var(name) {
@@ -307,7 +313,12 @@ fn resolve(what: &str, v: &str, credentials: Option<&Path>, problems: &mut Vec<S
                 ));
                 None
             }
-            Some(dir) => match std::fs::read_to_string(dir.join(name)) {
+            Some(dir) => match std::fs::read_to_string(dir.join(name)).or_else(|e| {
+                // The unit loads /etc/wecom-edge/credentials as one directory credential,
+                // which systemd exposes file by file as `wecom-edge_{file}`.
+                std::fs::read_to_string(dir.join(format!("{CREDENTIAL_DIR_ID}_{name}")))
+                    .map_err(|_| e)
+            }) {
                 Ok(s) => Some(s.trim_end_matches(['\n', '\r']).to_string()),
                 Err(e) => {
                     problems.push(format!("{what}: credential {name:?}: {e}"));
@@ -346,7 +357,9 @@ impl Config {
             use std::os::unix::fs::PermissionsExt;
             if let Ok(meta) = std::fs::metadata(path) {
                 let mode = meta.permissions().mode() & 0o777;
-                if mode & 0o007 != 0 || (mode & 0o070 != 0 && text.lines().any(is_literal_secret)) {
+                // Under DynamicUser= the file must be world-readable; that is fine as long as
+                // the secrets live in credentials (LoadCredential=) or the environment.
+                if mode & 0o077 != 0 && text.lines().any(is_literal_secret) {
                     warnings.push(format!(
                         "{} is readable by {} (mode {mode:03o}) and may hold secrets: chmod 600 it, or move secrets to env:/credential: references",
                         path.display(),
@@ -670,6 +683,17 @@ mod tests {
                 secret: Secret("from-credential".into())
             }
         );
+        // A file of the unit's directory credential, as systemd names it.
+        std::fs::write(dir.join("wecom-edge_other"), "from-directory\n").unwrap();
+        let c = Config::parse(&text.replace(":bot", ":other"), Some(&dir), vec![]).unwrap();
+        assert_eq!(
+            c.aibots[0].mode,
+            AiBotMode::LongConnection {
+                secret: Secret("from-directory".into())
+            }
+        );
+        let e = Config::parse(&text.replace(":bot", ":absent"), Some(&dir), vec![]).unwrap_err();
+        assert!(e[0].contains("\"absent\""), "{e:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

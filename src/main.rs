@@ -311,6 +311,15 @@ fn serve(path: &Path) -> anyhow::Result<ExitCode> {
     }
     runtime()?.block_on(async move {
         let mut running = app::start(&cfg).await?;
+        // The one line `serve` writes to stdout: the unit sends stdout to the console too, and
+        // the appliance's boot test waits for this marker (logs go to stderr, the journal).
+        println!(
+            "wecom-edge: READY admin=http://{} data_dir={} pid={}",
+            running.admin,
+            cfg.data_dir.display(),
+            std::process::id()
+        );
+        let _ = std::io::stdout().flush();
         let code = tokio::select! {
             r = until_signal() => { r?; ExitCode::SUCCESS }
             r = running.wait() => {

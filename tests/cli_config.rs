@@ -46,5 +46,23 @@ fn problems_exit_2_one_per_line_and_loose_modes_warn() {
         !stdout.contains("literal-secret") && !err.contains("literal-secret"),
         "secret printed"
     );
+
+    // World-readable is what DynamicUser= needs, and fine when no secret is written in it.
+    std::fs::write(
+        &good,
+        format!(
+            "[model]\npath = \"{model}\"\n[[aibot]]\nbot_id = \"b\"\nsecret = \"env:WECOM_EDGE_TEST_SECRET\"\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wecom-edge"))
+        .args(["config", "check", "--config"])
+        .arg(&good)
+        .env("WECOM_EDGE_TEST_SECRET", "s")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("readable by"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

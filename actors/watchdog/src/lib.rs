@@ -67,6 +67,9 @@ enum Check {
 pub struct Health {
     checks: Arc<Mutex<BTreeMap<String, Check>>>,
     ready: Arc<AtomicBool>,
+    /// Wakes [`run`] when readiness changes, so `READY=1` does not wait for the next tick
+    /// (which is 15 s away under `WatchdogSec=30`).
+    changed: Arc<tokio::sync::Notify>,
 }
 
 impl Health {
@@ -107,6 +110,7 @@ impl Health {
     /// Marks the box ready (model loaded, tree up); `READY=1` follows.
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
+        self.changed.notify_one();
     }
 
     /// Whether the box said it is ready.
@@ -191,16 +195,19 @@ pub fn watchdog_interval_from_env() -> Option<Duration> {
     (usec > 0).then(|| Duration::from_micros(usec / 2))
 }
 
-/// The watchdog loop: every `interval`, sends `READY=1` the first time the box is ready,
-/// `WATCHDOG=1` only while ready and healthy, and a `STATUS=` line whenever the summary changes.
-/// Runs until the task is dropped.
+/// The watchdog loop: every `interval` and at once when readiness changes, sends `READY=1` the
+/// first time the box is ready, `WATCHDOG=1` only while ready and healthy, and a `STATUS=` line
+/// whenever the summary changes. Runs until the task is dropped.
 pub async fn run(health: Health, notifier: Option<Notifier>, interval: Duration) {
     let mut said_ready = false;
     let mut last_status = String::new();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = health.changed.notified() => {}
+        }
         let failures = health.failures();
         let ready = health.is_ready();
         let status = if !ready {

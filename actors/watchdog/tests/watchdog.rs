@@ -62,6 +62,31 @@ async fn pets_the_watchdog_only_while_healthy() {
     let _ = std::fs::remove_file(&path);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_is_sent_at_once_not_at_the_next_tick() {
+    let path = std::env::temp_dir().join(format!(
+        "wecom-edge-notify-ready-{}.sock",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&path);
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let health = Health::new();
+    let notifier = Notifier::new(path.to_str().unwrap()).unwrap();
+    // An hour between ticks: only the readiness wake-up can deliver READY=1 in time.
+    let task = tokio::spawn(run(
+        health.clone(),
+        Some(notifier),
+        Duration::from_secs(3600),
+    ));
+    assert_eq!(recv(&sock), "STATUS=starting");
+    health.set_ready(true);
+    assert_eq!(recv(&sock), "READY=1\nWATCHDOG=1\nSTATUS=healthy");
+    task.abort();
+    let _ = std::fs::remove_file(&path);
+}
+
 #[tokio::test]
 async fn readyz_explains_and_metrics_are_exposed() {
     let health = Health::new();
