@@ -5,7 +5,8 @@
 #                      initrd per slot under /wecom-edge/{a,b}/
 #   2 wecom-edge-a     root slot A (ext4)
 #   3 wecom-edge-b     root slot B (ext4)
-#   4 wecom-edge-data  data (ext4): /data → /var/lib/private (service state), /var/log/journal
+#   4 wecom-edge-data  data (ext4), mounted at /data and bound over /etc/wecom-edge (config),
+#                      /var/lib/private (service state) and /var/log/journal
 
 # shellcheck shell=bash
 
