@@ -606,7 +606,7 @@ mod tests {
     }
 
     #[test]
-    fn the_example_parses_with_its_env_secret() {
+    fn the_example_parses_with_its_credential_as_the_unit_loads_it() {
         let text =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/edge.example.toml"))
                 .unwrap();
@@ -617,8 +617,12 @@ mod tests {
                 concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")
             ),
         );
-        std::env::set_var("WECOM_AIBOT_SECRET", "s3cret");
-        let c = Config::parse(&text, None, vec![]).unwrap();
+        // As LoadCredential=wecom-edge:/etc/wecom-edge/credentials exposes the file.
+        let creds = std::env::temp_dir().join(format!("wecom-edge-example-{}", std::process::id()));
+        std::fs::create_dir_all(&creds).unwrap();
+        std::fs::write(creds.join("wecom-edge_aibot-secret"), "s3cret\n").unwrap();
+        let c = Config::parse(&text, Some(&creds), vec![]).unwrap();
+        std::fs::remove_dir_all(&creds).unwrap();
         assert_eq!(c.aibots.len(), 1);
         assert_eq!(
             c.aibots[0].mode,
