@@ -64,13 +64,20 @@ esp_spec() {
   echo "$1@@$((start * 512))"
 }
 
-# Writes file $2 into partition $3 of image/device $1, refusing one that does not fit.
+# Writes file $2 into partition $3 of image/device $1, refusing one that does not fit. What the
+# partition held before is gone: in an image file its range is zeroed first (a hole punched, so
+# the file stays sparse and the zero runs of $2 can be skipped); a block device gets every byte.
 write_partition() {
   local start size bytes
   read -r start size < <(part_extent "$1" "$3")
   bytes=$(stat -c %s "$2")
   [ "$bytes" -le $((size * 512)) ] || die "$2 ($bytes bytes) does not fit partition $3 ($((size * 512)) bytes)"
-  dd if="$2" of="$1" bs=1M seek=$((start * 512)) oflag=seek_bytes conv=notrunc,sparse status=none
+  if [ -f "$1" ]; then
+    fallocate --punch-hole --offset $((start * 512)) --length $((size * 512)) "$1"
+    dd if="$2" of="$1" bs=1M seek=$((start * 512)) oflag=seek_bytes conv=notrunc,sparse status=none
+  else
+    dd if="$2" of="$1" bs=4M seek=$((start * 512)) oflag=seek_bytes,direct conv=notrunc,fsync status=none
+  fi
 }
 
 # Loader entries on the ESP of $1, one file name per line.
@@ -78,21 +85,25 @@ loader_entries() {
   MTOOLS_SKIP_CHECK=1 mdir -b -i "$(esp_spec "$1")" ::/loader/entries 2>/dev/null | sed 's|.*/||' | grep '\.conf$' || true
 }
 
-# The slot the boot loader boots next on $1 (a or b): of the entries not marked bad
-# (NAME+0-N.conf), the one with the highest "version" — systemd-boot's own order for entries
-# that share a sort-key (bad entries last, then sort-key, then version, newest first).
-active_slot() {
-  local spec best="" best_ver=-1 e ver
+# The slot to keep on $1 (a or b) when writing an update: the blessed entry (no +N counter:
+# it booted to boot-complete.target) with the highest version; on a disk that never booted,
+# the first build (the lowest version not marked bad). The other slot — never proven, or
+# older — is the one to overwrite.
+keep_slot() {
+  local spec e ver best="" best_ver=-1 first="" first_ver=999999999
   spec=$(esp_spec "$1")
   while read -r e; do
     [ -n "$e" ] || continue
     case "$e" in *+0-*.conf | *+0.conf) continue ;; esac
     ver=$(MTOOLS_SKIP_CHECK=1 mtype -i "$spec" "::/loader/entries/$e" | sed -n 's/^version *\([0-9]*\).*/\1/p')
-    if [ "${ver:-0}" -gt "$best_ver" ]; then
-      best_ver=${ver:-0}
-      best=$e
-    fi
+    ver=${ver:-0}
+    case "$e" in
+      *+*) ;;
+      *) if [ "$ver" -gt "$best_ver" ]; then best_ver=$ver; best=$e; fi ;;
+    esac
+    if [ "$ver" -lt "$first_ver" ]; then first_ver=$ver; first=$e; fi
   done < <(loader_entries "$1")
+  [ -n "$best" ] || best=$first
   case "$best" in
     wecom-edge-a*) echo a ;;
     wecom-edge-b*) echo b ;;
