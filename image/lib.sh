@@ -85,24 +85,31 @@ loader_entries() {
   MTOOLS_SKIP_CHECK=1 mdir -b -i "$(esp_spec "$1")" ::/loader/entries 2>/dev/null | sed 's|.*/||' | grep '\.conf$' || true
 }
 
+# Loader entries on the ESP of $1 with their version, "FILE VERSION" per line (0 when none).
+entry_versions() {
+  local spec e ver
+  spec=$(esp_spec "$1")
+  while read -r e; do
+    [ -n "$e" ] || continue
+    ver=$(MTOOLS_SKIP_CHECK=1 mtype -i "$spec" "::/loader/entries/$e" | sed -n 's/^version *\([0-9]*\).*/\1/p')
+    echo "$e ${ver:-0}"
+  done < <(loader_entries "$1")
+}
+
 # The slot to keep on $1 (a or b) when writing an update: the blessed entry (no +N counter:
 # it booted to boot-complete.target) with the highest version; on a disk that never booted,
 # the first build (the lowest version not marked bad). The other slot — never proven, or
 # older — is the one to overwrite.
 keep_slot() {
-  local spec e ver best="" best_ver=-1 first="" first_ver=999999999
-  spec=$(esp_spec "$1")
-  while read -r e; do
-    [ -n "$e" ] || continue
+  local e ver best="" best_ver=-1 first="" first_ver=999999999
+  while read -r e ver; do
     case "$e" in *+0-*.conf | *+0.conf) continue ;; esac
-    ver=$(MTOOLS_SKIP_CHECK=1 mtype -i "$spec" "::/loader/entries/$e" | sed -n 's/^version *\([0-9]*\).*/\1/p')
-    ver=${ver:-0}
     case "$e" in
       *+*) ;;
       *) if [ "$ver" -gt "$best_ver" ]; then best_ver=$ver; best=$e; fi ;;
     esac
     if [ "$ver" -lt "$first_ver" ]; then first_ver=$ver; first=$e; fi
-  done < <(loader_entries "$1")
+  done < <(entry_versions "$1")
   [ -n "$best" ] || best=$first
   case "$best" in
     wecom-edge-a*) echo a ;;
@@ -113,14 +120,7 @@ keep_slot() {
 
 # The highest entry version on $1 (0 when none).
 max_version() {
-  local spec e ver max=0
-  spec=$(esp_spec "$1")
-  while read -r e; do
-    [ -n "$e" ] || continue
-    ver=$(MTOOLS_SKIP_CHECK=1 mtype -i "$spec" "::/loader/entries/$e" | sed -n 's/^version *\([0-9]*\).*/\1/p')
-    [ "${ver:-0}" -gt "$max" ] && max=$ver
-  done < <(loader_entries "$1")
-  echo "$max"
+  entry_versions "$1" | awk 'BEGIN { m = 0 } $2 > m { m = $2 } END { print m }'
 }
 
 # Installs slot $3's kernel ($4) and initrd ($5) on the ESP of $1 and writes its loader entry
