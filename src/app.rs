@@ -243,15 +243,26 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         callbacks = Some(l.local_addr()?);
         let r = server.router();
         tasks.push(tokio::spawn(async move {
-            let _ = axum::serve(l, r).await;
+            // With the peer address: refusals are counted per source.
+            let svc = r.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            let _ = axum::serve(l, svc).await;
         }));
         tasks.push(tokio::spawn(async move {
+            // One row per kind of refusal per interval (a flood cannot fill the disk).
             while let Some(r) = rej_rx.recv().await {
                 wecom_edge_actors::audit::record(
                     "callback_rejected",
                     &r.endpoint,
                     "",
-                    json!({"code": r.code, "status": r.status, "reason": r.reason}),
+                    json!({
+                        "code": r.code,
+                        "status": r.status,
+                        "reason": r.reason,
+                        "count": r.count,
+                        "peer": r.peer.map(|p| p.to_string()),
+                        "first_ms": r.first_ms,
+                        "last_ms": r.last_ms,
+                    }),
                 );
             }
         }));
@@ -299,17 +310,28 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
             },
         },
         idle_timeout: cfg.idle_timeout,
+        max_prompt_tokens: cfg.max_prompt_tokens,
+        max_message_tokens: cfg.max_message_tokens,
         ..Default::default()
     };
+    // Free space on the data partition: degraded below 64 MiB, new work refused below 16 MiB.
+    let accepting = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    tasks.push(tokio::spawn(crate::disk::watch(
+        cfg.data_dir.clone(),
+        health.clone(),
+        accepting.clone(),
+    )));
     let ctx = SessionContext {
         settings,
         outbound: outbound.clone(),
         metrics: metrics.clone(),
+        accepting,
     };
 
     // ops_sup: audit, limiter.
     let audit_args = AuditArgs {
         dir: cfg.data_dir.clone(),
+        key: wecom_edge_actors::audit::AuditKey::default_path(&cfg.data_dir),
         on_write_error: {
             let m = metrics.clone();
             Arc::new(move || {
@@ -431,14 +453,27 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         let _ = root_handle.await;
     });
 
-    // SQLite write probe.
+    // SQLite write probe (a real write), and what the audit store found when it opened: a
+    // truncated, replaced or corrupt trail stays an alert (the `audit_chain` readiness check)
+    // for the life of the process — a restarted audit actor opens cleanly and finds nothing.
     {
         let health = health.clone();
         tasks.push(tokio::spawn(async move {
+            let mut chain_alert: Option<String> = None;
             loop {
                 let r = match ractor::registry::where_is(AUDIT_ACTOR.into()) {
                     Some(c) => {
                         let a: ActorRef<AuditMsg> = c.into();
+                        if let Ok(found) = ractor::call!(a, AuditMsg::Findings) {
+                            let alerts: Vec<String> = found
+                                .iter()
+                                .filter(|f| f.is_alert())
+                                .map(|f| f.to_string())
+                                .collect();
+                            if !alerts.is_empty() && chain_alert.is_none() {
+                                chain_alert = Some(alerts.join("; "));
+                            }
+                        }
                         match ractor::call!(a, AuditMsg::Probe) {
                             Ok(r) => r,
                             Err(e) => Err(e.to_string()),
@@ -447,6 +482,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
                     None => Err("the audit actor is restarting".into()),
                 };
                 health.set("sqlite", r.map_err(|e| format!("not writable: {e}")));
+                health.set("audit_chain", chain_alert.clone().map_or(Ok(()), Err));
                 tokio::time::sleep(Duration::from_secs(10)).await;
             }
         }));
@@ -650,7 +686,8 @@ fn callback_message(inb: Inbound, api: &Api, outbound: &Outbound) -> Option<Inbo
                 endpoint: agentid.to_string(),
                 user: msg.from.clone(),
                 chat: None,
-                text: msg.content.clone()?,
+                // A text message without <Content> is an empty one: answered with the help.
+                text: msg.content.clone().unwrap_or_default(),
                 req_id: None,
             };
             Some(InboundMsg {

@@ -50,6 +50,8 @@ struct RawModel {
     threads: Option<usize>,
     max_tokens: Option<usize>,
     temperature: Option<f32>,
+    max_prompt_tokens: Option<usize>,
+    max_message_tokens: Option<usize>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -195,6 +197,11 @@ pub struct Config {
     pub max_tokens: usize,
     /// Sampling temperature.
     pub temperature: f32,
+    /// Most tokens of one turn's prompt (system prompt, history, question); older history is
+    /// left out to stay within it.
+    pub max_prompt_tokens: usize,
+    /// Most tokens of one message; a longer one is answered with a polite refusal.
+    pub max_message_tokens: usize,
     /// Session scope.
     pub scope: SessionScope,
     /// Idle session timeout.
@@ -235,6 +242,10 @@ impl Config {
                 },
                 self.max_tokens,
                 self.temperature
+            ),
+            format!(
+                "prompt budget    {} tokens per turn, {} per message",
+                self.max_prompt_tokens, self.max_message_tokens
             ),
             format!(
                 "sessions         per {}, idle after {}",
@@ -384,8 +395,7 @@ impl Config {
         credentials: Option<&Path>,
         warnings: Vec<String>,
     ) -> Result<Config, Vec<String>> {
-        let raw: RawConfig =
-            toml::from_str(text).map_err(|e| vec![e.to_string().trim().replace('\n', " ")])?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| vec![syntax_error(text, &e)])?;
         let mut p = Vec::new();
         let state_dir = std::env::var_os("STATE_DIRECTORY").map(PathBuf::from);
         let data_dir = raw
@@ -409,6 +419,13 @@ impl Config {
         let max_tokens = raw.model.max_tokens.unwrap_or(512);
         if max_tokens == 0 {
             p.push("model.max_tokens must be at least 1".into());
+        }
+        let max_prompt_tokens = raw.model.max_prompt_tokens.unwrap_or(2048);
+        let max_message_tokens = raw.model.max_message_tokens.unwrap_or(1536);
+        if max_message_tokens == 0 || max_message_tokens > max_prompt_tokens {
+            p.push(format!(
+                "model.max_message_tokens: {max_message_tokens} must be between 1 and model.max_prompt_tokens ({max_prompt_tokens})"
+            ));
         }
         let temperature = raw.model.temperature.unwrap_or(0.7);
         if !(0.0..=2.0).contains(&temperature) {
@@ -564,6 +581,8 @@ impl Config {
             threads: raw.model.threads.unwrap_or(0),
             max_tokens,
             temperature,
+            max_prompt_tokens,
+            max_message_tokens,
             scope,
             idle_timeout,
             limits: raw.limits,
@@ -576,6 +595,50 @@ impl Config {
 }
 
 /// Whether a config line writes a secret literally (not as an env:/credential: reference).
+/// A TOML error as one line without the source text: `line L, column C: message`, with every
+/// quoted value in the message replaced by `"…"`.
+///
+/// toml's own `Display` quotes the offending line of the file, and serde's messages quote the
+/// value (`invalid type: string "…"`); either may be a literal secret, and config errors reach
+/// the journal and, through the config import, the console.
+fn syntax_error(text: &str, e: &toml::de::Error) -> String {
+    let at = e.span().map(|s| {
+        let before = &text[..s.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        format!("line {line}, column {column}: ")
+    });
+    let msg = redact_quoted(e.message().trim());
+    format!("{}{}", at.unwrap_or_default(), msg.replace('\n', " "))
+}
+
+/// `s` with the contents of every `"…"` run replaced by `…` (serde quotes values with `"`,
+/// in Debug form; backticked key names, which serde uses for fields, are kept).
+fn redact_quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut open: Option<char> = None;
+    for c in s.chars() {
+        match open {
+            Some(q) if c == q => {
+                out.push('…');
+                out.push(c);
+                open = None;
+            }
+            Some(_) => {}
+            None => {
+                out.push(c);
+                if c == '"' {
+                    open = Some(c);
+                }
+            }
+        }
+    }
+    if open.is_some() {
+        out.push('…');
+    }
+    out
+}
+
 fn is_literal_secret(line: &str) -> bool {
     let Some((k, v)) = line.split_once('=') else {
         return false;
@@ -667,6 +730,33 @@ mod tests {
             );
         }
         assert_eq!(p.len(), want.len(), "{p:#?}");
+    }
+
+    /// A syntax error, a type error and an unknown key next to a literal secret: the error
+    /// names the place, never the value (issue 11 item 9).
+    #[test]
+    fn config_errors_never_print_values() {
+        let secret = "Sup3r-Secret-Value";
+        for (text, want) in [
+            (
+                format!("[[aibot]]\nbot_id = \"b\"\nsecret = \"{secret}\n"),
+                "line 3",
+            ),
+            (
+                format!(
+                    "[[aibot]]\nbot_id = \"b\"\nsecret = \"{secret}\"\nsecrett = \"{secret}\"\n"
+                ),
+                "secrett",
+            ),
+            (format!("[model]\nmax_tokens = \"{secret}\"\n"), "line 2"),
+            (format!("[box]\ndata_dir = 5 {secret}\n"), "line 2"),
+        ] {
+            let e = Config::parse(&text, None, vec![]).unwrap_err();
+            assert_eq!(e.len(), 1, "{e:?}");
+            assert!(e[0].contains(want), "{want} in {e:?}");
+            assert!(!e[0].contains("Sup3r"), "value printed: {e:?}");
+        }
+        assert_eq!(redact_quoted(r#"a "x" b `k` "open"#), "a \"…\" b `k` \"…");
     }
 
     #[test]

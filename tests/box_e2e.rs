@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use wecom_edge::app;
 use wecom_edge::config::{App, Config, Secret};
 use wecom_edge::demo::{self, DemoOptions, DEMO_BOT_ID, DEMO_BOT_SECRET};
-use wecom_edge_actors::audit::{AuditRow, AuditStore};
+use wecom_edge_actors::audit::{AuditKey, AuditRow, AuditStore};
 use wecom_edge_actors::model::MODEL_ACTOR;
 use wecom_edge_actors::session::SESSION_SUP;
 use wecom_edge_actors::supervisor::SupervisorMsg;
@@ -444,7 +444,12 @@ async fn the_box_answers_through_the_simulator() {
             .then_some(())
     })
     .await;
-    let n = store.verify().unwrap().expect("the chain verifies");
+    let key = AuditKey::load(&AuditKey::default_path(&tmp)).unwrap();
+    let n = store
+        .verify(&key)
+        .unwrap()
+        .intact()
+        .expect("the chain verifies");
     assert!(n > 20, "{n} rows");
     let all = rows(&tmp);
     assert!(!all.iter().any(|r| r.detail.to_string().contains("dragon")));

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-use wecom_edge_actors::audit::AuditStore;
+use wecom_edge_actors::audit::{AuditKey, AuditStore};
 
 /// Starts the demo box on `dir`; returns the child and its simulator's base URL.
 async fn start(dir: &Path) -> (Child, String) {
@@ -117,8 +117,9 @@ async fn an_accepted_message_survives_sigkill() {
     )
     .await;
     store
-        .verify()
+        .verify(&AuditKey::load(&AuditKey::default_path(&dir)).unwrap())
         .unwrap()
+        .intact()
         .expect("the chain verifies across the kill");
     child.kill().await.unwrap();
 }

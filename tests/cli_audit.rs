@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use serde_json::{json, Value};
-use wecom_edge_actors::audit::AuditStore;
+use wecom_edge_actors::audit::{AuditKey, AuditStore};
 
 fn audit(dir: &PathBuf, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_wecom-edge"))
@@ -20,7 +20,8 @@ fn audit(dir: &PathBuf, args: &[&str]) -> Output {
 fn verify_tail_export_and_a_tampered_row() {
     let dir = std::env::temp_dir().join(format!("wecom-edge-cli-audit-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let mut s = AuditStore::open(&dir).unwrap();
+    let key = AuditKey::load_or_create(&AuditKey::default_path(&dir)).unwrap();
+    let mut s = AuditStore::open(&dir, key).unwrap();
     s.append("config_loaded", "main", "edge.toml", &json!({"bots": 1}))
         .unwrap();
     s.append(

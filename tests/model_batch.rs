@@ -1,10 +1,12 @@
-//! Continuous batching's decode step: `Llama::forward_batch` over sequences of different
-//! lengths gives, row for row, the logits each sequence gets alone.
+//! The one forward path (`Llama::step`) computes each row on its own, so results the box
+//! promises to be exact are exact, bit for bit, on every CPU: batched decode over sequences of
+//! different lengths gives, row for row, the logits each sequence gets alone, and a prompt
+//! prefilled in chunks (beside another sequence's decode step) gives the logits of one prefill.
 
 mod common;
 
 use common::engine;
-use wecom_edge_actors::model::llama::{KvCache, Logits};
+use wecom_edge_actors::model::llama::{Chunk, KvCache, Logits};
 use wecom_edge_actors::model::sampler::argmax;
 use wecom_edge_actors::model::{ChatMessage, CpuBackend, ModelError};
 
@@ -52,16 +54,10 @@ fn batched_decode_matches_one_sequence_at_a_time() {
         let mut refs: Vec<&mut KvCache<CpuBackend>> = batched.iter_mut().collect();
         let got = rows(e.model.forward_batch(&next_batched, &mut refs).unwrap());
         for (i, (w, g)) in want.iter().zip(&got).enumerate() {
-            let diff = w
-                .iter()
-                .zip(g)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
             assert!(
-                diff < 1e-3,
-                "step {step}, sequence {i}: max |Δlogit| = {diff}"
+                bits_equal(w, g),
+                "step {step}, sequence {i}: batched logits differ from single decode"
             );
-            assert_eq!(argmax(w), argmax(g));
         }
         next_alone = want.iter().map(|r| argmax(r)).collect();
         next_batched = got.iter().map(|r| argmax(r)).collect();
@@ -70,6 +66,73 @@ fn batched_decode_matches_one_sequence_at_a_time() {
     for (a, b) in alone.iter().zip(&batched) {
         assert_eq!(a.len(), b.len());
     }
+}
+
+fn bits_equal(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+#[test]
+fn chunked_prefill_is_exactly_one_prefill() {
+    let e = engine();
+    let prompt = e
+        .chat_prompt(&[ChatMessage::new(
+            "user",
+            "Explain, in two sentences, why a database index speeds up lookups.",
+        )])
+        .unwrap();
+    let mut whole = e.model.new_cache(256);
+    let want = rows(e.model.forward(&prompt, &mut whole, Logits::All).unwrap());
+    // The same prompt in uneven chunks, each step shared with another sequence's decode token.
+    let other = e.chat_prompt(&[ChatMessage::new("user", "hi")]).unwrap();
+    let mut other_cache = e.model.new_cache(256);
+    let mut alone_cache = e.model.new_cache(256);
+    e.model
+        .forward(&other, &mut other_cache, Logits::Last)
+        .unwrap();
+    e.model
+        .forward(&other, &mut alone_cache, Logits::Last)
+        .unwrap();
+    let mut chunked = e.model.new_cache(256);
+    let mut got = Vec::new();
+    let mut at = 0;
+    for (i, size) in [5usize, 1, 17, 32, 3, usize::MAX].into_iter().enumerate() {
+        let end = (at + size).min(prompt.len());
+        let tok = other[i % other.len()];
+        let mut chunks = [
+            Chunk {
+                tokens: &prompt[at..end],
+                cache: &mut chunked,
+                logits: Logits::All,
+            },
+            Chunk {
+                tokens: std::slice::from_ref(&tok),
+                cache: &mut other_cache,
+                logits: Logits::Last,
+            },
+        ];
+        let mut out = rows(e.model.step(&mut chunks).unwrap());
+        let decoded = out.pop().unwrap();
+        let alone = rows(
+            e.model
+                .forward(&[tok], &mut alone_cache, Logits::Last)
+                .unwrap(),
+        );
+        assert!(
+            bits_equal(&decoded, &alone[0]),
+            "the decode row beside chunk {i}"
+        );
+        got.extend(out);
+        at = end;
+        if at == prompt.len() {
+            break;
+        }
+    }
+    assert_eq!(got.len(), want.len());
+    for (p, (w, g)) in want.iter().zip(&got).enumerate() {
+        assert!(bits_equal(w, g), "position {p}: chunked prefill differs");
+    }
+    assert_eq!(chunked.len(), whole.len());
 }
 
 #[test]

@@ -2,10 +2,41 @@
 //! audit trail, the msgid dedupe table, accepted-but-unanswered inbound messages, and session
 //! history.
 //!
-//! * **Audit trail** — append-only (UPDATE and DELETE are refused by triggers) and hash-chained:
-//!   `hash = SHA-256(prev_hash ‖ seq ‖ ts_ms ‖ kind ‖ actor ‖ subject ‖ detail)` with each text
-//!   field length-prefixed, so an edited, deleted or reordered row breaks the chain at that row
-//!   ([`AuditStore::verify`]). Rows never carry secrets or message text, only ids and counts.
+//! * **Audit trail** — append-only (UPDATE and DELETE are refused by triggers) and chained with a
+//!   keyed MAC: `hash = HMAC-SHA256(key, prev_hash ‖ seq ‖ ts_ms ‖ kind ‖ actor ‖ subject ‖ detail)`
+//!   (seq and ts_ms as 8 big-endian bytes, each text field prefixed with its length as 8
+//!   big-endian bytes; 32 zero bytes before the first row). An edited, deleted, reordered or
+//!   re-hashed row breaks the chain at that row ([`AuditStore::verify`]), and without the key
+//!   the chain cannot be recomputed. Rows never carry secrets or message text.
+//! * **Key** ([`AuditKey`]) — 32 random bytes outside the database (by default
+//!   `DATA_DIR/keys/audit.key`, 0600 in a 0700 directory, made at the first start; any other
+//!   path may be given, e.g. a systemd credential). Its id (first 8 bytes of its SHA-256, hex) is
+//!   recorded; the key itself never is.
+//! * **Versions** — the `meta` table (write-once) holds `chain = 'hmac-sha256-v1'`, a random
+//!   `db_id`, the `key_id` and `keyed_from`, the first keyed row. A new database is keyed from
+//!   row 1. A database from before the key (no `meta`, plain `SHA-256(…)` rows) keeps its rows;
+//!   at its first keyed open it gets `keyed_from` = its last row + 1 and a `chain_keyed` row
+//!   there, so the first keyed row's MAC covers the whole legacy chain; verify checks rows before
+//!   `keyed_from` with plain SHA-256 and the rest with HMAC.
+//! * **Head** ([`Head`], file `DATA_DIR/audit.head`) — after every committed append the writer
+//!   replaces the head file (db_id, key_id, keyed_from, last seq and hash, MAC'd with the key;
+//!   temporary file, fsync, rename; the directory fsynced when the last time was 5 s or more
+//!   ago), and the audit actor logs it every 10 minutes for the journal. A head naming a row
+//!   past the end is a truncation (deleted last rows, a WAL cut after a crash); a head naming
+//!   another `db_id` is a deleted, emptied or replaced database; a head behind the database is
+//!   fine (the rows after it are keyed: a commit whose head write was cut short).
+//! * **Start** ([`AuditStore::open`]) — what the head and the database disagree on is not
+//!   papered over: each finding ([`StartFinding`]) is logged at error level, appended as an
+//!   audit row (`audit_chain_restarted`, `audit_truncated_detected`, `audit_head_mismatch`,
+//!   `audit_head_missing`, `audit_head_invalid`), and kept for the box ([`AuditStore::findings`]);
+//!   then the head is re-anchored. A corrupt database, or one keyed with another key, is moved
+//!   aside (`wecom-edge.sqlite3.corrupt-<unix_ms>`, `….key-<key_id>-<unix_ms>`, with its -wal and
+//!   -shm) and a new one started.
+//! * **Limits** — someone with the files but not the key can still remove the `meta` table and
+//!   the head file and recompute the whole chain with plain SHA-256: that looks like a legacy
+//!   database never opened by a keyed writer, and verify reports it as legacy and unanchored.
+//!   Removing the whole data directory (key included) starts over without a trace on disk.
+//!   The periodic head lines in the journal are the witness outside the data directory.
 //! * **Dedupe** — `(channel, msgid)` is UNIQUE; WeCom's redeliveries and retries are dropped, also
 //!   across restarts; rows older than the retention are pruned.
 //! * **Inbound** — a message is written (with its dedupe row and its audit row, in one
@@ -16,15 +47,27 @@
 //! All access goes through one writer (the audit actor); readers (the CLI) open read-only.
 #![warn(missing_docs)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
+mod chain;
+mod head;
+mod key;
+mod report;
 pub mod writer;
+pub use head::{Head, HeadStatus, HEAD_FILE};
+pub use key::{AuditKey, KEY_FILE};
+pub use report::{Incident, RestartReason, StartFinding, Verification, INCIDENT_KINDS};
 pub use writer::{record, AuditActor, AuditArgs, AuditMsg, AUDIT_ACTOR};
 
+use chain::{
+    hash_at, head_status, last_row, mismatch, move_aside, open_checked, read_meta, row_hash,
+    start_finding, table_exists, write_meta, Chain, DbFile, Meta,
+};
+use head::HeadRead;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde::Serialize;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 /// The database file name inside the data directory.
 pub const DB_FILE: &str = "wecom-edge.sqlite3";
@@ -35,7 +78,7 @@ pub enum AuditError {
     /// SQLite failed (I/O, disk full, corruption, a refused UPDATE on the audit table).
     #[error("SQLite: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    /// The data directory could not be prepared.
+    /// The data directory could not be prepared (or a corrupt database moved aside).
     #[error("data directory {path}: {source}")]
     Dir {
         /// The directory.
@@ -43,6 +86,47 @@ pub enum AuditError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The audit key could not be read, is not a key, or could not be created.
+    #[error("audit key {path}: {source}")]
+    Key {
+        /// The key file.
+        path: String,
+        /// The I/O error (`NotFound`: no key there).
+        source: std::io::Error,
+    },
+    /// The head file could not be written at open.
+    #[error("audit head {path}: {source}")]
+    Head {
+        /// The head file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The OS's random source failed (making a key or a db_id).
+    #[error("random source: {0}")]
+    Random(getrandom::Error),
+    /// SQLite's `quick_check`, or the chain metadata, found the database damaged.
+    #[error("database damaged: {0}")]
+    Corrupt(String),
+    /// The database's chain is of a version this build does not know.
+    #[error("audit chain: {0}")]
+    Meta(String),
+    /// There is no database file (read-only opens do not create one).
+    #[error("no audit database at {path}")]
+    NoDatabase {
+        /// The missing file.
+        path: String,
+    },
+    /// The store was opened read-only; it cannot append.
+    #[error("the audit store is open read-only")]
+    ReadOnly,
+}
+
+pub(crate) fn dir_err(dir: &Path, source: std::io::Error) -> AuditError {
+    AuditError::Dir {
+        path: dir.display().to_string(),
+        source,
+    }
 }
 
 /// One audit row.
@@ -69,7 +153,7 @@ pub struct AuditRow {
 }
 
 /// Where the chain breaks.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Broken {
     /// The first row that does not verify.
     pub seq: i64,
@@ -101,6 +185,9 @@ pub struct PendingInbound {
     pub payload: Value,
     /// When it was accepted (unix ms).
     pub received_ms: i64,
+    /// Generations started for it so far ([`AuditStore::start_attempt`]); one that keeps
+    /// crashing or stalling the model is settled with an apology instead of replayed forever.
+    pub attempts: i64,
 }
 
 /// One turn of a session's history.
@@ -112,39 +199,39 @@ pub struct Turn {
     pub content: String,
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
 
-fn hex(b: &[u8]) -> String {
+pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// The chained hash of one row.
-fn row_hash(
-    prev: &[u8],
-    seq: i64,
-    ts_ms: i64,
-    kind: &str,
-    actor: &str,
-    subject: &str,
-    detail: &str,
-) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(prev);
-    h.update(seq.to_be_bytes());
-    h.update(ts_ms.to_be_bytes());
-    for field in [kind, actor, subject, detail] {
-        h.update((field.len() as u64).to_be_bytes());
-        h.update(field.as_bytes());
-    }
-    h.finalize().into()
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
-const SCHEMA: &str = "
+fn random_id() -> Result<String, AuditError> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).map_err(AuditError::Random)?;
+    Ok(hex(&b))
+}
+
+/// Directory fsyncs after head writes are at most this far apart.
+const DIR_SYNC_EVERY: Duration = Duration::from_secs(5);
+
+pub(crate) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS meta_no_update BEFORE UPDATE ON meta
+    BEGIN SELECT RAISE(ABORT, 'the audit meta table is write-once'); END;
+CREATE TRIGGER IF NOT EXISTS meta_no_delete BEFORE DELETE ON meta
+    BEGIN SELECT RAISE(ABORT, 'the audit meta table is write-once'); END;
 CREATE TABLE IF NOT EXISTS audit (
     seq       INTEGER PRIMARY KEY,
     ts_ms     INTEGER NOT NULL,
@@ -174,9 +261,14 @@ CREATE TABLE IF NOT EXISTS inbound (
     payload      TEXT NOT NULL,
     state        TEXT NOT NULL CHECK (state IN ('accepted', 'answered', 'failed')),
     received_ms  INTEGER NOT NULL,
-    updated_ms   INTEGER NOT NULL
+    updated_ms   INTEGER NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS inbound_state ON inbound (state);
+CREATE TABLE IF NOT EXISTS probe (
+    id    INTEGER PRIMARY KEY CHECK (id = 1),
+    ts_ms INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS history (
     session TEXT NOT NULL,
     seq     INTEGER NOT NULL,
@@ -187,58 +279,233 @@ CREATE TABLE IF NOT EXISTS history (
 );
 ";
 
-/// The single writer's handle on the database.
+/// The writer's chain state (absent on read-only stores).
+struct Writer {
+    key: AuditKey,
+    head: Head,
+    findings: Vec<StartFinding>,
+    dir_synced: Instant,
+}
+
+/// The single writer's handle on the database (or a reader's, from
+/// [`AuditStore::open_read_only`]).
 pub struct AuditStore {
     conn: Connection,
+    dir: PathBuf,
+    w: Option<Writer>,
 }
 
 impl std::fmt::Debug for AuditStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuditStore").finish_non_exhaustive()
+        f.debug_struct("AuditStore")
+            .field("dir", &self.dir)
+            .field("head", &self.w.as_ref().map(|w| &w.head))
+            .finish_non_exhaustive()
     }
 }
 
 impl AuditStore {
     /// Opens (creating) `dir/wecom-edge.sqlite3` for writing: WAL, `synchronous=FULL` (a commit
-    /// is on disk when it returns), foreign keys on, 5 s busy timeout, schema created.
+    /// is on disk when it returns), 5 s busy timeout, schema created, `PRAGMA quick_check` run.
+    /// New rows are chained with `key`. Then it checks the head file (`dir/audit.head`) against
+    /// the database; what disagrees becomes a [`StartFinding`] ([`AuditStore::findings`]), an
+    /// audit row and an error log line (see the module docs). A corrupt database, or one keyed
+    /// with another key, is moved aside and a new one started. Finally the head is written.
     ///
     /// # Errors
-    /// [`AuditError`].
-    pub fn open(dir: &Path) -> Result<Self, AuditError> {
-        std::fs::create_dir_all(dir).map_err(|source| AuditError::Dir {
-            path: dir.display().to_string(),
+    /// [`AuditError`]: I/O on the directory or the head, SQLite, an unknown chain version.
+    pub fn open(dir: &Path, key: AuditKey) -> Result<Self, AuditError> {
+        std::fs::create_dir_all(dir).map_err(|e| dir_err(dir, e))?;
+        let db = dir.join(DB_FILE);
+        let before = match std::fs::metadata(&db) {
+            Err(_) => DbFile::Missing,
+            Ok(m) if m.len() == 0 => DbFile::Empty,
+            Ok(_) => DbFile::Present,
+        };
+        let head = head::read(dir, &key);
+        let reopen = |db: &Path| {
+            open_checked(db)?.map_err(|why| AuditError::Corrupt(format!("a new database: {why}")))
+        };
+        let mut restart = None;
+        let (mut conn, mut meta) = match open_checked(&db)? {
+            Ok(x) => x,
+            Err(why) => {
+                let moved = move_aside(&db, "corrupt")?;
+                tracing::error!(file = %moved.display(), error = %why,
+                    "audit database corrupt: moved aside, a new chain starts");
+                restart = Some((RestartReason::Corrupt { error: why }, moved));
+                reopen(&db)?
+            }
+        };
+        if let Some(db_key_id) = meta
+            .as_ref()
+            .filter(|m| m.key_id != key.id())
+            .map(|m| m.key_id.clone())
+        {
+            drop(conn);
+            let moved = move_aside(&db, &format!("key-{db_key_id}"))?;
+            tracing::error!(file = %moved.display(), db_key_id, key_id = key.id(),
+                "audit database keyed with another key: moved aside, a new chain starts");
+            restart = Some((RestartReason::KeyChanged { db_key_id }, moved));
+            (conn, meta) = reopen(&db)?;
+        }
+        let last = last_row(&conn)?;
+        let status = head_status(&head, meta.as_ref(), last.as_ref(), |s| hash_at(&conn, s))?;
+        let old_head = match head {
+            HeadRead::Valid(h) => Some(h),
+            _ => None,
+        };
+        let mut findings: Vec<StartFinding> = match restart {
+            Some((reason, moved)) => Some(StartFinding::ChainRestarted {
+                reason,
+                moved_to: Some(moved),
+                old_head,
+            }),
+            None => start_finding(status, before, meta.is_some(), last.as_ref(), old_head),
+        }
+        .into_iter()
+        .collect();
+
+        let tx = conn.transaction()?;
+        let meta = match meta {
+            Some(m) => m,
+            None => {
+                let m = Meta {
+                    db_id: random_id()?,
+                    key_id: key.id().to_string(),
+                    keyed_from: last.as_ref().map_or(1, |l| l.0 + 1),
+                };
+                write_meta(&tx, &m)?;
+                if let Some((n, _)) = last {
+                    findings.insert(0, StartFinding::LegacyKeyed { legacy_rows: n });
+                }
+                m
+            }
+        };
+        for f in &findings {
+            let detail = serde_json::to_value(f).unwrap_or(Value::Null);
+            append_in(&tx, &key, f.kind(), "audit", DB_FILE, &detail)?;
+        }
+        tx.commit()?;
+        for f in &findings {
+            if f.is_alert() {
+                tracing::error!(kind = f.kind(), "{f}");
+            } else {
+                tracing::info!(kind = f.kind(), "{f}");
+            }
+        }
+
+        let (seq, hash) = last_row(&conn)?.unwrap_or((0, vec![0u8; 32]));
+        let head = Head {
+            db_id: meta.db_id,
+            key_id: key.id().to_string(),
+            keyed_from: meta.keyed_from,
+            seq,
+            hash: hex(&hash),
+        };
+        head::write(dir, &key, &head, true).map_err(|source| AuditError::Head {
+            path: dir.join(HEAD_FILE).display().to_string(),
             source,
         })?;
-        let conn = Connection::open(dir.join(DB_FILE))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch(SCHEMA)?;
-        Ok(AuditStore { conn })
+        Ok(AuditStore {
+            conn,
+            dir: dir.to_path_buf(),
+            w: Some(Writer {
+                key,
+                head,
+                findings,
+                dir_synced: Instant::now(),
+            }),
+        })
     }
 
-    /// Opens an existing database read-only (for `wecom-edge audit`).
+    /// Opens an existing database read-only (for `wecom-edge audit`). Needs no key; only
+    /// [`AuditStore::verify`] does.
     ///
     /// # Errors
-    /// [`AuditError`] (e.g. no database in `dir`).
+    /// [`AuditError::NoDatabase`] when `dir` has no database file; [`AuditError::Sqlite`].
     pub fn open_read_only(dir: &Path) -> Result<Self, AuditError> {
+        let db = dir.join(DB_FILE);
+        if !db.exists() {
+            return Err(AuditError::NoDatabase {
+                path: db.display().to_string(),
+            });
+        }
         let conn = Connection::open_with_flags(
-            dir.join(DB_FILE),
+            db,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        Ok(AuditStore { conn })
+        conn.busy_timeout(Duration::from_secs(5))?;
+        Ok(AuditStore {
+            conn,
+            dir: dir.to_path_buf(),
+            w: None,
+        })
+    }
+
+    /// Verifies the trail in `dir` read-only, like [`AuditStore::verify`], also when the
+    /// database file is gone: then a head file that verifies is reported as
+    /// [`HeadStatus::ForeignDb`] with `db_id: None` (0 rows).
+    ///
+    /// # Errors
+    /// [`AuditError::NoDatabase`] when there is neither a database nor a head file;
+    /// [`AuditError`] when the database cannot be read.
+    pub fn verify_dir(dir: &Path, key: &AuditKey) -> Result<Verification, AuditError> {
+        match Self::open_read_only(dir) {
+            Ok(s) => s.verify(key),
+            Err(e @ AuditError::NoDatabase { .. }) => {
+                let head = head::read(dir, key);
+                if matches!(head, HeadRead::Missing) {
+                    return Err(e);
+                }
+                Ok(Verification {
+                    rows: 0,
+                    broken: None,
+                    keyed_from: None,
+                    head: head_status(&head, None, None, |_| Ok(None))?,
+                    incidents: Vec::new(),
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// What this open found (empty when the head and the database agreed); writer stores only.
+    pub fn findings(&self) -> &[StartFinding] {
+        self.w.as_ref().map_or(&[], |w| &w.findings)
+    }
+
+    /// The chain's head as last anchored (the head file's content); `None` on a read-only
+    /// store. For the writer's periodic journal line.
+    pub fn head(&self) -> Option<&Head> {
+        self.w.as_ref().map(|w| &w.head)
+    }
+
+    /// Records the new head in memory and in the head file after a commit. A failed head
+    /// write is logged, not returned: the rows are committed, and an older head only reads as
+    /// "behind" (the next commit retries).
+    fn anchor(&mut self, seq: i64, hash: [u8; 32]) {
+        let Some(w) = self.w.as_mut() else { return };
+        w.head.seq = seq;
+        w.head.hash = hex(&hash);
+        let sync = w.dir_synced.elapsed() >= DIR_SYNC_EVERY;
+        match head::write(&self.dir, &w.key, &w.head, sync) {
+            Ok(()) if sync => w.dir_synced = Instant::now(),
+            Ok(()) => {}
+            Err(e) => tracing::error!(error = %e, seq, "audit head file not written"),
+        }
     }
 
     /// Raw access for tests and tools that must bypass the API (e.g. to tamper on purpose).
+    /// Rows written through it are not keyed and do not move the head.
     pub fn connection(&self) -> &Connection {
         &self.conn
     }
 
-    /// Appends one audit row; returns its seq.
+    /// Appends one audit row (HMAC-chained) and re-anchors the head; returns its seq.
     ///
     /// # Errors
-    /// [`AuditError`].
+    /// [`AuditError`] ([`AuditError::ReadOnly`] on a read-only store).
     pub fn append(
         &mut self,
         kind: &str,
@@ -246,9 +513,11 @@ impl AuditStore {
         subject: &str,
         detail: &Value,
     ) -> Result<i64, AuditError> {
+        let w = self.w.as_ref().ok_or(AuditError::ReadOnly)?;
         let tx = self.conn.transaction()?;
-        let seq = append_in(&tx, kind, actor, subject, detail)?;
+        let (seq, hash) = append_in(&tx, &w.key, kind, actor, subject, detail)?;
         tx.commit()?;
+        self.anchor(seq, hash);
         Ok(seq)
     }
 
@@ -264,6 +533,7 @@ impl AuditStore {
         conversation: &str,
         payload: &Value,
     ) -> Result<Accepted, AuditError> {
+        let w = self.w.as_ref().ok_or(AuditError::ReadOnly)?;
         let tx = self.conn.transaction()?;
         let now = now_ms();
         let fresh = tx.execute(
@@ -277,25 +547,29 @@ impl AuditStore {
                 params![channel, msgid, conversation, payload.to_string(), now],
             )?;
             let id = tx.last_insert_rowid();
-            append_in(
+            let row = append_in(
                 &tx,
+                &w.key,
                 "inbound_received",
                 channel,
                 msgid,
                 &serde_json::json!({"inbound_id": id, "conversation": conversation}),
             )?;
-            Accepted::New(id)
+            (Accepted::New(id), row)
         } else {
-            append_in(
+            let row = append_in(
                 &tx,
+                &w.key,
                 "duplicate_dropped",
                 channel,
                 msgid,
                 &serde_json::json!({"conversation": conversation}),
             )?;
-            Accepted::Duplicate
+            (Accepted::Duplicate, row)
         };
         tx.commit()?;
+        let (res, (seq, hash)) = res;
+        self.anchor(seq, hash);
         Ok(res)
     }
 
@@ -311,13 +585,46 @@ impl AuditStore {
         Ok(())
     }
 
+    /// Counts one more generation started for inbound message `id` (durable before the model
+    /// sees it) and returns the count; 0 when there is no such message.
+    ///
+    /// # Errors
+    /// [`AuditError`].
+    pub fn start_attempt(&mut self, id: i64) -> Result<i64, AuditError> {
+        Ok(self
+            .conn
+            .query_row(
+                "UPDATE inbound SET attempts = attempts + 1, updated_ms = ?2 WHERE id = ?1
+                 RETURNING attempts",
+                params![id, now_ms()],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0))
+    }
+
+    /// The watchdog's write probe: a real write (one row of the `probe` table rewritten) that
+    /// must commit, so a full or read-only disk shows (an empty transaction writes nothing and
+    /// succeeds on both).
+    ///
+    /// # Errors
+    /// [`AuditError`]: SQLITE_FULL, SQLITE_READONLY, I/O errors.
+    pub fn probe(&mut self) -> Result<(), AuditError> {
+        self.conn.execute(
+            "INSERT INTO probe (id, ts_ms) VALUES (1, ?1)
+             ON CONFLICT (id) DO UPDATE SET ts_ms = excluded.ts_ms",
+            params![now_ms()],
+        )?;
+        Ok(())
+    }
+
     /// Accepted messages not yet answered, oldest first.
     ///
     /// # Errors
     /// [`AuditError`].
     pub fn pending_inbound(&self) -> Result<Vec<PendingInbound>, AuditError> {
         let mut st = self.conn.prepare(
-            "SELECT id, channel, msgid, conversation, payload, received_ms FROM inbound
+            "SELECT id, channel, msgid, conversation, payload, received_ms, attempts FROM inbound
              WHERE state = 'accepted' ORDER BY id",
         )?;
         let rows = st.query_map([], |r| {
@@ -329,6 +636,7 @@ impl AuditStore {
                 conversation: r.get(3)?,
                 payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
                 received_ms: r.get(5)?,
+                attempts: r.get(6)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -442,76 +750,100 @@ impl AuditStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Walks the whole chain: seqs 1, 2, 3 … without gaps, each `prev_hash` equal to the previous
-    /// row's hash, each hash recomputed from the row. Returns the number of rows, or the first
-    /// row that does not verify.
+    /// Walks the whole chain in one read snapshot: seqs 1, 2, 3 … without gaps, each
+    /// `prev_hash` equal to the previous row's hash, each hash recomputed from the row (plain
+    /// SHA-256 before `keyed_from`, HMAC-SHA256 with `key` from it on); stops at the first row
+    /// that does not verify. Then compares the head file (read first, so a concurrent writer
+    /// can only put the database ahead of it) with the database.
     ///
     /// # Errors
-    /// [`AuditError`] when the database cannot be read; `Ok(Err(Broken))` when the chain breaks.
-    pub fn verify(&self) -> Result<Result<i64, Broken>, AuditError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT seq, ts_ms, kind, actor, subject, detail, prev_hash, hash FROM audit ORDER BY seq")?;
-        let mut rows = st.query([])?;
-        let mut prev = vec![0u8; 32];
-        let mut expected_seq = 1i64;
-        while let Some(r) = rows.next()? {
-            let seq: i64 = r.get(0)?;
-            let broken = |reason: String| Ok(Err(Broken { seq, reason }));
-            if seq != expected_seq {
-                return broken(format!(
-                    "expected row {expected_seq} here: rows are missing"
-                ));
+    /// [`AuditError`] when the database cannot be read or names an unknown chain version.
+    pub fn verify(&self, key: &AuditKey) -> Result<Verification, AuditError> {
+        let head = head::read(&self.dir, key);
+        let tx = self.conn.unchecked_transaction()?;
+        let meta = read_meta(&tx)?;
+        let keyed_from = meta.as_ref().map(|m| m.keyed_from);
+        let mut v = Verification {
+            rows: 0,
+            broken: None,
+            keyed_from,
+            head: HeadStatus::Missing,
+            incidents: Vec::new(),
+        };
+        if table_exists(&tx, "audit")? {
+            let mut st = tx.prepare(
+                "SELECT seq, ts_ms, kind, actor, subject, detail, prev_hash, hash FROM audit ORDER BY seq",
+            )?;
+            let mut rows = st.query([])?;
+            let mut prev = vec![0u8; 32];
+            while let Some(r) = rows.next()? {
+                let seq: i64 = r.get(0)?;
+                let kind: String = r.get(2)?;
+                let stored_prev: Vec<u8> = r.get(6)?;
+                let stored: Vec<u8> = r.get(7)?;
+                let keyed = keyed_from.is_some_and(|k| seq >= k);
+                let reason = if seq != v.rows + 1 {
+                    Some(format!(
+                        "expected row {} here: rows are missing",
+                        v.rows + 1
+                    ))
+                } else if stored_prev != prev {
+                    Some("prev_hash does not match the previous row's hash".into())
+                } else {
+                    let chain = if keyed {
+                        Chain::Keyed(key)
+                    } else {
+                        Chain::Plain
+                    };
+                    let (actor, subject, detail): (String, String, String) =
+                        (r.get(3)?, r.get(4)?, r.get(5)?);
+                    let fields = [kind.as_str(), &actor, &subject, &detail];
+                    let h = row_hash(chain, &prev, seq, r.get(1)?, fields);
+                    (stored != h).then(|| mismatch(keyed, meta.as_ref(), key))
+                };
+                if let Some(reason) = reason {
+                    v.broken = Some(Broken { seq, reason });
+                    break;
+                }
+                if INCIDENT_KINDS.contains(&kind.as_str()) {
+                    v.incidents.push(Incident { seq, kind });
+                }
+                prev = stored;
+                v.rows = seq;
             }
-            let stored_prev: Vec<u8> = r.get(6)?;
-            if stored_prev != prev {
-                return broken("prev_hash does not match the previous row's hash".into());
-            }
-            let h = row_hash(
-                &prev,
-                seq,
-                r.get(1)?,
-                &r.get::<_, String>(2)?,
-                &r.get::<_, String>(3)?,
-                &r.get::<_, String>(4)?,
-                &r.get::<_, String>(5)?,
-            );
-            let stored: Vec<u8> = r.get(7)?;
-            if stored != h {
-                return broken("the row's content does not match its hash: it was edited".into());
-            }
-            prev = stored;
-            expected_seq += 1;
         }
-        Ok(Ok(expected_seq - 1))
+        let last = last_row(&tx)?;
+        v.head = head_status(&head, meta.as_ref(), last.as_ref(), |s| hash_at(&tx, s))?;
+        Ok(v)
     }
 }
 
-/// Appends inside a transaction (the chain head is read under the same write lock).
+/// Appends a keyed row inside a transaction (the chain head is read under the same write
+/// lock); returns its seq and hash.
 fn append_in(
     tx: &rusqlite::Transaction<'_>,
+    key: &AuditKey,
     kind: &str,
     actor: &str,
     subject: &str,
     detail: &Value,
-) -> Result<i64, AuditError> {
-    let head: Option<(i64, Vec<u8>)> = tx
-        .query_row(
-            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    let (seq, prev) = match head {
+) -> Result<(i64, [u8; 32]), AuditError> {
+    let (seq, prev) = match last_row(tx)? {
         Some((s, h)) => (s + 1, h),
         None => (1, vec![0u8; 32]),
     };
     let ts = now_ms();
     let detail = detail.to_string();
-    let hash = row_hash(&prev, seq, ts, kind, actor, subject, &detail);
+    let hash = row_hash(
+        Chain::Keyed(key),
+        &prev,
+        seq,
+        ts,
+        [kind, actor, subject, &detail],
+    );
     tx.execute(
         "INSERT INTO audit (seq, ts_ms, kind, actor, subject, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![seq, ts, kind, actor, subject, detail, prev, hash.to_vec()],
     )?;
-    Ok(seq)
+    Ok((seq, hash))
 }

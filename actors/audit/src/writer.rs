@@ -6,6 +6,11 @@
 //! fire-and-forget events are casts, and a failed write is logged and counted (never a crash
 //! loop: the watchdog's SQLite probe, [`AuditMsg::Probe`], reports the store unhealthy).
 //! Registered under [`AUDIT_ACTOR`].
+//!
+//! At start it loads (or makes) the audit key and opens the store; what the open found
+//! ([`StartFinding`]) is logged, written to the chain, and answered by [`AuditMsg::Findings`].
+//! The chain's head is logged (`audit head`: seq, hash, db_id, key_id) at start, every
+//! [`HEAD_LOG_EVERY`] and at stop, so the journal holds anchors outside the data directory.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,13 +19,16 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::Value;
 
-use crate::{Accepted, AuditError, AuditStore, PendingInbound, Turn};
+use crate::{Accepted, AuditError, AuditKey, AuditStore, PendingInbound, StartFinding, Turn};
 
 /// The audit actor's registered name.
 pub const AUDIT_ACTOR: &str = "audit";
 
 /// How long msgids are remembered for dedupe (WeCom retries within minutes; a day is ample).
 pub const DEDUPE_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// How often the chain's head is logged (also at start and at stop).
+pub const HEAD_LOG_EVERY: Duration = Duration::from_secs(600);
 
 /// Messages to the audit actor. Replies carry errors as text (the store's error is not `Clone`).
 #[derive(Debug)]
@@ -88,10 +96,23 @@ pub enum AuditMsg {
         /// Rows removed.
         reply: RpcReplyPort<Result<usize, String>>,
     },
-    /// A write probe for the watchdog (a no-op transaction that must commit).
+    /// A write probe for the watchdog: a real write that must commit
+    /// ([`AuditStore::probe`]).
     Probe(RpcReplyPort<Result<(), String>>),
+    /// [`AuditStore::start_attempt`]: one more generation for inbound `id`; the new count.
+    StartAttempt {
+        /// Inbound id.
+        id: i64,
+        /// The count (0: no such message).
+        reply: RpcReplyPort<Result<i64, String>>,
+    },
     /// Prunes dedupe rows past [`DEDUPE_RETENTION`] (sent hourly by the actor itself).
     Prune,
+    /// What the store's open found at this actor's start (empty: all agreed); for health and
+    /// alerts. [`StartFinding::is_alert`] tells which to raise.
+    Findings(RpcReplyPort<Vec<StartFinding>>),
+    /// Logs the chain's head (sent every [`HEAD_LOG_EVERY`] by the actor itself).
+    LogHead,
 }
 
 /// Start arguments.
@@ -99,6 +120,9 @@ pub enum AuditMsg {
 pub struct AuditArgs {
     /// Data directory (created if absent).
     pub dir: PathBuf,
+    /// The audit key file, made (0600, directory 0700) when absent; usually
+    /// [`AuditKey::default_path`]`(&dir)`, or e.g. a systemd credential file.
+    pub key: PathBuf,
     /// Called on every failed write (the metrics counter).
     pub on_write_error: Arc<dyn Fn() + Send + Sync>,
 }
@@ -111,12 +135,45 @@ pub struct AuditActor;
 pub struct AuditState {
     store: AuditStore,
     on_write_error: Arc<dyn Fn() + Send + Sync>,
-    pruner: tokio::task::JoinHandle<()>,
+    timers: [tokio::task::JoinHandle<()>; 2],
 }
 
 impl Drop for AuditState {
     fn drop(&mut self) {
-        self.pruner.abort();
+        for t in &self.timers {
+            t.abort();
+        }
+    }
+}
+
+/// Sends `msg()` to `me` after `first`, then every `period`, until the actor is gone.
+fn every(
+    me: ActorRef<AuditMsg>,
+    first: Duration,
+    period: Duration,
+    msg: fn() -> AuditMsg,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + first, period);
+        loop {
+            tick.tick().await;
+            if me.send_message(msg()).is_err() {
+                return;
+            }
+        }
+    })
+}
+
+fn log_head(store: &AuditStore, when: &str) {
+    if let Some(h) = store.head() {
+        tracing::info!(
+            seq = h.seq,
+            rows = h.seq,
+            hash = %h.hash,
+            db_id = %h.db_id,
+            key_id = %h.key_id,
+            "audit head ({when})"
+        );
     }
 }
 
@@ -140,22 +197,28 @@ impl Actor for AuditActor {
         myself: ActorRef<AuditMsg>,
         args: AuditArgs,
     ) -> Result<AuditState, ActorProcessingErr> {
-        let store = AuditStore::open(&args.dir)?;
-        let me = myself.clone();
-        let pruner = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(3600));
-            loop {
-                tick.tick().await;
-                if me.send_message(AuditMsg::Prune).is_err() {
-                    return;
-                }
-            }
-        });
+        let key = AuditKey::load_or_create(&args.key)?;
+        let store = AuditStore::open(&args.dir, key)?;
+        log_head(&store, "start");
+        let hour = Duration::from_secs(3600);
+        let timers = [
+            every(myself.clone(), Duration::ZERO, hour, || AuditMsg::Prune),
+            every(myself, HEAD_LOG_EVERY, HEAD_LOG_EVERY, || AuditMsg::LogHead),
+        ];
         Ok(AuditState {
             store,
             on_write_error: args.on_write_error,
-            pruner,
+            timers,
         })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<AuditMsg>,
+        st: &mut AuditState,
+    ) -> Result<(), ActorProcessingErr> {
+        log_head(&st.store, "stop");
+        Ok(())
     }
 
     async fn handle(
@@ -222,12 +285,12 @@ impl Actor for AuditActor {
                 let _ = reply.send(st.check("history_clear", r));
             }
             AuditMsg::Probe(reply) => {
-                let r = st
-                    .store
-                    .connection()
-                    .execute_batch("BEGIN IMMEDIATE; COMMIT;")
-                    .map_err(AuditError::from);
+                let r = st.store.probe();
                 let _ = reply.send(st.check("probe", r));
+            }
+            AuditMsg::StartAttempt { id, reply } => {
+                let r = st.store.start_attempt(id);
+                let _ = reply.send(st.check("start_attempt", r));
             }
             AuditMsg::Prune => {
                 let r = st.store.prune(DEDUPE_RETENTION);
@@ -235,6 +298,10 @@ impl Actor for AuditActor {
                     tracing::debug!(pruned = n, "dedupe rows past retention removed");
                 }
             }
+            AuditMsg::Findings(reply) => {
+                let _ = reply.send(st.store.findings().to_vec());
+            }
+            AuditMsg::LogHead => log_head(&st.store, "periodic"),
         }
         Ok(())
     }

@@ -1,57 +1,21 @@
 //! The audit store on real SQLite files: chain verification catches edits, deletions and
 //! inserted rows; dedupe and accepted messages survive a reopen.
 
-use std::path::PathBuf;
+mod common;
 
+use common::{key, TempDir};
 use serde_json::json;
 use wecom_edge_audit::{Accepted, AuditStore};
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!(
-            "wecom-edge-audit-{tag}-{}-{}",
-            std::process::id(),
-            rand_suffix()
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn rand_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-}
-
 fn filled(dir: &TempDir, n: i64) -> AuditStore {
-    let mut s = AuditStore::open(&dir.0).unwrap();
-    for i in 0..n {
-        s.append(
-            "reply_sent",
-            "session",
-            &format!("msg-{i}"),
-            &json!({"tokens": i}),
-        )
-        .unwrap();
-    }
-    s
+    common::filled(&dir.0, n)
 }
 
 #[test]
 fn chain_verifies_and_is_append_only() {
     let d = TempDir::new("chain");
     let s = filled(&d, 5);
-    assert_eq!(s.verify().unwrap(), Ok(5));
+    assert_eq!(s.verify(&key()).unwrap().intact(), Ok(5));
     let e = s
         .connection()
         .execute("UPDATE audit SET subject = 'x' WHERE seq = 2", [])
@@ -83,7 +47,7 @@ fn an_edited_row_is_named() {
         [],
     )
     .unwrap();
-    let b = s.verify().unwrap().unwrap_err();
+    let b = s.verify(&key()).unwrap().broken.unwrap();
     assert_eq!(b.seq, 3);
     assert!(b.reason.contains("edited"), "{}", b.reason);
 }
@@ -98,7 +62,7 @@ fn a_deleted_row_and_a_rehashed_row_are_caught() {
     s.connection()
         .execute("DELETE FROM audit WHERE seq = 4", [])
         .unwrap();
-    let b = s.verify().unwrap().unwrap_err();
+    let b = s.verify(&key()).unwrap().broken.unwrap();
     assert_eq!(b.seq, 5);
     assert!(b.reason.contains("missing"), "{}", b.reason);
 
@@ -109,7 +73,7 @@ fn a_deleted_row_and_a_rehashed_row_are_caught() {
     c.execute_batch("DROP TRIGGER audit_no_update").unwrap();
     c.execute("UPDATE audit SET hash = zeroblob(32) WHERE seq = 2", [])
         .unwrap();
-    let b = s2.verify().unwrap().unwrap_err();
+    let b = s2.verify(&key()).unwrap().broken.unwrap();
     assert_eq!(b.seq, 2);
 }
 
@@ -117,7 +81,7 @@ fn a_deleted_row_and_a_rehashed_row_are_caught() {
 fn inbound_is_deduplicated_and_survives_reopen() {
     let d = TempDir::new("inbound");
     let id = {
-        let mut s = AuditStore::open(&d.0).unwrap();
+        let mut s = AuditStore::open(&d.0, key()).unwrap();
         let Accepted::New(id) = s
             .accept_inbound("aibot/bot-1", "m1", "g1/u1", &json!({"text": "hi"}))
             .unwrap()
@@ -137,7 +101,8 @@ fn inbound_is_deduplicated_and_survives_reopen() {
         id
     };
     // As after a crash: reopen, the message is still pending and still a duplicate.
-    let mut s = AuditStore::open(&d.0).unwrap();
+    let mut s = AuditStore::open(&d.0, key()).unwrap();
+    assert!(s.findings().is_empty(), "{:?}", s.findings());
     assert_eq!(
         s.accept_inbound("aibot/bot-1", "m1", "g1/u1", &json!({}))
             .unwrap(),
@@ -165,7 +130,7 @@ fn inbound_is_deduplicated_and_survives_reopen() {
             "duplicate_dropped"
         ]
     );
-    assert_eq!(s.verify().unwrap(), Ok(4));
+    assert_eq!(s.verify(&key()).unwrap().intact(), Ok(4));
     // Pruning by age: nothing is older than an hour yet.
     assert_eq!(s.prune(std::time::Duration::from_secs(3600)).unwrap(), 0);
     assert_eq!(s.prune(std::time::Duration::ZERO).unwrap(), 2);
@@ -174,7 +139,7 @@ fn inbound_is_deduplicated_and_survives_reopen() {
 #[test]
 fn history_keeps_the_last_turns_and_resets() {
     let d = TempDir::new("history");
-    let mut s = AuditStore::open(&d.0).unwrap();
+    let mut s = AuditStore::open(&d.0, key()).unwrap();
     for i in 0..5 {
         s.history_push(
             "g1/u1",

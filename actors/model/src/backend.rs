@@ -17,9 +17,9 @@ use burn::tensor::{Tensor, TensorPrimitive};
 use burn_flex::{Flex, FlexTensor};
 use memmap2::Mmap;
 
-use crate::kernels::attention;
 use crate::kernels::cpu::{self, QMatRef};
 use crate::kernels::packed::{PackedActs, PackedMatrix};
+use crate::kernels::{attention, norm};
 use crate::quant::GgmlType;
 
 /// Where a weight's packed bytes live on the host.
@@ -120,6 +120,24 @@ pub trait QuantBackend: Backend {
             .tensor()
     }
 
+    /// RMSNorm of each row: `x / sqrt(mean(x²) + eps) · weight` over the last dimension.
+    ///
+    /// `x`: `[m, d]`; `weight`: `[d]`; returns `[m, d]`. Each row must be computed on its own
+    /// (its result may not depend on the other rows): batched decode and chunked prefill rely
+    /// on it for bit-identical results. The default uses Burn's ops.
+    fn rms_norm(x: FloatTensor<Self>, weight: &FloatTensor<Self>, eps: f32) -> FloatTensor<Self> {
+        let x: Tensor<Self, 2> = Tensor::from_primitive(TensorPrimitive::Float(x));
+        let w: Tensor<Self, 1> = Tensor::from_primitive(TensorPrimitive::Float(weight.clone()));
+        let inv = x
+            .clone()
+            .powi_scalar(2)
+            .mean_dim(1)
+            .add_scalar(eps)
+            .sqrt()
+            .recip();
+        (x * inv * w.unsqueeze::<2>()).into_primitive().tensor()
+    }
+
     /// Causal attention of `m` new tokens at positions `pos..pos + m` over the cache (filled
     /// up to `pos + m`); GQA: query head `h` reads KV head `h / (n_head / n_head_kv)`; scale
     /// `1/√head_dim`.
@@ -179,6 +197,16 @@ pub fn attention_cached_burn<B: Backend>(
     }
 }
 
+/// Runs [`QuantBackend::rms_norm`] on high-level tensors.
+pub fn rms_norm<B: QuantBackend>(x: Tensor<B, 2>, weight: &Tensor<B, 1>, eps: f32) -> Tensor<B, 2> {
+    let w = weight.clone().into_primitive().tensor();
+    Tensor::from_primitive(TensorPrimitive::Float(B::rms_norm(
+        x.into_primitive().tensor(),
+        &w,
+        eps,
+    )))
+}
+
 /// Runs [`QuantBackend::attention_cached`] on high-level tensors.
 pub fn attention_cached<B: QuantBackend>(
     q: Tensor<B, 3>,
@@ -215,6 +243,16 @@ pub fn kv_write<B: QuantBackend>(
         value.into_primitive().tensor(),
         pos,
     )))
+}
+
+/// The elements of a contiguous f32 tensor, in order (its storage may be a larger buffer that
+/// the tensor views a part of).
+fn f32_elems(t: &FlexTensor) -> &[f32] {
+    let (start, end) = t
+        .layout()
+        .contiguous_offsets()
+        .expect("a contiguous tensor");
+    &t.storage::<f32>()[start..end]
 }
 
 fn flex_f32(shape: Vec<usize>, data: Vec<f32>) -> FlexTensor {
@@ -265,7 +303,7 @@ impl QuantBackend for Flex {
         let x = x.to_contiguous();
         let dims = x.layout().shape().to_vec();
         let k = *dims.last().expect("qlinear: x has a shape");
-        let xs = x.storage::<f32>();
+        let xs = f32_elems(&x);
         let m = xs.len() / k;
         let xq = cpu::quantize_q8(xs, k);
         let packed_acts = weights
@@ -295,6 +333,16 @@ impl QuantBackend for Flex {
             .collect()
     }
 
+    fn rms_norm(x: FlexTensor, weight: &FlexTensor, eps: f32) -> FlexTensor {
+        let x = x.to_contiguous();
+        let shape = x.layout().shape().to_vec();
+        let w = weight.clone().to_contiguous();
+        let (xs, ws) = (f32_elems(&x), f32_elems(&w));
+        let mut out = vec![0.0f32; xs.len()];
+        norm::rms_norm(xs, ws, eps, &mut out);
+        flex_f32(shape, out)
+    }
+
     fn attention_cached(q: FlexTensor, k: &FlexTensor, v: &FlexTensor, pos: usize) -> FlexTensor {
         let q = q.to_contiguous();
         let [m, nh, d]: [usize; 3] = q
@@ -313,12 +361,7 @@ impl QuantBackend for Flex {
             pos,
         };
         let (k, v) = (k.to_contiguous(), v.to_contiguous());
-        let out = attention::attention_cached(
-            q.storage::<f32>(),
-            k.storage::<f32>(),
-            v.storage::<f32>(),
-            shape,
-        );
+        let out = attention::attention_cached(f32_elems(&q), f32_elems(&k), f32_elems(&v), shape);
         flex_f32(vec![m, nh * d], out)
     }
 
@@ -334,7 +377,7 @@ impl QuantBackend for Flex {
         let contiguous = cache.layout().contiguous_offsets() == Some((0, h * cap * d));
         if contiguous {
             let value = value.to_contiguous();
-            let src = value.storage::<f32>();
+            let src = f32_elems(&value);
             if let Some(dst) = cache.try_storage_mut::<f32>() {
                 for head in 0..h {
                     let at = (head * cap + pos) * d;

@@ -121,10 +121,10 @@ impl<B: QuantBackend> Engine<B> {
     }
 
     /// Renders the chat template over `messages` and tokenizes it (no BOS is added; the
-    /// template writes whatever special tokens it wants).
+    /// template writes whatever special tokens it wants; message contents never produce
+    /// control tokens: [`Tokenizer::encode_chat`]).
     pub fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
-        let text = self.tokenizer.apply_chat_template(messages)?;
-        self.tokenizer.encode(&text)
+        self.tokenizer.encode_chat(messages)
     }
 
     /// Generates from `prompt` (token ids), calling `on_text` with each new piece of text as

@@ -18,7 +18,7 @@
 
 use burn::tensor::{activation, Tensor, TensorData};
 
-use crate::backend::{attention_cached, kv_write, qlinear, HostQWeight, QuantBackend};
+use crate::backend::{attention_cached, kv_write, qlinear, rms_norm, HostQWeight, QuantBackend};
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::quant::dequantize;
@@ -108,7 +108,8 @@ impl LlamaConfig {
     }
 }
 
-/// RMSNorm: `x / sqrt(mean(x²) + ε) · γ` over the last dimension.
+/// RMSNorm: `x / sqrt(mean(x²) + ε) · γ` over the last dimension, row by row
+/// ([`QuantBackend::rms_norm`]).
 #[derive(Debug, Clone)]
 pub struct RmsNorm<B: QuantBackend> {
     /// `γ`, `[n_embd]`.
@@ -120,14 +121,7 @@ pub struct RmsNorm<B: QuantBackend> {
 impl<B: QuantBackend> RmsNorm<B> {
     /// `x`: `[m, d]` → `[m, d]`.
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        let inv = x
-            .clone()
-            .powi_scalar(2)
-            .mean_dim(1)
-            .add_scalar(self.eps)
-            .sqrt()
-            .recip();
-        x * inv * self.weight.clone().unsqueeze::<2>()
+        rms_norm(x, &self.weight, self.eps)
     }
 }
 
@@ -259,6 +253,18 @@ impl<B: QuantBackend> KvCache<B> {
                 .and_then(|t| t.as_ref())
                 .map_or(0, |t| t.shape().num_elements() * 4)
     }
+}
+
+/// One sequence's part of a [`Llama::step`]: its next tokens (a whole prompt, a prefill chunk,
+/// or one decode token) and its cache.
+#[derive(Debug)]
+pub struct Chunk<'a, B: QuantBackend> {
+    /// Tokens to run, at positions `cache.len()..`.
+    pub tokens: &'a [u32],
+    /// The sequence's KV cache (its keys and values are appended).
+    pub cache: &'a mut KvCache<B>,
+    /// Which of its positions' logits to return.
+    pub logits: Logits,
 }
 
 /// Which positions' logits [`Llama::forward`] returns.
@@ -454,115 +460,128 @@ impl<B: QuantBackend> Llama<B> {
         ))
     }
 
-    /// Runs `tokens` at positions `cache.len()..`, appending their keys and values to `cache`.
+    /// Runs `tokens` at positions `cache.len()..`, appending their keys and values to `cache`:
+    /// a [`Llama::step`] with one chunk.
     ///
     /// Returns logits `[1, n_vocab]` ([`Logits::Last`]) or `[tokens.len(), n_vocab]`.
     ///
     /// # Errors
-    /// [`ModelError::ContextOverflow`] if the cache cannot hold the tokens (nothing is written);
-    /// [`ModelError::InvalidParameter`] for an empty input or an id outside the vocabulary.
+    /// As [`Llama::step`].
     pub fn forward(
         &self,
         tokens: &[u32],
         cache: &mut KvCache<B>,
         logits: Logits,
     ) -> Result<Tensor<B, 2>> {
-        let c = &self.config;
-        let (m, pos) = (tokens.len(), cache.len);
-        if m == 0 {
-            return Err(ModelError::InvalidParameter("forward: no tokens".into()));
-        }
-        if pos + m > cache.capacity {
-            return Err(ModelError::ContextOverflow {
-                needed: pos + m,
-                context_length: cache.capacity,
-            });
-        }
-        let (nh, nkv, hd) = (c.n_head, c.n_head_kv, c.head_dim);
-        let t = pos + m;
-        let mut x = self.embed(tokens)?;
-        for (l, b) in self.blocks.iter().enumerate() {
-            // Attention.
-            let h = b.attn_norm.forward(x.clone());
-            let [q, k, v]: [Tensor<B, 2>; 3] = qlinear(h, &[&b.wq, &b.wk, &b.wv])
-                .try_into()
-                .expect("three outputs");
-            let q = self.rope.forward(q.reshape([m, nh, hd]), pos);
-            let k = self.rope.forward(k.reshape([m, nkv, hd]), pos);
-            let v = v.reshape([m, nkv, hd]);
-            let kc = kv_write(
-                cache.k[l].take().expect("cache present"),
-                k.swap_dims(0, 1),
-                pos,
-            );
-            let vc = kv_write(
-                cache.v[l].take().expect("cache present"),
-                v.swap_dims(0, 1),
-                pos,
-            );
-            let attn = attention_cached(q, &kc, &vc, pos);
-            cache.k[l] = Some(kc);
-            cache.v[l] = Some(vc);
-            x = b.finish(x, attn);
-        }
-        cache.len = t;
-        if logits == Logits::Last && m > 1 {
-            x = x.slice([m - 1..m, 0..c.n_embd]);
-        }
-        let x = self.output_norm.forward(x);
-        let [out]: [Tensor<B, 2>; 1] = qlinear(x, &[&self.output]).try_into().expect("one output");
-        Ok(out)
+        self.step(&mut [Chunk {
+            tokens,
+            cache,
+            logits,
+        }])
     }
 
     /// One decode step for several sequences at once (continuous batching): `tokens[i]` is
-    /// the next token of the sequence whose cache is `caches[i]`, run at position
-    /// `caches[i].len()`. The projections and the MLP run as one `[n, ·]` quantized matmul, so
-    /// the weights are read once for all `n` sequences; RoPE, the cache write and attention are
-    /// per sequence. Row `i` of the result equals `forward(&[tokens[i]], caches[i], Last)`.
+    /// the next token of the sequence whose cache is `caches[i]`: a [`Llama::step`] with one
+    /// one-token chunk per sequence.
     ///
-    /// Returns logits `[n, n_vocab]`.
+    /// Returns logits `[n, n_vocab]`; row `i` equals, bit for bit,
+    /// `forward(&[tokens[i]], caches[i], Last)`.
     ///
     /// # Errors
-    /// [`ModelError::InvalidParameter`] for no sequences, a length mismatch or an id outside
-    /// the vocabulary; [`ModelError::ContextOverflow`] if any cache is full (nothing is
-    /// written to any cache then).
+    /// [`ModelError::InvalidParameter`] for a length mismatch; otherwise as [`Llama::step`].
     pub fn forward_batch(
         &self,
         tokens: &[u32],
         caches: &mut [&mut KvCache<B>],
     ) -> Result<Tensor<B, 2>> {
-        let c = &self.config;
-        let n = tokens.len();
-        if n == 0 || n != caches.len() {
+        if tokens.len() != caches.len() {
             return Err(ModelError::InvalidParameter(format!(
-                "forward_batch: {n} tokens for {} caches",
+                "forward_batch: {} tokens for {} caches",
+                tokens.len(),
                 caches.len()
             )));
         }
-        if let Some(full) = caches.iter().find(|k| k.len + 1 > k.capacity) {
+        let mut chunks: Vec<Chunk<'_, B>> = tokens
+            .iter()
+            .zip(caches.iter_mut())
+            .map(|(t, c)| Chunk {
+                tokens: std::slice::from_ref(t),
+                cache: &mut **c,
+                logits: Logits::Last,
+            })
+            .collect();
+        self.step(&mut chunks)
+    }
+
+    /// The one forward path: single decode, batched decode, prefill and chunked prefill mixed
+    /// with other sequences' decode steps are all this.
+    ///
+    /// Chunk `c` runs its tokens at positions `c.cache.len()..` and appends their keys and
+    /// values to `c.cache`. The rows of all chunks go through the norms, the projections and
+    /// the MLP together (`[Σm, ·]`, so the weights are read once per step for every sequence);
+    /// RoPE, the cache write and attention are per chunk. Every operation is computed row by
+    /// row in a fixed order (the quantized matmul per token, RMSNorm per row, attention per
+    /// query), so a row's result does not depend on the other rows in the step: a chunk's
+    /// logits are bit-identical to running it alone, and a prompt prefilled in several chunks
+    /// gives the same logits as in one.
+    ///
+    /// Returns the logits of each chunk in order — its last position's ([`Logits::Last`]) or
+    /// every position's ([`Logits::All`]) — as `[rows, n_vocab]`.
+    ///
+    /// # Errors
+    /// [`ModelError::InvalidParameter`] for no chunks, an empty chunk or an id outside the
+    /// vocabulary; [`ModelError::ContextOverflow`] if a chunk does not fit its cache. Nothing
+    /// is written to any cache then.
+    pub fn step(&self, chunks: &mut [Chunk<'_, B>]) -> Result<Tensor<B, 2>> {
+        let c = &self.config;
+        if chunks.is_empty() || chunks.iter().any(|ch| ch.tokens.is_empty()) {
+            return Err(ModelError::InvalidParameter(
+                "forward: a step needs at least one token per sequence".into(),
+            ));
+        }
+        if let Some(full) = chunks
+            .iter()
+            .find(|ch| ch.cache.len + ch.tokens.len() > ch.cache.capacity)
+        {
             return Err(ModelError::ContextOverflow {
-                needed: full.len + 1,
-                context_length: full.capacity,
+                needed: full.cache.len + full.tokens.len(),
+                context_length: full.cache.capacity,
             });
         }
         let (nh, nkv, hd) = (c.n_head, c.n_head_kv, c.head_dim);
-        let mut x = self.embed(tokens)?;
+        let all: Vec<u32> = chunks
+            .iter()
+            .flat_map(|ch| ch.tokens.iter().copied())
+            .collect();
+        // Row ranges of the chunks in the step's `[Σm, ·]` tensors.
+        let mut spans = Vec::with_capacity(chunks.len());
+        let mut r0 = 0;
+        for ch in chunks.iter() {
+            spans.push(r0..r0 + ch.tokens.len());
+            r0 += ch.tokens.len();
+        }
+        let mut x = self.embed(&all)?;
         for (l, b) in self.blocks.iter().enumerate() {
             let h = b.attn_norm.forward(x.clone());
             let [q, k, v]: [Tensor<B, 2>; 3] = qlinear(h, &[&b.wq, &b.wk, &b.wv])
                 .try_into()
                 .expect("three outputs");
-            let mut rows = Vec::with_capacity(n);
-            for (i, cache) in caches.iter_mut().enumerate() {
-                let pos = cache.len;
-                let row = |t: &Tensor<B, 2>, width: usize| t.clone().slice([i..i + 1, 0..width]);
-                let qi = self
-                    .rope
-                    .forward(row(&q, nh * hd).reshape([1, nh, hd]), pos);
-                let ki = self
-                    .rope
-                    .forward(row(&k, nkv * hd).reshape([1, nkv, hd]), pos);
-                let vi = row(&v, nkv * hd).reshape([1, nkv, hd]);
+            let mut attn = Vec::with_capacity(chunks.len());
+            for (ch, rows) in chunks.iter_mut().zip(&spans) {
+                let (m, pos) = (rows.len(), ch.cache.len);
+                let part = |t: &Tensor<B, 2>, heads: usize| {
+                    let whole = t.dims()[0] == m;
+                    let t = if whole {
+                        t.clone()
+                    } else {
+                        t.clone().slice([rows.clone(), 0..heads * hd])
+                    };
+                    t.reshape([m, heads, hd])
+                };
+                let qi = self.rope.forward(part(&q, nh), pos);
+                let ki = self.rope.forward(part(&k, nkv), pos);
+                let vi = part(&v, nkv);
+                let cache = &mut *ch.cache;
                 let kc = kv_write(
                     cache.k[l].take().expect("cache present"),
                     ki.swap_dims(0, 1),
@@ -573,14 +592,35 @@ impl<B: QuantBackend> Llama<B> {
                     vi.swap_dims(0, 1),
                     pos,
                 );
-                rows.push(attention_cached(qi, &kc, &vc, pos));
+                attn.push(attention_cached(qi, &kc, &vc, pos));
                 cache.k[l] = Some(kc);
                 cache.v[l] = Some(vc);
             }
-            x = b.finish(x, Tensor::cat(rows, 0));
+            let attn = if attn.len() == 1 {
+                attn.pop().expect("one chunk")
+            } else {
+                Tensor::cat(attn, 0)
+            };
+            x = b.finish(x, attn);
         }
-        for cache in caches.iter_mut() {
-            cache.len += 1;
+        for ch in chunks.iter_mut() {
+            ch.cache.len += ch.tokens.len();
+        }
+        // The rows whose logits are wanted.
+        let wanted: Vec<std::ops::Range<usize>> = chunks
+            .iter()
+            .zip(&spans)
+            .map(|(ch, rows)| match ch.logits {
+                Logits::All => rows.clone(),
+                Logits::Last => rows.end - 1..rows.end,
+            })
+            .collect();
+        if wanted.iter().map(|r| r.len()).sum::<usize>() != all.len() {
+            let parts: Vec<Tensor<B, 2>> = wanted
+                .into_iter()
+                .map(|r| x.clone().slice([r, 0..c.n_embd]))
+                .collect();
+            x = Tensor::cat(parts, 0);
         }
         let x = self.output_norm.forward(x);
         let [out]: [Tensor<B, 2>; 1] = qlinear(x, &[&self.output]).try_into().expect("one output");

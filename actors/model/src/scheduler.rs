@@ -6,14 +6,17 @@
 //! 1. take new [`GenRequest`]s from the queue (blocking only when there is nothing to do);
 //! 2. admit waiting requests, oldest first, while there is a free slot (`max_batch`) and their
 //!    KV cache fits in the memory budget (`kv_budget_bytes`; a request is always admitted when
-//!    nothing else runs, so one long prompt cannot starve) — each admitted request is prefilled
-//!    on its own and samples its first token;
-//! 3. run one decode step for every running sequence together ([`Llama::forward_batch`]: the
-//!    weights are read once per step for all of them), sample each sequence's next token and
-//!    stream its text out.
+//!    nothing else runs, so one long prompt cannot starve);
+//! 3. run one step ([`Llama::step`]: the weights are read once per step for all rows): one
+//!    token for every decoding sequence, plus up to `prefill_chunk` prompt tokens of the
+//!    sequences still prefilling, oldest first (chunked prefill). A sequence whose prompt is
+//!    complete samples its first token; each decoding one samples its next; text streams out.
 //!
-//! New requests therefore join between decode steps, and a finished or cancelled sequence
-//! frees its slot at once. Every request ends with exactly one [`GenEvent::Finished`] or
+//! New requests therefore join between steps, a long prompt never holds the others' decode for
+//! more than one chunk, every step is a progress beat for the watchdog (a 7,600-token prompt is
+//! ~30 beats, not one two-minute call), and a finished or cancelled sequence frees its slot at
+//! once. Chunking does not change results: [`Llama::step`] computes each row independently, so
+//! a prompt prefilled in chunks beside other sequences gives the logits it gets alone. Every request ends with exactly one [`GenEvent::Finished`] or
 //! [`GenEvent::Failed`], unless the scheduler itself dies — then its event channel closes
 //! without either, and the submitter knows the model went away.
 //!
@@ -38,7 +41,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::backend::QuantBackend;
 use crate::engine::{Engine, GenerateParams, StopReason};
 use crate::error::ModelError;
-use crate::llama::{KvCache, Llama};
+use crate::llama::{Chunk, KvCache, Llama, Logits};
 use crate::sampler::Sampler;
 use crate::tokenizer::StreamDecoder;
 
@@ -51,16 +54,22 @@ pub struct SchedulerConfig {
     pub kv_budget_bytes: usize,
     /// Spare positions allocated beyond a request's need, for the conversation's next turn.
     pub slack: usize,
+    /// Most prompt tokens prefilled in one step (shared by the prefilling sequences, oldest
+    /// first). Bounds the time between progress beats and the delay a long prompt adds to the
+    /// other sequences' next token.
+    pub prefill_chunk: usize,
 }
 
 impl Default for SchedulerConfig {
     /// 8 slots within 512 MiB (SmolLM2-135M: 45 KiB per position, so ~11 600 positions:
-    /// 8 running conversations of ~700 positions each, plus as many parked), 256 spare.
+    /// 8 running conversations of ~700 positions each, plus as many parked), 256 spare,
+    /// prefill in chunks of 128 tokens (about 1 s on 2 cores for SmolLM2-135M).
     fn default() -> Self {
         SchedulerConfig {
             max_batch: 8,
             kv_budget_bytes: 512 << 20,
             slack: 256,
+            prefill_chunk: 128,
         }
     }
 }
@@ -148,7 +157,7 @@ pub struct GenStats {
 /// Progress of one request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum GenEvent {
-    /// Admitted and prefilled.
+    /// Admitted and prefilled (its first token follows).
     Started {
         /// Prompt tokens.
         prompt_tokens: usize,
@@ -187,6 +196,10 @@ struct Seq<'t, B: QuantBackend> {
     generated: usize,
     /// The token to feed at the next step.
     next: u32,
+    /// Prompt tokens in the cache so far; the sequence decodes once this reaches the prompt.
+    prefilled: usize,
+    /// When its prefill began.
+    prefill_start: Instant,
     queued: Duration,
     prefill: Duration,
     cached: usize,
@@ -230,6 +243,10 @@ impl<B: QuantBackend> Seq<'_, B> {
 
     fn abandoned(&self) -> bool {
         self.req.cancel.load(Ordering::Relaxed) || self.req.events.is_closed()
+    }
+
+    fn prefilling(&self) -> bool {
+        self.prefilled < self.req.prompt.len()
     }
 }
 
@@ -277,7 +294,7 @@ pub fn run<B: QuantBackend>(
         admit(engine, cfg, &mut waiting, &mut running, &mut parked);
         progress.beat();
         if !running.is_empty() {
-            step(engine, &mut running, &mut parked);
+            step(engine, cfg, &mut running, &mut parked);
             progress.beat();
         }
     }
@@ -379,7 +396,7 @@ fn admit<'t, B: QuantBackend>(
         let queued = req.submitted.elapsed();
         let t0 = Instant::now();
         let old = req.cache_key.as_ref().and_then(|k| parked.remove(k));
-        let (mut cache, cached) = match old {
+        let (cache, cached) = match old {
             Some(p) => {
                 // Keep the common prefix; at least one prompt token is fed for its logits.
                 let same = p
@@ -399,19 +416,7 @@ fn admit<'t, B: QuantBackend>(
             }
             None => (model.new_cache((positions(&req) + cfg.slack).min(ctx)), 0),
         };
-        let mut logits = match engine.logits_last(&req.prompt[cached..], &mut cache) {
-            Ok(l) => l,
-            Err(e) => {
-                fail(&req, e.into());
-                continue;
-            }
-        };
-        let _ = req.events.send(GenEvent::Started {
-            prompt_tokens: req.prompt.len(),
-            cached_tokens: cached,
-            queued,
-        });
-        let mut seq = Seq {
+        running.push(Seq {
             history: req.prompt.clone(),
             req,
             cache,
@@ -419,16 +424,13 @@ fn admit<'t, B: QuantBackend>(
             decoder: engine.tokenizer.stream_decoder(),
             generated: 0,
             next: 0,
+            prefilled: cached,
+            prefill_start: t0,
             queued,
-            prefill: t0.elapsed(),
+            prefill: Duration::ZERO,
             cached,
             decode_start: Instant::now(),
-        };
-        if let Some(stop) = take_token(engine, &mut seq, &mut logits) {
-            seq.finish(stop, parked);
-        } else {
-            running.push(seq);
-        }
+        });
     }
 }
 
@@ -463,9 +465,12 @@ fn take_token<B: QuantBackend>(
     None
 }
 
-/// One decode step for all running sequences; finished ones leave `running`.
+/// One step for all running sequences — a decode token for each decoding one, prompt chunks
+/// for the prefilling ones within `cfg.prefill_chunk` tokens — then sampling; finished ones
+/// leave `running`.
 fn step<B: QuantBackend>(
     engine: &Engine<B>,
+    cfg: SchedulerConfig,
     running: &mut Vec<Seq<'_, B>>,
     parked: &mut ParkedMap<B>,
 ) {
@@ -473,7 +478,7 @@ fn step<B: QuantBackend>(
     let mut i = 0;
     while i < running.len() {
         if running[i].abandoned() {
-            running.swap_remove(i).finish(StopReason::Cancelled, parked);
+            running.remove(i).finish(StopReason::Cancelled, parked);
         } else {
             i += 1;
         }
@@ -481,10 +486,40 @@ fn step<B: QuantBackend>(
     if running.is_empty() {
         return;
     }
-    let tokens: Vec<u32> = running.iter().map(|s| s.next).collect();
+    // What each sequence feeds: (start, end) of its prompt, or its next token. `running` is in
+    // admission order, so the prefill budget goes to the oldest first.
+    let mut budget = cfg.prefill_chunk.max(1);
+    let plan: Vec<Option<(usize, usize)>> = running
+        .iter()
+        .map(|s| {
+            if s.prefilling() {
+                let take = budget.min(s.req.prompt.len() - s.prefilled);
+                budget -= take;
+                (take > 0).then_some((s.prefilled, s.prefilled + take))
+            } else {
+                Some((0, 0))
+            }
+        })
+        .collect();
     let result = {
-        let mut caches: Vec<&mut KvCache<B>> = running.iter_mut().map(|s| &mut s.cache).collect();
-        engine.model.forward_batch(&tokens, &mut caches)
+        let mut chunks: Vec<Chunk<'_, B>> = running
+            .iter_mut()
+            .zip(&plan)
+            .filter_map(|(s, p)| {
+                let (a, b) = (*p)?;
+                let tokens = if a == b {
+                    std::slice::from_ref(&s.next)
+                } else {
+                    &s.req.prompt[a..b]
+                };
+                Some(Chunk {
+                    tokens,
+                    cache: &mut s.cache,
+                    logits: Logits::Last,
+                })
+            })
+            .collect();
+        engine.model.step(&mut chunks)
     };
     let logits = match result {
         Ok(t) => t
@@ -502,8 +537,29 @@ fn step<B: QuantBackend>(
     };
     let n_vocab = engine.model.config.n_vocab;
     let mut logits = logits;
+    let mut rows = logits.chunks_exact_mut(n_vocab);
     let mut keep = Vec::with_capacity(running.len());
-    for (mut seq, row) in running.drain(..).zip(logits.chunks_exact_mut(n_vocab)) {
+    for (mut seq, p) in running.drain(..).zip(plan) {
+        let Some((a, b)) = p else {
+            keep.push(seq); // prefilling, no room in this step's chunk
+            continue;
+        };
+        let row = rows.next().expect("one logits row per chunk");
+        if a != b {
+            seq.prefilled = b;
+            if seq.prefilling() {
+                keep.push(seq);
+                continue;
+            }
+            // Prompt complete: this row holds its last position's logits.
+            seq.prefill = seq.prefill_start.elapsed();
+            seq.decode_start = Instant::now();
+            let _ = seq.req.events.send(GenEvent::Started {
+                prompt_tokens: seq.req.prompt.len(),
+                cached_tokens: seq.cached,
+                queued: seq.queued,
+            });
+        }
         match take_token(engine, &mut seq, row) {
             Some(stop) => seq.finish(stop, parked),
             None => keep.push(seq),

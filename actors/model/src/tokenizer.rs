@@ -51,6 +51,8 @@ impl ChatMessage {
 /// A byte-level BPE tokenizer plus the model's chat template and special ids.
 pub struct Tokenizer {
     inner: HfTokenizer,
+    /// The same tokenizer with control tokens treated as plain text (message contents).
+    plain: HfTokenizer,
     /// `tokenizer.ggml.bos_token_id`.
     pub bos_id: Option<u32>,
     /// `tokenizer.ggml.eos_token_id`.
@@ -173,6 +175,8 @@ impl Tokenizer {
         let (special, normal): (Vec<_>, Vec<_>) = added.into_iter().partition(|t| t.special);
         inner.add_special_tokens(&special);
         inner.add_tokens(&normal);
+        let mut plain = inner.clone();
+        plain.set_encode_special_tokens(true);
 
         let id_key = |key: &str| {
             gguf.get(key)
@@ -201,6 +205,7 @@ impl Tokenizer {
 
         Ok(Self {
             inner,
+            plain,
             bos_id,
             eos_id,
             stop_ids,
@@ -223,6 +228,59 @@ impl Tokenizer {
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self.inner.encode_fast(text, false).map_err(tok_err)?;
         Ok(enc.get_ids().to_vec())
+    }
+
+    /// Encodes `text` as plain text: a control token's spelling in it (`<|im_end|>`) is
+    /// tokenized as the characters it is made of, never as the control token. For text that
+    /// comes from people (messages, history, retrieved documents).
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self.plain.encode_fast(text, false).map_err(tok_err)?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Renders the chat template over `messages` and tokenizes the result so that only the
+    /// template's own text can produce control tokens: each message's content is tokenized
+    /// with [`Tokenizer::encode_plain`], the text around it with [`Tokenizer::encode`].
+    ///
+    /// The template is rendered with a placeholder per message (a private-use character pair
+    /// around the message index), so wherever the template places a content — and however many
+    /// times — that place is filled with the content's plain tokens. A template that alters a
+    /// content beyond placing it (`| trim`, slicing, case changes) alters the placeholder
+    /// instead, so the content goes in as given: callers pass trimmed text.
+    ///
+    /// # Errors
+    /// [`ModelError::Template`] as [`Tokenizer::apply_chat_template`]; [`ModelError::Tokenizer`].
+    pub fn encode_chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+        let placeholders: Vec<ChatMessage> = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| ChatMessage::new(&m.role, format!("{PH_OPEN}{i}{PH_CLOSE}")))
+            .collect();
+        let rendered = self.apply_chat_template(&placeholders)?;
+        let mut ids = Vec::new();
+        let mut rest = rendered.as_str();
+        while let Some(start) = rest.find(PH_OPEN) {
+            let after = &rest[start + PH_OPEN.len_utf8()..];
+            let Some(end) = after.find(PH_CLOSE) else {
+                break;
+            };
+            let Some(msg) = after[..end]
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| messages.get(i))
+            else {
+                break;
+            };
+            if start > 0 {
+                ids.extend(self.encode(&rest[..start])?);
+            }
+            ids.extend(self.encode_plain(&msg.content)?);
+            rest = &after[end + PH_CLOSE.len_utf8()..];
+        }
+        if !rest.is_empty() {
+            ids.extend(self.encode(rest)?);
+        }
+        Ok(ids)
     }
 
     /// Decodes ids to text (special tokens kept, as llama.cpp's detokenizer prints them).
@@ -280,6 +338,10 @@ impl Tokenizer {
         .map_err(|e| ModelError::Template(e.to_string()))
     }
 }
+
+/// Placeholder delimiters for [`Tokenizer::encode_chat`] (Unicode private-use characters).
+const PH_OPEN: char = '\u{F8F0}';
+const PH_CLOSE: char = '\u{F8F1}';
 
 fn vocab_lookup(tokens: &[String], name: &str) -> Option<u32> {
     tokens.iter().position(|t| t == name).map(|i| i as u32)

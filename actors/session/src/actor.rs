@@ -55,6 +55,12 @@ pub struct SessionSettings {
     pub model_wait: Duration,
     /// Most history turns read from SQLite.
     pub history_limit: usize,
+    /// Most tokens of one turn's prompt (system prompt, the history that fits, the question):
+    /// bounds the prefill time of a turn whose history is not in the prefix cache (after a
+    /// restart or an eviction).
+    pub max_prompt_tokens: usize,
+    /// Most tokens of the question itself; a longer message is refused politely.
+    pub max_message_tokens: usize,
 }
 
 impl Default for SessionSettings {
@@ -67,6 +73,8 @@ impl Default for SessionSettings {
             keepalive: Duration::from_secs(60),
             model_wait: Duration::from_secs(10),
             history_limit: 64,
+            max_prompt_tokens: 2048,
+            max_message_tokens: 1536,
         }
     }
 }
@@ -80,6 +88,9 @@ pub struct SessionContext {
     pub outbound: Arc<Outbound>,
     /// Metrics.
     pub metrics: Metrics,
+    /// Whether new messages are taken (false while the data partition is nearly full: they are
+    /// answered with a polite refusal instead of being accepted with nowhere to record them).
+    pub accepting: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// One accepted message for a session.
@@ -172,6 +183,27 @@ fn audit() -> Option<ActorRef<AuditMsg>> {
 
 fn record(kind: &str, key: &str, detail: serde_json::Value) {
     wecom_edge_audit::record(kind, "session", key, detail);
+}
+
+/// Generations a message may start; one more and it is settled with [`GAVE_UP`] instead (it
+/// crashed or stalled the model each time: the model actor died mid-answer, or the process
+/// was killed by the watchdog and the start-up sweep replayed it).
+pub const MAX_ATTEMPTS: i64 = 2;
+
+/// What the user is told when their message is not tried again.
+pub const GAVE_UP: &str =
+    "⚠️ 抱歉，这个问题两次都让模型出错了，我不再重试；请换一种问法，或缩短问题。\
+     (Sorry — answering this made the model fail twice, so I will not try it again. Please \
+     rephrase it or ask something shorter.)";
+
+/// Counts a generation for inbound `id` durably; the new count (`None`: storage unavailable,
+/// go on — losing the count only risks one more retry).
+async fn start_attempt(id: i64) -> Option<i64> {
+    let a = audit()?;
+    match ractor::call!(a, |reply| AuditMsg::StartAttempt { id, reply }) {
+        Ok(Ok(n)) => Some(n),
+        _ => None,
+    }
 }
 
 fn finish_inbound(id: i64, answered: bool) {
@@ -420,6 +452,15 @@ struct TurnCtx {
 enum Attempt {
     Done(GenStats),
     Failed(GenFailure),
+    /// The message alone is over the per-message budget (`tokens` > `limit`); not generated.
+    TooLong {
+        tokens: usize,
+        limit: usize,
+    },
+    /// Generations for this message already failed `attempts` times; not tried again.
+    GaveUp {
+        attempts: i64,
+    },
     /// The model actor went away mid-answer.
     Lost,
 }
@@ -440,13 +481,18 @@ impl TurnCtx {
         let limiter: ActorRef<LimiterMsg> = limiter.into();
         let user = format!(
             "{}/{}/{}",
-            job.origin.channel, job.origin.endpoint, job.origin.user
+            job.origin.channel,
+            job.origin.endpoint,
+            crate::key_component(&job.origin.user)
         );
-        let chat = job
-            .origin
-            .chat
-            .as_ref()
-            .map(|c| format!("{}/{}/{c}", job.origin.channel, job.origin.endpoint));
+        let chat = job.origin.chat.as_ref().map(|c| {
+            format!(
+                "{}/{}/{}",
+                job.origin.channel,
+                job.origin.endpoint,
+                crate::key_component(c)
+            )
+        });
         let permit = match ractor::call!(limiter, |reply| LimiterMsg::Admit { user, chat, reply }) {
             Ok(Ok(p)) => p,
             Ok(Err(refusal)) => {
@@ -476,8 +522,15 @@ impl TurnCtx {
             };
             let prompt = match self.prompt(&info, &question) {
                 Ok(p) => p,
-                Err(f) => break Attempt::Failed(f),
+                Err(a) => break a,
             };
+            // Durable before the model sees it: a message that keeps killing the model (or the
+            // process) is settled, not replayed at every restart.
+            if let Some(n) = start_attempt(job.inbound_id).await {
+                if n > MAX_ATTEMPTS {
+                    break Attempt::GaveUp { attempts: n - 1 };
+                }
+            }
             record(
                 "generation_started",
                 key,
@@ -540,7 +593,23 @@ impl TurnCtx {
             }
         };
         drop(permit);
+        let reason = match &outcome {
+            Attempt::TooLong { .. } => "message_too_long",
+            Attempt::GaveUp { .. } => "gave_up",
+            Attempt::Failed(GenFailure::ContextOverflow { .. }) => "context_overflow",
+            Attempt::Failed(_) => "model_error",
+            Attempt::Lost | Attempt::Done(_) => "model_lost",
+        };
         let notice = match outcome {
+            Attempt::GaveUp { attempts } => {
+                tracing::error!(alert = true, session = %key, msgid = %job.msgid, attempts, "a message failed the model repeatedly; settled with an apology");
+                GAVE_UP.to_string()
+            }
+            Attempt::TooLong { tokens, limit } => format!(
+                "⚠️ 这条消息太长了（约 {tokens} 个词元，上限 {limit}）；请分段发送，或只发需要回答的部分。\
+                 (This message is too long for me: about {tokens} tokens, the limit is {limit}. \
+                 Please send it in shorter parts, or only the part you need answered.)"
+            ),
             Attempt::Failed(GenFailure::ContextOverflow { .. }) => {
                 "⚠️ 这个问题太长了，超出了模型的上下文长度；请缩短后再问，或发送 #reset 清空对话。\
                  (The question does not fit the model's context; shorten it, or send #reset.)"
@@ -558,17 +627,36 @@ impl TurnCtx {
         record(
             "generation_failed",
             key,
-            json!({"msgid": job.msgid, "notice": true}),
+            json!({"msgid": job.msgid, "notice": true, "reason": reason}),
         );
         deliver(&mut replier, &job, key, notice).await;
         None
     }
 
-    /// The prompt: system prompt, the history that fits, the question.
-    fn prompt(&self, info: &ModelInfo, question: &str) -> Result<Vec<u32>, GenFailure> {
+    /// The prompt: system prompt, the history that fits, the question — within
+    /// `max_prompt_tokens` and the model's context less the answer's room.
+    ///
+    /// # Errors
+    /// [`Attempt::TooLong`] for a question over `max_message_tokens`;
+    /// [`GenFailure::ContextOverflow`] when even the bare question does not fit the context.
+    fn prompt(&self, info: &ModelInfo, question: &str) -> Result<Vec<u32>, Attempt> {
         let tok = &info.tokenizer;
         let settings = &self.ctx.settings;
-        let count = |t: &Turn| tok.encode(&t.content).map_or(t.content.len(), |v| v.len()) + 4;
+        let question_tokens = tok
+            .encode_plain(question)
+            .map_err(|e| Attempt::Failed(GenFailure::Other(e.to_string())))?
+            .len();
+        if question_tokens > settings.max_message_tokens {
+            return Err(Attempt::TooLong {
+                tokens: question_tokens,
+                limit: settings.max_message_tokens,
+            });
+        }
+        let count = |t: &Turn| {
+            tok.encode_plain(&t.content)
+                .map_or(t.content.len(), |v| v.len())
+                + 4
+        };
         let render = |hist: &[Turn]| -> Result<Vec<u32>, GenFailure> {
             let mut msgs = Vec::with_capacity(hist.len() + 2);
             if let Some(sys) = &settings.system_prompt {
@@ -579,33 +667,30 @@ impl TurnCtx {
                     .map(|t| ChatMessage::new(&t.role, t.content.clone())),
             );
             msgs.push(ChatMessage::new("user", question.to_string()));
-            let text = tok
-                .apply_chat_template(&msgs)
-                .map_err(|e| GenFailure::Other(e.to_string()))?;
-            tok.encode(&text)
+            tok.encode_chat(&msgs)
                 .map_err(|e| GenFailure::Other(e.to_string()))
         };
-        let bare = render(&[])?;
+        let bare = render(&[]).map_err(Attempt::Failed)?;
         let reserve = settings.generate.max_tokens;
         if bare.len() + reserve > info.context_length {
-            return Err(GenFailure::ContextOverflow {
+            return Err(Attempt::Failed(GenFailure::ContextOverflow {
                 needed: bare.len() + reserve,
                 context_length: info.context_length,
-            });
+            }));
         }
-        let hist = fit_history(
-            &self.history,
-            bare.len(),
-            reserve,
-            info.context_length,
-            count,
-        );
-        let mut prompt = render(hist)?;
+        // The turn's prompt budget (the bare prompt always fits: the question is within its
+        // own limit, a long system prompt only leaves no room for history).
+        let limit = settings
+            .max_prompt_tokens
+            .min(info.context_length - reserve)
+            .max(bare.len());
+        let hist = fit_history(&self.history, bare.len(), 0, limit, count);
+        let mut prompt = render(hist).map_err(Attempt::Failed)?;
         // The per-turn estimate is close but not exact: drop whole pairs until it fits.
         let mut from = self.history.len() - hist.len();
-        while prompt.len() + reserve > info.context_length && from < self.history.len() {
+        while prompt.len() > limit && from < self.history.len() {
             from = (from + 2).min(self.history.len());
-            prompt = render(&self.history[from..])?;
+            prompt = render(&self.history[from..]).map_err(Attempt::Failed)?;
         }
         Ok(prompt)
     }

@@ -66,16 +66,31 @@ impl ConversationKey {
     }
 }
 
+/// One component of a key, escaped so that components can be joined with `/` unambiguously:
+/// `%` → `%25`, `/` → `%2F`, and a component that is exactly `-` (the "no chat" marker) →
+/// `%2D`. Ids without those characters — all of WeCom's in practice — are unchanged, so keys
+/// written before the escaping existed stay valid.
+pub fn key_component(s: &str) -> std::borrow::Cow<'_, str> {
+    if s == "-" {
+        return "%2D".into();
+    }
+    if !s.contains(['%', '/']) {
+        return s.into();
+    }
+    s.replace('%', "%25").replace('/', "%2F").into()
+}
+
 impl std::fmt::Display for ConversationKey {
-    /// `channel/endpoint/chat/user`, `-` for a single chat (used as the history key).
+    /// `channel/endpoint/chat/user`, `-` for a single chat (used as the history key); each
+    /// component escaped with [`key_component`], so two different keys never print the same.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
             "{}/{}/{}/{}",
-            self.channel,
-            self.endpoint,
-            self.chat.as_deref().unwrap_or("-"),
-            self.user
+            key_component(&self.channel),
+            key_component(&self.endpoint),
+            self.chat.as_deref().map_or("-".into(), key_component),
+            key_component(&self.user)
         )
     }
 }
@@ -104,9 +119,13 @@ pub fn strip_mentions(text: &str) -> &str {
 }
 
 /// The command in `text`, if it is one: `#help`/`/help`, `#reset`/`/reset`, `#status`/`/status`
-/// (any case, full-width `＃` too), after any leading mentions; trailing words are ignored.
+/// (any case, full-width `＃` too), after any leading mentions; trailing words are ignored. An
+/// empty or mention-only message is [`Command::Help`]: there is nothing to ask the model.
 pub fn parse_command(text: &str) -> Option<Command> {
     let t = strip_mentions(text);
+    if t.trim().is_empty() {
+        return Some(Command::Help);
+    }
     let rest = t
         .strip_prefix('#')
         .or_else(|| t.strip_prefix('/'))
@@ -183,6 +202,15 @@ mod tests {
         // A single chat is always per user.
         let s = ConversationKey::new("aibot", "bot1", None, "u1", Scope::Group);
         assert_eq!(s.to_string(), "aibot/bot1/-/u1");
+        // Ids containing the separator cannot make two conversations share a key (issue 11
+        // item 12): user `b/u1` in chat `a` and user `u1` in chat `a/b`; chat `-` and no chat.
+        let k = |chat: Option<&str>, user: &str| {
+            ConversationKey::new("aibot", "bot1", chat, user, Scope::User).to_string()
+        };
+        assert_ne!(k(Some("a"), "b/u1"), k(Some("a/b"), "u1"));
+        assert_ne!(k(Some("-"), "u1"), k(None, "u1"));
+        assert_ne!(k(Some("a%2Fb"), "u1"), k(Some("a/b"), "u1"));
+        assert_eq!(k(Some("a/b"), "u1"), "aibot/bot1/a%2Fb/u1");
     }
 
     #[test]
@@ -195,7 +223,10 @@ mod tests {
         assert_eq!(parse_command("＃帮助"), Some(Command::Help));
         assert_eq!(parse_command("#resetting"), None);
         assert_eq!(parse_command("what is #reset?"), None);
-        assert_eq!(parse_command("@RobotA"), None);
+        // Nothing but mentions, or nothing at all: the help, not the model.
+        assert_eq!(parse_command("@RobotA"), Some(Command::Help));
+        assert_eq!(parse_command("  @RobotA \u{3000} "), Some(Command::Help));
+        assert_eq!(parse_command(""), Some(Command::Help));
         assert_eq!(strip_mentions("@RobotA hello robot"), "hello robot");
         assert_eq!(strip_mentions("  plain  "), "plain");
     }

@@ -13,8 +13,15 @@
 //!
 //! At start-up the router starts a session for every conversation with accepted but
 //! unanswered messages (after a crash or a power cut): they are answered, or the user is told.
+//!
+//! When storage fails (a full or read-only disk, [`SessionContext::accepting`] false) nothing
+//! is lost silently: a callback is not acknowledged (503, WeCom retries it later), and a
+//! long-connection message — which WeCom never redelivers — is told plainly that the box
+//! cannot take messages now; it is remembered (bounded, in memory) and recorded as
+//! `inbound_unrecorded` in the audit trail as soon as a write succeeds again.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -22,7 +29,7 @@ use wecom_edge_audit::{Accepted, AuditMsg, AUDIT_ACTOR};
 use wecom_edge_supervisor::{ChildSpec, Restart, SupervisorMsg};
 
 use crate::actor::{Job, SessionActor, SessionArgs, SessionContext, SessionMsg};
-use crate::reply::{Origin, ReplyTo};
+use crate::reply::{Origin, Replier, ReplyTo};
 use crate::{ConversationKey, Scope};
 
 /// The router's registered name.
@@ -83,6 +90,30 @@ pub struct RouterState {
     /// Incarnation counter for child ids (a stopped session's id may linger in `session_sup`
     /// for a moment; a fresh id never collides).
     started: u64,
+    /// Long-connection messages that could not be stored (the user was told), as
+    /// `(channel, msgid, conversation)`; audited once storage works again. At most
+    /// [`MAX_UNRECORDED`]; beyond that only counted.
+    unrecorded: Vec<(String, String, String)>,
+    /// Unrecorded messages beyond [`MAX_UNRECORDED`].
+    unrecorded_dropped: u64,
+}
+
+/// Most unrecorded messages remembered for the audit trail.
+pub const MAX_UNRECORDED: usize = 1000;
+
+/// What a user is told when the box cannot store their message.
+pub const CANNOT_STORE: &str = "⚠️ 服务器存储暂时不可用，这条消息未能保存，请稍后再发一次。\
+     (The box cannot store messages right now, so it cannot take this one; please send it again \
+     in a few minutes.)";
+
+/// Tells the sender of `m` that it cannot be taken now (long connection), in the background.
+fn tell_cannot_store(reply: ReplyTo) {
+    tokio::spawn(async move {
+        let mut r = Replier::new(reply);
+        if let Err(e) = r.finish(CANNOT_STORE).await {
+            tracing::warn!(error = %e, "could not tell the user the message was not stored");
+        }
+    });
 }
 
 fn session_name(key: &str) -> String {
@@ -149,6 +180,8 @@ impl Actor for RouterActor {
             args,
             last_sent: HashMap::new(),
             started: 0,
+            unrecorded: Vec::new(),
+            unrecorded_dropped: 0,
         })
     }
 
@@ -192,6 +225,11 @@ impl Actor for RouterActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             RouterMsg::Inbound(mut m) => {
+                // Bounded before it reaches SQLite (dedupe, inbound, audit rows).
+                if let std::borrow::Cow::Owned(k) = wecom_edge_wecom::callback::msgid_key(&m.msgid)
+                {
+                    m.msgid = k;
+                }
                 let o = &m.origin;
                 let key = ConversationKey::new(
                     &o.channel,
@@ -203,21 +241,25 @@ impl Actor for RouterActor {
                 .to_string();
                 let channel = format!("{}/{}", o.channel, o.endpoint);
                 let payload = serde_json::to_value(o)?;
-                let accepted = match ractor::registry::where_is(AUDIT_ACTOR.into()) {
-                    Some(cell) => {
-                        let a: ActorRef<AuditMsg> = cell.into();
-                        let (msgid, conversation) = (m.msgid.clone(), key.clone());
-                        ractor::call!(a, |reply| AuditMsg::AcceptInbound {
-                            channel,
-                            msgid,
-                            conversation,
-                            payload,
-                            reply,
-                        })
-                        .map_err(|e| e.to_string())
-                        .and_then(|r| r)
+                let accepted = if !st.args.ctx.accepting.load(Ordering::Relaxed) {
+                    Err("the data partition is nearly full".to_string())
+                } else {
+                    match ractor::registry::where_is(AUDIT_ACTOR.into()) {
+                        Some(cell) => {
+                            let a: ActorRef<AuditMsg> = cell.into();
+                            let (msgid, conversation) = (m.msgid.clone(), key.clone());
+                            ractor::call!(a, |reply| AuditMsg::AcceptInbound {
+                                channel,
+                                msgid,
+                                conversation,
+                                payload,
+                                reply,
+                            })
+                            .map_err(|e| e.to_string())
+                            .and_then(|r| r)
+                        }
+                        None => Err("the audit actor is not running".into()),
                     }
-                    None => Err("the audit actor is not running".into()),
                 };
                 let metrics = &st.args.ctx.metrics;
                 let id = match accepted {
@@ -234,13 +276,47 @@ impl Actor for RouterActor {
                         return Ok(());
                     }
                     Err(e) => {
-                        tracing::error!(msgid = %m.msgid, error = %e, "could not record the message; not acknowledged");
                         if let Some(tx) = m.accepted.take() {
+                            // A callback: not acknowledged, so WeCom retries it later.
+                            tracing::error!(msgid = %m.msgid, error = %e, "could not record the message; not acknowledged (WeCom retries)");
                             let _ = tx.send(false);
+                        } else {
+                            // The long connection never redelivers: say so to the user now.
+                            tracing::error!(alert = true, msgid = %m.msgid, error = %e, "could not record the message; the user is told to send it again");
+                            if st.unrecorded.len() < MAX_UNRECORDED {
+                                st.unrecorded.push((
+                                    format!("{}/{}", m.origin.channel, m.origin.endpoint),
+                                    m.msgid.clone(),
+                                    key.clone(),
+                                ));
+                            } else {
+                                st.unrecorded_dropped += 1;
+                            }
+                            tell_cannot_store(m.reply);
                         }
                         return Ok(());
                     }
                 };
+                // Storage works: what could not be recorded before goes into the trail now.
+                if !st.unrecorded.is_empty() || st.unrecorded_dropped > 0 {
+                    for (channel, msgid, conversation) in st.unrecorded.drain(..) {
+                        wecom_edge_audit::record(
+                            "inbound_unrecorded",
+                            &channel,
+                            &msgid,
+                            serde_json::json!({"conversation": conversation, "told_user": true}),
+                        );
+                    }
+                    if st.unrecorded_dropped > 0 {
+                        wecom_edge_audit::record(
+                            "inbound_unrecorded",
+                            "router",
+                            "",
+                            serde_json::json!({"more": st.unrecorded_dropped, "told_user": true}),
+                        );
+                        st.unrecorded_dropped = 0;
+                    }
+                }
                 if let Some(tx) = m.accepted.take() {
                     let _ = tx.send(true);
                 }

@@ -1,12 +1,20 @@
 //! Keeping the box honest about its health.
 //!
-//! * [`Health`] — named predicates the parts of the box keep current: each check is either a
-//!   state (`ok` / failing with a reason) or a [`Beacon`] that must beat within its deadline
-//!   unless it says it is idle (the model scheduler: "made progress or is idle").
+//! * [`Health`] — named predicates the parts of the box keep current, of two kinds:
+//!   - **liveness**: this process's own actors are alive and making progress — a [`Beacon`]
+//!     that must beat within its deadline unless it says it is idle (the model scheduler: "made
+//!     progress or is idle"), or a state set with [`Health::set_liveness`];
+//!   - **readiness**: the world the box depends on — a long connection, SQLite being writable,
+//!     free disk space ([`Health::set`]). A failing readiness check makes the box *degraded*:
+//!     `/readyz` answers 503 with the reasons and `/metrics` shows it, but the watchdog keeps
+//!     being petted, because restarting the process cures none of these (a WeCom outage heals
+//!     by reconnecting, a kicked bot must stay down, a full disk stays full).
 //! * [`Notifier`] — systemd's notify protocol over `$NOTIFY_SOCKET` (sd_notify(3)): `READY=1`,
 //!   `WATCHDOG=1`, `STATUS=…`, `STOPPING=1`; abstract (`@…`) and path sockets.
 //! * [`run`] — the watchdog loop: pets systemd's watchdog (half of `$WATCHDOG_USEC`) only while
-//!   every check passes, and keeps `STATUS=` saying why when one does not.
+//!   every liveness check passes (`WATCHDOG=1` means "this process is alive and making
+//!   progress"), keeps `STATUS=` saying `healthy`, `degraded: …` or `unhealthy: …`, and logs
+//!   an alert line (`alert = true`) at each change.
 //! * [`router`] — `GET /livez` (the process answers), `GET /readyz` (200 once ready and healthy,
 //!   else 503 with one reason per line), `GET /metrics` (OpenMetrics text of [`Metrics`]).
 #![warn(missing_docs)]
@@ -25,6 +33,7 @@ use axum::routing::get;
 use axum::Router;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
@@ -57,9 +66,44 @@ impl Beacon {
     }
 }
 
+/// What a failing check means for the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckKind {
+    /// The process itself is stuck: systemd's watchdog must not be petted.
+    Liveness,
+    /// Something the box depends on is down: `/readyz` 503, the watchdog still petted.
+    Readiness,
+}
+
+impl CheckKind {
+    fn label(self) -> &'static str {
+        match self {
+            CheckKind::Liveness => "liveness",
+            CheckKind::Readiness => "readiness",
+        }
+    }
+}
+
 enum Check {
-    State(Result<(), String>),
+    State(CheckKind, Result<(), String>),
     Beacon(Beacon),
+}
+
+impl Check {
+    fn kind(&self) -> CheckKind {
+        match self {
+            Check::State(k, _) => *k,
+            Check::Beacon(_) => CheckKind::Liveness,
+        }
+    }
+
+    fn failing(&self) -> Option<String> {
+        match self {
+            Check::State(_, Ok(())) => None,
+            Check::State(_, Err(r)) => Some(r.clone()),
+            Check::Beacon(b) => b.failing(),
+        }
+    }
 }
 
 /// The box's health: named checks plus the ready flag. Cheap to clone.
@@ -78,15 +122,26 @@ impl Health {
         Self::default()
     }
 
-    /// Sets a state check (e.g. `wecom/aibot/demo-bot` connected, `sqlite` writable).
+    /// Sets a readiness check (e.g. `aibot/demo-bot` connected, `sqlite` writable): failing
+    /// makes the box degraded, never stops the watchdog.
     pub fn set(&self, name: &str, state: Result<(), String>) {
-        self.checks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_string(), Check::State(state));
+        self.set_kind(name, CheckKind::Readiness, state);
     }
 
-    /// Registers a beacon check with its deadline (starts idle) and returns it.
+    /// Sets a liveness check: failing stops `WATCHDOG=1` (systemd restarts the process).
+    pub fn set_liveness(&self, name: &str, state: Result<(), String>) {
+        self.set_kind(name, CheckKind::Liveness, state);
+    }
+
+    fn set_kind(&self, name: &str, kind: CheckKind, state: Result<(), String>) {
+        let mut checks = self.checks.lock().unwrap_or_else(|p| p.into_inner());
+        checks.insert(name.to_string(), Check::State(kind, state));
+        drop(checks);
+        // A change of health is reported (STATUS=, the alert line) without waiting a tick.
+        self.changed.notify_one();
+    }
+
+    /// Registers a liveness beacon with its deadline (starts idle) and returns it.
     pub fn beacon(&self, name: &str, deadline: Duration) -> Beacon {
         let b = Beacon {
             inner: Arc::new(Mutex::new((Instant::now(), true))),
@@ -118,19 +173,32 @@ impl Health {
         self.ready.load(Ordering::SeqCst)
     }
 
-    /// The failing checks as `name: reason`, sorted by name; empty when healthy.
+    /// Every failing check (liveness and readiness) as `name: reason`, sorted by name; empty
+    /// when healthy.
     pub fn failures(&self) -> Vec<String> {
+        self.failing(None)
+    }
+
+    /// The failing liveness checks as `name: reason`: non-empty means the process is stuck.
+    pub fn liveness_failures(&self) -> Vec<String> {
+        self.failing(Some(CheckKind::Liveness))
+    }
+
+    fn failing(&self, only: Option<CheckKind>) -> Vec<String> {
         let checks = self.checks.lock().unwrap_or_else(|p| p.into_inner());
         checks
             .iter()
-            .filter_map(|(name, c)| {
-                let reason = match c {
-                    Check::State(Ok(())) => None,
-                    Check::State(Err(r)) => Some(r.clone()),
-                    Check::Beacon(b) => b.failing(),
-                }?;
-                Some(format!("{name}: {reason}"))
-            })
+            .filter(|(_, c)| only.is_none_or(|k| c.kind() == k))
+            .filter_map(|(name, c)| Some(format!("{name}: {}", c.failing()?)))
+            .collect()
+    }
+
+    /// Each check as `(name, kind, failing)`, sorted by name (for `/metrics`).
+    pub fn snapshot(&self) -> Vec<(String, CheckKind, bool)> {
+        let checks = self.checks.lock().unwrap_or_else(|p| p.into_inner());
+        checks
+            .iter()
+            .map(|(name, c)| (name.clone(), c.kind(), c.failing().is_some()))
             .collect()
     }
 }
@@ -195,9 +263,10 @@ pub fn watchdog_interval_from_env() -> Option<Duration> {
     (usec > 0).then(|| Duration::from_micros(usec / 2))
 }
 
-/// The watchdog loop: every `interval` and at once when readiness changes, sends `READY=1` the
-/// first time the box is ready, `WATCHDOG=1` only while ready and healthy, and a `STATUS=` line
-/// whenever the summary changes. Runs until the task is dropped.
+/// The watchdog loop: every `interval` and at once when health changes, sends `READY=1` the
+/// first time the box is ready, `WATCHDOG=1` only while ready and every liveness check passes,
+/// and a `STATUS=` line (`starting`, `healthy`, `degraded: …`, `unhealthy: …`) whenever the
+/// summary changes, with an alert line in the log. Runs until the task is dropped.
 pub async fn run(health: Health, notifier: Option<Notifier>, interval: Duration) {
     let mut said_ready = false;
     let mut last_status = String::new();
@@ -209,25 +278,28 @@ pub async fn run(health: Health, notifier: Option<Notifier>, interval: Duration)
             _ = health.changed.notified() => {}
         }
         let failures = health.failures();
+        let stuck = health.liveness_failures();
         let ready = health.is_ready();
         let status = if !ready {
             "starting".to_string()
-        } else if failures.is_empty() {
-            "healthy".to_string()
-        } else {
+        } else if !stuck.is_empty() {
             format!("unhealthy: {}", failures.join("; "))
+        } else if !failures.is_empty() {
+            format!("degraded: {}", failures.join("; "))
+        } else {
+            "healthy".to_string()
         };
         let mut msg = Vec::new();
         if ready && !said_ready {
             msg.push("READY=1".to_string());
             said_ready = true;
         }
-        if ready && failures.is_empty() {
+        if ready && stuck.is_empty() {
             msg.push("WATCHDOG=1".to_string());
         }
         if status != last_status {
             if !failures.is_empty() {
-                tracing::warn!(%status, "health changed");
+                tracing::warn!(alert = true, %status, "health changed");
             } else {
                 tracing::info!(%status, "health changed");
             }
@@ -268,6 +340,9 @@ pub struct Metrics {
     pub websocket_reconnects: Counter,
     /// SQLite writes that failed.
     pub sqlite_write_errors: Counter,
+    /// 1 while a health check fails, 0 while it passes, by `check` and `kind`
+    /// (`liveness` / `readiness`); kept current from [`Health`] at each scrape.
+    pub health_check_failing: Family<Vec<(String, String)>, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -323,6 +398,12 @@ impl Metrics {
             "Whole generation time",
             generation_seconds.clone(),
         );
+        let health_check_failing = Family::<Vec<(String, String)>, Gauge>::default();
+        reg.register(
+            "health_check_failing",
+            "1 while the health check fails (kind: liveness stops the watchdog, readiness degrades)",
+            health_check_failing.clone(),
+        );
         let queue_depth = Gauge::default();
         reg.register(
             "queue_depth",
@@ -342,6 +423,7 @@ impl Metrics {
             actor_restarts,
             websocket_reconnects,
             sqlite_write_errors,
+            health_check_failing,
         }
     }
 
@@ -375,6 +457,11 @@ async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
             0,
             "starting: the model is loading or the tree is not up yet".into(),
         );
+    } else if !reasons.is_empty() && s.health.liveness_failures().is_empty() {
+        reasons.insert(
+            0,
+            "degraded: the process is alive; these need attention".into(),
+        );
     }
     if reasons.is_empty() {
         (StatusCode::OK, "ready\n".to_string())
@@ -384,6 +471,16 @@ async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
 }
 
 async fn metrics_text(State(s): State<AdminState>) -> impl IntoResponse {
+    for (name, kind, failing) in s.health.snapshot() {
+        let labels = vec![
+            ("check".to_string(), name),
+            ("kind".to_string(), kind.label().to_string()),
+        ];
+        s.metrics
+            .health_check_failing
+            .get_or_create(&labels)
+            .set(i64::from(failing));
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -62,6 +62,73 @@ async fn pets_the_watchdog_only_while_healthy() {
     let _ = std::fs::remove_file(&path);
 }
 
+/// Liveness is not readiness: a lost long connection, a kicked bot or a full disk make the box
+/// degraded (STATUS says why, an alert is logged) while WATCHDOG=1 keeps coming, so systemd
+/// never restarts a process that restarting cannot cure (issue 11 item 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_failures_degrade_but_keep_petting() {
+    let path = std::env::temp_dir().join(format!(
+        "wecom-edge-notify-degraded-{}.sock",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&path);
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let health = Health::new();
+    let model = health.beacon("model", Duration::from_millis(300));
+    let notifier = Notifier::new(path.to_str().unwrap()).unwrap();
+    let task = tokio::spawn(run(
+        health.clone(),
+        Some(notifier),
+        Duration::from_millis(20),
+    ));
+    assert_eq!(recv(&sock), "STATUS=starting");
+    health.set_ready(true);
+    assert_eq!(recv(&sock), "READY=1\nWATCHDOG=1\nSTATUS=healthy");
+
+    health.set("aibot/b1", Err("disconnected: connection reset".into()));
+    health.set("disk", Err("12 MiB free of 512 MiB".into()));
+    let degraded = loop {
+        let m = recv(&sock);
+        if m.contains("STATUS=degraded") {
+            break m;
+        }
+    };
+    assert!(degraded.contains("WATCHDOG=1"), "{degraded}");
+    assert!(
+        degraded.contains("aibot/b1: disconnected") && degraded.contains("disk: 12 MiB"),
+        "{degraded}"
+    );
+    // Pets keep coming while degraded, for longer than the model's deadline.
+    for _ in 0..20 {
+        assert_eq!(recv(&sock), "WATCHDOG=1");
+    }
+    assert_eq!(health.liveness_failures(), Vec::<String>::new());
+
+    // A stuck actor on top: now the pets stop.
+    model.set_idle(false);
+    let unhealthy = loop {
+        let m = recv(&sock);
+        if m.contains("STATUS=unhealthy") {
+            break m;
+        }
+    };
+    assert!(!unhealthy.contains("WATCHDOG=1"), "{unhealthy}");
+    model.set_idle(true);
+    health.set("aibot/b1", Ok(()));
+    health.set("disk", Ok(()));
+    let back = loop {
+        let m = recv(&sock);
+        if m.contains("STATUS=healthy") {
+            break m;
+        }
+    };
+    assert!(back.contains("WATCHDOG=1"), "{back}");
+    task.abort();
+    let _ = std::fs::remove_file(&path);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_is_sent_at_once_not_at_the_next_tick() {
     let path = std::env::temp_dir().join(format!(
@@ -114,6 +181,23 @@ async fn readyz_explains_and_metrics_are_exposed() {
         "{body}"
     );
     health.set_ready(true);
+    let r = http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body = r.text().await.unwrap();
+    assert!(body.starts_with("degraded"), "{body}");
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.lines().any(|l| l
+            == r#"wecom_edge_health_check_failing{check="wecom/aibot/demo-bot",kind="readiness"} 1"#),
+        "{text}"
+    );
     health.set("wecom/aibot/demo-bot", Ok(()));
     assert_eq!(
         http.get(format!("{base}/readyz"))

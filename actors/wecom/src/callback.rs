@@ -10,15 +10,20 @@
 //!   message gets the same stream (/document/path/100719, 101031).
 //!
 //! Rejections: HTTP 403 for a bad signature or stale timestamp, 400 for a body that does not
-//! decrypt or parse, 413 over 1 MiB, 503 when the inbound queue is full (WeCom retries); each is
-//! reported on the rejection channel with its WXBizMsgCrypt code for the audit trail.
+//! decrypt or parse (or a msgid over [`MAX_MSGID`] bytes), 413 over 1 MiB, 503 when the message
+//! cannot be recorded (WeCom retries); each is counted with its WXBizMsgCrypt code and the
+//! client's address and reported per kind and interval for the audit trail
+//! ([`crate::rejections`]: a flood of forged POSTs is one row a minute, not one per POST).
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::body::{Body, Bytes};
+use axum::extract::connect_info::ConnectInfo;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -29,10 +34,65 @@ use tokio::sync::mpsc;
 use crate::aibot::{self, Callback};
 use crate::api::{Api, ApiError};
 use crate::crypto::{CryptError, MsgCrypt};
+pub use crate::rejections::Rejection;
+use crate::rejections::{Rejections, DEFAULT_INTERVAL};
 use crate::xml;
 
 /// Largest callback body accepted (bytes).
 pub const MAX_BODY: usize = 1 << 20;
+
+/// Longest msgid accepted (bytes). WeCom's are 20-digit numbers or ~32-character ids; a longer
+/// one is refused (400) rather than copied into the dedupe table and the audit trail.
+pub const MAX_MSGID: usize = 128;
+
+/// The msgid as the box stores it (dedupe table, inbound row, audit rows): as sent when it is
+/// at most [`MAX_MSGID`] bytes, else `sha1:` and the hex SHA-1 of it — a fixed 45 bytes, the same
+/// for a redelivery of the same message, so dedupe still works and an over-long id (the long
+/// connection cannot refuse one) is never copied into several rows.
+pub fn msgid_key(msgid: &str) -> std::borrow::Cow<'_, str> {
+    use sha1::{Digest, Sha1};
+    if msgid.len() <= MAX_MSGID {
+        return msgid.into();
+    }
+    let h = Sha1::digest(msgid.as_bytes());
+    let hex: String = h.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha1:{hex}").into()
+}
+
+/// The client's address, when the listener was served with
+/// `into_make_service_with_connect_info::<SocketAddr>()`.
+struct Peer(Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Peer(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
+    }
+}
+
+/// The body, at most [`MAX_BODY`] bytes; a bigger one is refused (413) and counted.
+async fn read_body(
+    srv: &CallbackServer,
+    endpoint: &str,
+    peer: Option<IpAddr>,
+    body: Body,
+) -> Result<Bytes, Response> {
+    axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
+        srv.reject(
+            endpoint.to_string(),
+            peer,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            CryptError::IllegalBuffer("body over 1 MiB").code(),
+            "body over 1 MiB".into(),
+        )
+    })
+}
 
 /// A decrypted self-built-app callback (接收消息与事件, /document/path/90238). Values keep WeCom's
 /// field names in `fields`; the common ones are lifted out.
@@ -89,11 +149,26 @@ impl AppMessage {
         self.msg_id.as_deref()?.parse().ok()
     }
 
-    /// The dedupe key WeCom recommends: MsgId, or FromUserName + CreateTime for events.
+    /// The dedupe key: MsgId; without one (events, and the odd message), WeCom's
+    /// FromUserName + CreateTime, plus a digest of the message's fields — so two different
+    /// messages from one member in the same second stay two, while WeCom's retry of the same
+    /// callback (identical fields) is still recognised.
     pub fn dedupe_key(&self) -> String {
+        use sha1::{Digest, Sha1};
         match &self.msg_id {
-            Some(id) => id.clone(),
-            None => format!("{}:{}", self.from, self.create_time),
+            Some(id) => msgid_key(id).into_owned(),
+            None => {
+                let mut h = Sha1::new();
+                for (k, v) in &self.fields {
+                    h.update((k.len() as u64).to_be_bytes());
+                    h.update(k.as_bytes());
+                    h.update((v.len() as u64).to_be_bytes());
+                    h.update(v.as_bytes());
+                }
+                let d = h.finalize();
+                let hex: String = d[..8].iter().map(|b| format!("{b:02x}")).collect();
+                format!("{}:{}:{hex}", self.from, self.create_time)
+            }
         }
     }
 }
@@ -199,19 +274,6 @@ pub enum Inbound {
     },
 }
 
-/// A refused callback, for the audit trail (no secrets, no message content).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    /// `app/{agentid}` or `aibot/{bot_id}`.
-    pub endpoint: String,
-    /// WXBizMsgCrypt code (−40001 …), or 0 for a non-crypto refusal.
-    pub code: i32,
-    /// HTTP status answered.
-    pub status: u16,
-    /// Why.
-    pub reason: String,
-}
-
 /// Records an accepted message durably; `true` once it is stored (or known as a duplicate).
 pub type AcceptFn = Arc<
     dyn Fn(Inbound) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>
@@ -235,7 +297,7 @@ pub struct CallbackServer {
     bots: Arc<HashMap<String, MsgCrypt>>,
     /// Where accepted messages go: the queue, or the durable recorder.
     inbound: Sink,
-    rejections: Option<mpsc::Sender<Rejection>>,
+    rejections: Option<Rejections>,
     streams: Arc<Mutex<HashMap<String, (WebhookStream, Instant)>>>,
     by_msgid: Arc<Mutex<HashMap<String, String>>>,
     max_skew: Duration,
@@ -279,9 +341,20 @@ impl CallbackServer {
         }
     }
 
-    /// Where refusals are reported.
-    pub fn rejections(mut self, tx: mpsc::Sender<Rejection>) -> Self {
-        self.rejections = Some(tx);
+    /// Where refusals are reported: per kind, once a minute ([`DEFAULT_INTERVAL`]).
+    ///
+    /// # Panics
+    /// Outside a tokio runtime (the reporting task runs on it).
+    pub fn rejections(self, tx: mpsc::Sender<Rejection>) -> Self {
+        self.rejections_every(tx, DEFAULT_INTERVAL)
+    }
+
+    /// As [`CallbackServer::rejections`], reporting every `interval`.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn rejections_every(mut self, tx: mpsc::Sender<Rejection>, interval: Duration) -> Self {
+        self.rejections = Some(Rejections::new(tx, interval));
         self
     }
 
@@ -302,24 +375,29 @@ impl CallbackServer {
         Router::new()
             .route("/wecom/app/{agentid}", get(app_verify).post(app_post))
             .route("/wecom/aibot/{bot_id}", get(bot_verify).post(bot_post))
-            .layer(DefaultBodyLimit::max(MAX_BODY))
+            // The handlers read the body themselves, so a 413 is counted like every refusal.
+            .layer(DefaultBodyLimit::disable())
             .with_state(self)
     }
 
-    fn reject(&self, endpoint: String, status: StatusCode, code: i32, reason: String) -> Response {
-        tracing::warn!(%endpoint, code, status = status.as_u16(), %reason, "callback rejected");
-        if let Some(tx) = &self.rejections {
-            let _ = tx.try_send(Rejection {
-                endpoint,
-                code,
-                status: status.as_u16(),
-                reason,
-            });
+    fn reject(
+        &self,
+        endpoint: String,
+        peer: Option<IpAddr>,
+        status: StatusCode,
+        code: i32,
+        reason: String,
+    ) -> Response {
+        match &self.rejections {
+            Some(r) => r.record(&endpoint, peer, status.as_u16(), code, &reason),
+            None => {
+                tracing::debug!(%endpoint, code, status = status.as_u16(), %reason, "callback rejected")
+            }
         }
         (status, "").into_response()
     }
 
-    fn reject_crypt(&self, endpoint: String, e: CryptError) -> Response {
+    fn reject_crypt(&self, endpoint: String, peer: Option<IpAddr>, e: CryptError) -> Response {
         let status = match e {
             CryptError::ValidateSignature => StatusCode::FORBIDDEN,
             CryptError::IllegalBuffer(_) if e.to_string().contains("1 MiB") => {
@@ -327,7 +405,7 @@ impl CallbackServer {
             }
             _ => StatusCode::BAD_REQUEST,
         };
-        self.reject(endpoint, status, e.code(), e.to_string())
+        self.reject(endpoint, peer, status, e.code(), e.to_string())
     }
 
     /// Checks the query's timestamp against the clock.
@@ -349,10 +427,17 @@ impl CallbackServer {
         Ok(())
     }
 
-    async fn verify(&self, endpoint: String, crypt: Option<&MsgCrypt>, q: Q) -> Response {
+    async fn verify(
+        &self,
+        endpoint: String,
+        peer: Option<IpAddr>,
+        crypt: Option<&MsgCrypt>,
+        q: Q,
+    ) -> Response {
         let Some(crypt) = crypt else {
             return self.reject(
                 endpoint,
+                peer,
                 StatusCode::NOT_FOUND,
                 0,
                 "no such endpoint".into(),
@@ -361,6 +446,7 @@ impl CallbackServer {
         let Some(echostr) = q.echostr.as_deref() else {
             return self.reject(
                 endpoint,
+                peer,
                 StatusCode::BAD_REQUEST,
                 -40002,
                 "GET without echostr".into(),
@@ -368,7 +454,7 @@ impl CallbackServer {
         };
         match crypt.verify_url(&q.msg_signature, &q.timestamp, &q.nonce, echostr) {
             Ok(plain) => (StatusCode::OK, plain).into_response(),
-            Err(e) => self.reject_crypt(endpoint, e),
+            Err(e) => self.reject_crypt(endpoint, peer, e),
         }
     }
 
@@ -376,6 +462,7 @@ impl CallbackServer {
     fn decrypt(
         &self,
         endpoint: &str,
+        peer: Option<IpAddr>,
         crypt: Option<&MsgCrypt>,
         q: &Q,
         body: &[u8],
@@ -383,22 +470,28 @@ impl CallbackServer {
         let Some(crypt) = crypt else {
             return Err(self.reject(
                 endpoint.into(),
+                peer,
                 StatusCode::NOT_FOUND,
                 0,
                 "no such endpoint".into(),
             ));
         };
         if let Err(reason) = self.check_time(q) {
-            return Err(self.reject(endpoint.into(), StatusCode::FORBIDDEN, -40001, reason));
+            return Err(self.reject(endpoint.into(), peer, StatusCode::FORBIDDEN, -40001, reason));
         }
         crypt
             .decrypt_body(&q.msg_signature, &q.timestamp, &q.nonce, body)
             .map(|d| d.msg)
-            .map_err(|e| self.reject_crypt(endpoint.into(), e))
+            .map_err(|e| self.reject_crypt(endpoint.into(), peer, e))
     }
 
     #[allow(clippy::result_large_err)] // the rejection is the HTTP answer itself
-    async fn accept(&self, endpoint: String, inbound: Inbound) -> Result<(), Response> {
+    async fn accept(
+        &self,
+        endpoint: String,
+        peer: Option<IpAddr>,
+        inbound: Inbound,
+    ) -> Result<(), Response> {
         let refused = match &self.inbound {
             Sink::Durable(record) => {
                 match tokio::time::timeout(DURABLE_TIMEOUT, record(inbound)).await {
@@ -411,7 +504,13 @@ impl CallbackServer {
                 Err(_) => "inbound queue full; WeCom will retry",
             },
         };
-        Err(self.reject(endpoint, StatusCode::SERVICE_UNAVAILABLE, 0, refused.into()))
+        Err(self.reject(
+            endpoint,
+            peer,
+            StatusCode::SERVICE_UNAVAILABLE,
+            0,
+            refused.into(),
+        ))
     }
 
     /// The stream for a message: the existing one on redelivery, else a new one.
@@ -447,41 +546,60 @@ struct Q {
 
 async fn app_verify(
     State(srv): State<CallbackServer>,
+    Peer(peer): Peer,
     Path(agentid): Path<i64>,
     Query(q): Query<Q>,
 ) -> Response {
     let crypt = srv.apps.get(&agentid).cloned();
-    srv.verify(format!("app/{agentid}"), crypt.as_ref(), q)
+    srv.verify(format!("app/{agentid}"), peer, crypt.as_ref(), q)
         .await
 }
 
 async fn bot_verify(
     State(srv): State<CallbackServer>,
+    Peer(peer): Peer,
     Path(bot_id): Path<String>,
     Query(q): Query<Q>,
 ) -> Response {
     let crypt = srv.bots.get(&bot_id).cloned();
-    srv.verify(format!("aibot/{bot_id}"), crypt.as_ref(), q)
+    srv.verify(format!("aibot/{bot_id}"), peer, crypt.as_ref(), q)
         .await
 }
 
 async fn app_post(
     State(srv): State<CallbackServer>,
+    Peer(peer): Peer,
     Path(agentid): Path<i64>,
     Query(q): Query<Q>,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let endpoint = format!("app/{agentid}");
+    let body = match read_body(&srv, &endpoint, peer, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let crypt = srv.apps.get(&agentid).cloned();
-    let plain = match srv.decrypt(&endpoint, crypt.as_ref(), &q, &body) {
+    let plain = match srv.decrypt(&endpoint, peer, crypt.as_ref(), &q, &body) {
         Ok(p) => p,
         Err(r) => return r,
     };
     let msg = match AppMessage::parse(&plain) {
         Ok(m) => m,
-        Err(e) => return srv.reject_crypt(endpoint, e),
+        Err(e) => return srv.reject_crypt(endpoint, peer, e),
     };
-    match srv.accept(endpoint, Inbound::App { agentid, msg }).await {
+    if msg.msg_id.as_ref().is_some_and(|m| m.len() > MAX_MSGID) {
+        return srv.reject(
+            endpoint,
+            peer,
+            StatusCode::BAD_REQUEST,
+            -40002,
+            format!("MsgId longer than {MAX_MSGID} bytes"),
+        );
+    }
+    match srv
+        .accept(endpoint, peer, Inbound::App { agentid, msg })
+        .await
+    {
         // Acknowledge at once with an empty 200; the answer goes out through message/send.
         Ok(()) => (StatusCode::OK, "").into_response(),
         Err(r) => r,
@@ -490,13 +608,18 @@ async fn app_post(
 
 async fn bot_post(
     State(srv): State<CallbackServer>,
+    Peer(peer): Peer,
     Path(bot_id): Path<String>,
     Query(q): Query<Q>,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let endpoint = format!("aibot/{bot_id}");
+    let body = match read_body(&srv, &endpoint, peer, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let crypt = srv.bots.get(&bot_id).cloned();
-    let plain = match srv.decrypt(&endpoint, crypt.as_ref(), &q, &body) {
+    let plain = match srv.decrypt(&endpoint, peer, crypt.as_ref(), &q, &body) {
         Ok(p) => p,
         Err(r) => return r,
     };
@@ -506,12 +629,22 @@ async fn bot_post(
         Err(e) => {
             return srv.reject(
                 endpoint,
+                peer,
                 StatusCode::BAD_REQUEST,
                 -40002,
                 format!("callback JSON: {e}"),
             )
         }
     };
+    if msg.msgid.len() > MAX_MSGID {
+        return srv.reject(
+            endpoint,
+            peer,
+            StatusCode::BAD_REQUEST,
+            -40002,
+            format!("msgid longer than {MAX_MSGID} bytes"),
+        );
+    }
     let answer = |v: Value| {
         let body = crypt.encrypt_json_reply(v.to_string().as_bytes(), &q.timestamp, &q.nonce);
         ([("content-type", "text/plain")], body).into_response()
@@ -536,6 +669,7 @@ async fn bot_post(
         let _ = srv
             .accept(
                 endpoint,
+                peer,
                 Inbound::AiBot {
                     bot_id,
                     msg,
@@ -563,7 +697,7 @@ async fn bot_post(
                 response_url,
             },
         };
-        if let Err(r) = srv.accept(endpoint, inbound).await {
+        if let Err(r) = srv.accept(endpoint, peer, inbound).await {
             // Not accepted: forget the stream so WeCom's retry is taken as new.
             srv.by_msgid
                 .lock()
@@ -618,11 +752,33 @@ mod tests {
         .unwrap();
         assert_eq!(event.event.as_deref(), Some("enter_agent"));
         assert_eq!(event.msg_id, None);
-        assert_eq!(
-            event.dedupe_key(),
-            "FromUser:1408091189",
-            "events dedupe on FromUserName + CreateTime"
+        let key = event.dedupe_key();
+        assert!(
+            key.starts_with("FromUser:1408091189:")
+                && key.len() == "FromUser:1408091189:".len() + 16,
+            "events dedupe on FromUserName + CreateTime + a digest: {key}"
         );
+        // The same callback again (WeCom's retry) has the same key.
+        let again = AppMessage::parse(
+            b"<xml><ToUserName><![CDATA[toUser]]></ToUserName><FromUserName><![CDATA[FromUser]]></FromUserName><CreateTime>1408091189</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[enter_agent]]></Event><EventKey><![CDATA[]]></EventKey><AgentID>1</AgentID></xml>",
+        )
+        .unwrap();
+        assert_eq!(again.dedupe_key(), key);
+        // Two messages without MsgId from one member in the same second stay two (issue 11
+        // item 12).
+        let one = |text: &str| {
+            AppMessage::parse(
+                format!("<xml><FromUserName>u</FromUserName><CreateTime>5</CreateTime><MsgType>text</MsgType><Content>{text}</Content></xml>").as_bytes(),
+            )
+            .unwrap()
+            .dedupe_key()
+        };
+        assert_ne!(one("first"), one("second"));
+        // An over-long msgid is stored as a fixed-size digest, the same for a redelivery.
+        let long = "9".repeat(1 << 20);
+        assert_eq!(msgid_key(&long).len(), 45);
+        assert_eq!(msgid_key(&long), msgid_key(&long.clone()));
+        assert_eq!(msgid_key("123"), "123");
 
         let e = AppMessage::parse(b"<xml><MsgType>text</MsgType></xml>").unwrap_err();
         assert_eq!(e.code(), -40002);

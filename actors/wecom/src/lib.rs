@@ -17,6 +17,7 @@ pub mod api;
 pub mod callback;
 pub mod crypto;
 pub mod longconn;
+pub mod rejections;
 pub mod robot;
 pub mod sim;
 pub mod split;

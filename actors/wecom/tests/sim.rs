@@ -531,10 +531,11 @@ async fn app_callbacks_are_verified_decrypted_and_retried_like_wecom() {
     let (tx, mut rx) = mpsc::channel(1);
     let (rej_tx, mut rej_rx) = mpsc::channel(16);
     let crypt = MsgCrypt::new(&spec.token, &spec.encoding_aes_key, &spec.corpid).unwrap();
+    let interval = Duration::from_millis(50);
     let base = serve_callbacks(
         CallbackServer::new(tx)
             .app(spec.agentid, crypt)
-            .rejections(rej_tx),
+            .rejections_every(rej_tx, interval),
     )
     .await;
     let url = format!("{base}/wecom/app/{}", spec.agentid);
@@ -581,9 +582,15 @@ async fn app_callbacks_are_verified_decrypted_and_retried_like_wecom() {
     let attempts = v["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 4);
     assert!(attempts.iter().all(|a| a["status"] == 503));
-    for _ in 0..4 {
-        assert_eq!(rej_rx.recv().await.unwrap().status, 503);
+    // Refusals are reported per kind and interval, with their count.
+    let mut refused = 0;
+    while refused < 4 {
+        let r = rej_rx.recv().await.unwrap();
+        assert_eq!(r.status, 503);
+        assert!(r.last_ms >= r.first_ms);
+        refused += r.count;
     }
+    assert_eq!(refused, 4);
 
     // A forged callback: bad signature → 403 and reported with −40001.
     let r = reqwest::Client::new()
@@ -600,7 +607,46 @@ async fn app_callbacks_are_verified_decrypted_and_retried_like_wecom() {
         .unwrap();
     assert_eq!(r.status(), 403);
     let rej = rej_rx.recv().await.unwrap();
-    assert_eq!((rej.code, rej.status), (-40001, 403));
+    assert_eq!((rej.code, rej.status, rej.count), (-40001, 403, 1));
+    // A flood of forged POSTs: every one refused, reported as one row with its count.
+    let forged = format!(
+        "{url}?msg_signature=0000&timestamp={}&nonce=1",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    );
+    let http = reqwest::Client::new();
+    for _ in 0..200 {
+        let r = http
+            .post(&forged)
+            .body("<xml><Encrypt><![CDATA[AAAA]]></Encrypt></xml>")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+    }
+    let mut seen = 0;
+    let mut reports = 0;
+    while seen < 200 {
+        let r = rej_rx.recv().await.unwrap();
+        assert_eq!(r.status, 403);
+        seen += r.count;
+        reports += 1;
+    }
+    assert_eq!(seen, 200);
+    assert!(reports < 50, "{reports} reports for 200 refusals");
+    // A body over 1 MiB: 413, and counted like the others.
+    let r = http
+        .post(&forged)
+        .body(vec![b'a'; (1 << 20) + 10])
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let rej = rej_rx.recv().await.unwrap();
+    assert_eq!((rej.status, rej.count), (413, 1));
     // A replayed old callback (timestamp a day ago) is refused too.
     let r = reqwest::Client::new()
         .post(format!(

@@ -3,6 +3,7 @@
 pub mod affine;
 pub mod attention;
 pub mod cpu;
+pub mod norm;
 pub mod packed;
 pub mod pool;
 
