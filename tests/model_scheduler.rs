@@ -219,15 +219,21 @@ fn long_prompts_prefill_in_chunks_beside_decoding_sequences() {
     let alive = AtomicBool::new(true);
     std::thread::scope(|s| {
         s.spawn(|| scheduler::run(e, cfg, rx, &alive, &beats));
+        // The long prompt first; the short question, asked during its prefill, starts at the
+        // next step, long before the long prompt's ~10 chunks are done.
+        let (r, mut long_sub) = request(long.clone(), 12);
+        tx.send(r).unwrap();
         let (r, mut short_sub) = request(short.clone(), 12);
         tx.send(r).unwrap();
+        drop(tx);
         assert!(matches!(
             short_sub.events.blocking_recv(),
             Some(GenEvent::Started { .. })
         ));
-        let (r, mut long_sub) = request(long.clone(), 12);
-        tx.send(r).unwrap();
-        drop(tx);
+        assert!(
+            long_sub.events.try_recv().is_err(),
+            "the short question waited for the long prompt's prefill"
+        );
         // The short answer's decode steps share the steps of the long prompt's chunks.
         let (short_text, short_end) = drain(&mut short_sub);
         let (long_text, long_end) = drain(&mut long_sub);

@@ -9,14 +9,18 @@
 //!    nothing else runs, so one long prompt cannot starve);
 //! 3. run one step ([`Llama::step`]: the weights are read once per step for all rows): one
 //!    token for every decoding sequence, plus up to `prefill_chunk` prompt tokens of the
-//!    sequences still prefilling, oldest first (chunked prefill). A sequence whose prompt is
-//!    complete samples its first token; each decoding one samples its next; text streams out.
+//!    sequences still prefilling, those with the least left first (chunked prefill: a short
+//!    question asked during a long prompt's prefill starts at the next step, not after it).
+//!    A sequence whose prompt is complete samples its first token; each decoding one samples
+//!    its next; text streams out.
 //!
 //! New requests therefore join between steps, a long prompt never holds the others' decode for
 //! more than one chunk, every step is a progress beat for the watchdog (a 7,600-token prompt is
 //! ~30 beats, not one two-minute call), and a finished or cancelled sequence frees its slot at
 //! once. Chunking does not change results: [`Llama::step`] computes each row independently, so
-//! a prompt prefilled in chunks beside other sequences gives the logits it gets alone. Every request ends with exactly one [`GenEvent::Finished`] or
+//! a prompt prefilled in chunks beside other sequences gives the logits it gets alone.
+//!
+//! Every request ends with exactly one [`GenEvent::Finished`] or
 //! [`GenEvent::Failed`], unless the scheduler itself dies — then its event channel closes
 //! without either, and the submitter knows the model went away.
 //!
@@ -54,9 +58,9 @@ pub struct SchedulerConfig {
     pub kv_budget_bytes: usize,
     /// Spare positions allocated beyond a request's need, for the conversation's next turn.
     pub slack: usize,
-    /// Most prompt tokens prefilled in one step (shared by the prefilling sequences, oldest
-    /// first). Bounds the time between progress beats and the delay a long prompt adds to the
-    /// other sequences' next token.
+    /// Most prompt tokens prefilled in one step (shared by the prefilling sequences, the
+    /// shortest remainder first). Bounds the time between progress beats and the delay a long
+    /// prompt adds to the other sequences' next token.
     pub prefill_chunk: usize,
 }
 
@@ -486,21 +490,26 @@ fn step<B: QuantBackend>(
     if running.is_empty() {
         return;
     }
-    // What each sequence feeds: (start, end) of its prompt, or its next token. `running` is in
-    // admission order, so the prefill budget goes to the oldest first.
-    let mut budget = cfg.prefill_chunk.max(1);
-    let plan: Vec<Option<(usize, usize)>> = running
+    // What each sequence feeds: (start, end) of its prompt, or its next token (0, 0). The
+    // prefill budget goes to the prompts with the least left first (ties: the oldest), so a
+    // short question is not queued behind a long prompt's whole prefill.
+    let mut plan: Vec<Option<(usize, usize)>> = running
         .iter()
-        .map(|s| {
-            if s.prefilling() {
-                let take = budget.min(s.req.prompt.len() - s.prefilled);
-                budget -= take;
-                (take > 0).then_some((s.prefilled, s.prefilled + take))
-            } else {
-                Some((0, 0))
-            }
-        })
+        .map(|s| (!s.prefilling()).then_some((0, 0)))
         .collect();
+    let mut order: Vec<usize> = (0..running.len())
+        .filter(|&i| running[i].prefilling())
+        .collect();
+    order.sort_by_key(|&i| running[i].req.prompt.len() - running[i].prefilled);
+    let mut budget = cfg.prefill_chunk.max(1);
+    for i in order {
+        let s = &running[i];
+        let take = budget.min(s.req.prompt.len() - s.prefilled);
+        budget -= take;
+        if take > 0 {
+            plan[i] = Some((s.prefilled, s.prefilled + take));
+        }
+    }
     let result = {
         let mut chunks: Vec<Chunk<'_, B>> = running
             .iter_mut()

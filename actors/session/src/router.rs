@@ -18,7 +18,7 @@
 //! is lost silently: a callback is not acknowledged (503, WeCom retries it later), and a
 //! long-connection message — which WeCom never redelivers — is told plainly that the box
 //! cannot take messages now; it is remembered (bounded, in memory) and recorded as
-//! `inbound_unrecorded` in the audit trail as soon as a write succeeds again.
+//! `inbound_unrecorded` in the audit trail when the next message is stored.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
@@ -91,7 +91,7 @@ pub struct RouterState {
     /// for a moment; a fresh id never collides).
     started: u64,
     /// Long-connection messages that could not be stored (the user was told), as
-    /// `(channel, msgid, conversation)`; audited once storage works again. At most
+    /// `(channel, msgid, conversation)`; audited with the next message stored. At most
     /// [`MAX_UNRECORDED`]; beyond that only counted.
     unrecorded: Vec<(String, String, String)>,
     /// Unrecorded messages beyond [`MAX_UNRECORDED`].
@@ -106,7 +106,7 @@ pub const CANNOT_STORE: &str = "⚠️ 服务器存储暂时不可用，这条�
      (The box cannot store messages right now, so it cannot take this one; please send it again \
      in a few minutes.)";
 
-/// Tells the sender of `m` that it cannot be taken now (long connection), in the background.
+/// Tells the sender behind `reply` that their message cannot be taken now, in the background.
 fn tell_cannot_store(reply: ReplyTo) {
     tokio::spawn(async move {
         let mut r = Replier::new(reply);

@@ -7,9 +7,9 @@
 //! code)** over an interval ([`DEFAULT_INTERVAL`]): the first refusal of a kind in an interval
 //! is logged and reported at once (a [`Rejection`] with `count` 1), the rest are counted, and
 //! at the end of the interval each kind with more is reported once with that count — at most
-//! two audit rows and two log lines per kind per interval, however many requests came. The number of kinds per interval is bounded
-//! ([`MAX_KINDS`]: an attacker varying the path or the source lands in one `overflow` kind),
-//! and so is every text kept ([`MAX_REASON`] bytes).
+//! two audit rows and two log lines per kind per interval, however many requests came. The
+//! number of kinds per interval is bounded ([`MAX_KINDS`]: an attacker varying the path or the
+//! source lands in one `overflow` kind), and so is every text kept ([`MAX_REASON`] bytes).
 
 use std::collections::HashMap;
 use std::net::IpAddr;

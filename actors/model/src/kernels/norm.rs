@@ -15,7 +15,7 @@
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     let d = weight.len();
     assert!(
-        d > 0 && x.len() % d == 0 && out.len() == x.len(),
+        d > 0 && x.len().is_multiple_of(d) && out.len() == x.len(),
         "rms_norm: shapes"
     );
     for (row, o) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
