@@ -70,16 +70,20 @@ async fn a_message_that_kills_the_box_twice_is_settled_with_an_apology() {
     })
     .await;
     http.post(format!("{sim}/sim/aibot/demo-bot/messages"))
-        .json(&json!({"chattype": "group", "chatid": "g1", "userid": "alice",
+        .json(
+            &json!({"chattype": "group", "chatid": "g1", "userid": "alice",
                       "msgid": "m-poison",
-                      "text": "@demo-bot Write a long story about a dragon and a castle."}))
+                      "text": "@demo-bot Write a long story about a dragon and a castle."}),
+        )
         .send()
         .await
         .unwrap();
     for run in 1..=2 {
-        until("the generation started", Duration::from_secs(60), || async {
-            (started(&dir, "m-poison") >= run).then_some(())
-        })
+        until(
+            "the generation started",
+            Duration::from_secs(60),
+            || async { (started(&dir, "m-poison") >= run).then_some(()) },
+        )
         .await;
         child.kill().await.unwrap(); // SIGKILL mid-answer
         let _ = child.wait().await;
@@ -106,7 +110,9 @@ async fn a_message_that_kills_the_box_twice_is_settled_with_an_apology() {
             .cloned()
     })
     .await;
-    let text = sent["body"]["markdown"]["content"].as_str().unwrap_or_default();
+    let text = sent["body"]["markdown"]["content"]
+        .as_str()
+        .unwrap_or_default();
     assert!(text.contains("will not try it again"), "{sent}");
     let store = AuditStore::open_read_only(&dir).unwrap();
     until("the row settled", Duration::from_secs(10), || async {
