@@ -12,8 +12,6 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 use wecom_edge_actors::audit::AuditStore;
 
 async fn ask(http: &reqwest::Client, sim: &str, msgid: &str, text: &str) -> String {
@@ -70,25 +68,8 @@ async fn a_full_disk_is_told_not_swallowed() {
     }
     let _unmount = Unmount(mnt.clone());
     let data = mnt.join("data");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wecom-edge"))
-        .args(["demo", "--headless", "--sim-listen", "127.0.0.1:0"])
-        .args(["--admin-listen", "127.0.0.1:0", "--max-tokens", "16"])
-        .args(["--temperature", "0", "--device", "cpu", "--model"])
-        .arg(common::model_path())
-        .arg("--data-dir")
-        .arg(&data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-        .await
-        .expect("the demo prints its addresses")
-        .unwrap()
-        .expect("a line");
-    let info: Value = serde_json::from_str(&first).unwrap();
+    let (mut child, info) =
+        common::start_demo(&data, &["--max-tokens", "16", "--temperature", "0"], |_| {}).await;
     let sim = info["sim"].as_str().unwrap().to_string();
     let admin = info["admin"].as_str().unwrap().to_string();
     let http = reqwest::Client::new();

@@ -7,34 +7,15 @@ mod common;
 use common::until;
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use wecom_edge_actors::audit::AuditStore;
 
 async fn start(dir: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wecom-edge"))
-        .args(["demo", "--headless", "--sim-listen", "127.0.0.1:0"])
-        .args(["--admin-listen", "127.0.0.1:0", "--max-tokens", "400"])
-        .args(["--temperature", "0", "--device", "cpu", "--model"])
-        .arg(common::model_path())
-        .arg("--data-dir")
-        .arg(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-        .await
-        .expect("the demo prints its addresses")
-        .unwrap()
-        .expect("a line");
-    let info: Value = serde_json::from_str(&first).unwrap();
+    let (child, info) =
+        common::start_demo(dir, &["--max-tokens", "400", "--temperature", "0"], |_| {}).await;
     (child, info["sim"].as_str().unwrap().to_string())
 }
 

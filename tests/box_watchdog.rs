@@ -11,12 +11,8 @@ mod common;
 use common::until;
 
 use std::os::unix::net::UnixDatagram;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 use wecom_edge::demo::{DEMO_BOT_ID, DEMO_BOT_SECRET};
 use wecom_edge_actors::wecom::longconn::{self, BotEvent, LongConnConfig};
 
@@ -36,33 +32,12 @@ async fn a_kicked_bot_degrades_the_box_but_never_stops_the_watchdog() {
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     // WatchdogSec=2 → the box pets every second.
     let watchdog_usec = 2_000_000u64;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wecom-edge"))
-        .args(["demo", "--headless", "--sim-listen", "127.0.0.1:0"])
-        .args([
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--device",
-            "cpu",
-            "--model",
-        ])
-        .arg(common::model_path())
-        .arg("--data-dir")
-        .arg(tmp.0.join("data"))
-        .env("NOTIFY_SOCKET", &sock_path)
-        .env("WATCHDOG_USEC", watchdog_usec.to_string())
-        .env_remove("WATCHDOG_PID")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-        .await
-        .expect("the demo prints its addresses")
-        .unwrap()
-        .expect("a line");
-    let info: Value = serde_json::from_str(&first).unwrap();
+    let (mut child, info) = common::start_demo(&tmp.0.join("data"), &[], |cmd| {
+        cmd.env("NOTIFY_SOCKET", &sock_path)
+            .env("WATCHDOG_USEC", watchdog_usec.to_string())
+            .env_remove("WATCHDOG_PID");
+    })
+    .await;
     let sim = info["sim"].as_str().unwrap().to_string();
     let admin = info["admin"].as_str().unwrap().to_string();
     let http = reqwest::Client::new();

@@ -79,3 +79,39 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Starts `wecom-edge demo --headless` on `data_dir` (CPU, the default model, loopback ports)
+/// with `args` added and `configure` applied to the command (environment, …); returns the child
+/// (killed on drop) and the JSON line it prints first (`sim`, `admin`, …).
+pub async fn start_demo(
+    data_dir: &std::path::Path,
+    args: &[&str],
+    configure: impl FnOnce(&mut tokio::process::Command),
+) -> (tokio::process::Child, serde_json::Value) {
+    use tokio::io::AsyncBufReadExt;
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_wecom-edge"));
+    cmd.args(["demo", "--headless", "--sim-listen", "127.0.0.1:0"])
+        .args([
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--device",
+            "cpu",
+            "--model",
+        ])
+        .arg(model_path())
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    configure(&mut cmd);
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("the demo prints its addresses")
+        .unwrap()
+        .expect("a line");
+    (child, serde_json::from_str(&first).unwrap())
+}

@@ -13,16 +13,26 @@ fn recv(sock: &UnixDatagram) -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pets_the_watchdog_only_while_healthy() {
-    let path = std::env::temp_dir().join(format!("wecom-edge-notify-{}.sock", std::process::id()));
+/// A notify socket bound for one test (`tag` keeps the tests' paths apart), read with a 10 s
+/// timeout, and a [`Notifier`] sending to it.
+fn listener(tag: &str) -> (UnixDatagram, std::path::PathBuf, Notifier) {
+    let path = std::env::temp_dir().join(format!(
+        "wecom-edge-notify{tag}-{}.sock",
+        std::process::id()
+    ));
     let _ = std::fs::remove_file(&path);
     let sock = UnixDatagram::bind(&path).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
+    let notifier = Notifier::new(path.to_str().unwrap()).unwrap();
+    (sock, path, notifier)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pets_the_watchdog_only_while_healthy() {
+    let (sock, path, notifier) = listener("");
     let health = Health::new();
     let model = health.beacon("model", Duration::from_millis(200));
-    let notifier = Notifier::new(path.to_str().unwrap()).unwrap();
     let task = tokio::spawn(run(
         health.clone(),
         Some(notifier),
@@ -67,17 +77,9 @@ async fn pets_the_watchdog_only_while_healthy() {
 /// never restarts a process that restarting cannot cure (issue 11 item 3).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_failures_degrade_but_keep_petting() {
-    let path = std::env::temp_dir().join(format!(
-        "wecom-edge-notify-degraded-{}.sock",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_file(&path);
-    let sock = UnixDatagram::bind(&path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    let (sock, path, notifier) = listener("-degraded");
     let health = Health::new();
     let model = health.beacon("model", Duration::from_millis(300));
-    let notifier = Notifier::new(path.to_str().unwrap()).unwrap();
     let task = tokio::spawn(run(
         health.clone(),
         Some(notifier),
@@ -130,16 +132,8 @@ async fn readiness_failures_degrade_but_keep_petting() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_is_sent_at_once_not_at_the_next_tick() {
-    let path = std::env::temp_dir().join(format!(
-        "wecom-edge-notify-ready-{}.sock",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_file(&path);
-    let sock = UnixDatagram::bind(&path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    let (sock, path, notifier) = listener("-ready");
     let health = Health::new();
-    let notifier = Notifier::new(path.to_str().unwrap()).unwrap();
     // An hour between ticks: only the readiness wake-up can deliver READY=1 in time.
     let task = tokio::spawn(run(
         health.clone(),
