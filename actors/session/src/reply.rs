@@ -18,7 +18,7 @@ use wecom_edge_wecom::aibot::Callback;
 use wecom_edge_wecom::api::{Api, AppClient, AppMsgType};
 use wecom_edge_wecom::callback::{ResponseUrl, WebhookStream};
 use wecom_edge_wecom::longconn::{LongConnHandle, StreamReply};
-use wecom_edge_wecom::split::{split_message, AIBOT_CONTENT_MAX_BYTES};
+use wecom_edge_wecom::split::{prefix_bytes, split_message, AIBOT_CONTENT_MAX_BYTES};
 
 /// The box's outbound connections, by endpoint.
 #[derive(Debug, Clone, Default)]
@@ -144,14 +144,6 @@ pub struct Replier {
     frames: usize,
 }
 
-fn prefix(text: &str, max: usize) -> &str {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
-
 impl Replier {
     /// An answer to `to`.
     pub fn new(to: ReplyTo) -> Self {
@@ -181,7 +173,7 @@ impl Replier {
     /// # Errors
     /// The transport's error, as text (the stream is then given up; `finish` still delivers).
     pub async fn update(&mut self, text: &str) -> Result<(), String> {
-        let shown = prefix(text, AIBOT_CONTENT_MAX_BYTES);
+        let shown = prefix_bytes(text, AIBOT_CONTENT_MAX_BYTES);
         match &self.to {
             ReplyTo::LongConnection {
                 conn,
@@ -268,7 +260,7 @@ impl Replier {
                     };
                     // One call per URL: the rest goes as one markdown message, cut to fit.
                     let rest = parts[1..].join("\n");
-                    url.send_markdown(&api, prefix(&rest, AIBOT_CONTENT_MAX_BYTES))
+                    url.send_markdown(&api, prefix_bytes(&rest, AIBOT_CONTENT_MAX_BYTES))
                         .await
                         .map_err(|e| e.to_string())?;
                     self.frames += 1;

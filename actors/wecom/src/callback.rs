@@ -54,9 +54,11 @@ pub fn msgid_key(msgid: &str) -> std::borrow::Cow<'_, str> {
     if msgid.len() <= MAX_MSGID {
         return msgid.into();
     }
-    let h = Sha1::digest(msgid.as_bytes());
-    let hex: String = h.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha1:{hex}").into()
+    format!(
+        "sha1:{}",
+        crate::crypto::hex(&Sha1::digest(msgid.as_bytes()))
+    )
+    .into()
 }
 
 /// The client's address, when the listener was served with
@@ -166,8 +168,12 @@ impl AppMessage {
                     h.update(v.as_bytes());
                 }
                 let d = h.finalize();
-                let hex: String = d[..8].iter().map(|b| format!("{b:02x}")).collect();
-                format!("{}:{}:{hex}", self.from, self.create_time)
+                format!(
+                    "{}:{}:{}",
+                    self.from,
+                    self.create_time,
+                    crate::crypto::hex(&d[..8])
+                )
             }
         }
     }
@@ -195,12 +201,9 @@ impl WebhookStream {
     /// Replaces the answer so far (full accumulated content, ≤ 20480 bytes — longer is cut at a
     /// character boundary) and whether it is final.
     pub fn set(&self, content: &str, finished: bool) {
-        let mut end = content.len().min(crate::split::AIBOT_CONTENT_MAX_BYTES);
-        while !content.is_char_boundary(end) {
-            end -= 1;
-        }
+        let kept = crate::split::prefix_bytes(content, crate::split::AIBOT_CONTENT_MAX_BYTES);
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        s.content = content[..end].to_string();
+        s.content = kept.to_string();
         s.finished = finished;
     }
 

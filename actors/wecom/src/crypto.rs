@@ -171,9 +171,13 @@ pub fn signature(token: &str, timestamp: &str, nonce: &str, encrypt: &str) -> St
     for p in parts {
         h.update(p.as_bytes());
     }
-    let digest = h.finalize();
-    let mut out = String::with_capacity(40);
-    for b in digest {
+    hex(&h.finalize())
+}
+
+/// Lowercase hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(2 * bytes.len());
+    for b in bytes {
         out.push_str(&format!("{b:02x}"));
     }
     out

@@ -16,6 +16,16 @@ pub const ROBOT_MARKDOWN_MAX_BYTES: usize = 4096;
 /// AI-bot stream / markdown content limit (bytes).
 pub const AIBOT_CONTENT_MAX_BYTES: usize = 20480;
 
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary (`s`
+/// itself when it fits).
+pub fn prefix_bytes(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// Splits `text` into parts of at most `max_bytes` UTF-8 bytes each, every part (when there is
 /// more than one) prefixed with `(i/n) `. One part is returned unchanged. Empty text gives one
 /// empty part.
@@ -71,11 +81,8 @@ fn chunk(text: &str, budget: usize) -> Vec<&str> {
 
 /// The best place ≤ `budget` to cut `s` (which is longer than `budget`).
 fn cut_point(s: &str, budget: usize) -> usize {
-    let mut hard = budget;
-    while !s.is_char_boundary(hard) {
-        hard -= 1;
-    }
-    let window = &s[..hard];
+    let window = prefix_bytes(s, budget);
+    let hard = window.len();
     // Only take a soft boundary that keeps the part at least half full.
     let min = hard / 2;
     let soft = [
@@ -96,6 +103,14 @@ fn cut_point(s: &str, budget: usize) -> usize {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn prefixes_end_on_a_character() {
+        assert_eq!(prefix_bytes("日本語", 4), "日");
+        assert_eq!(prefix_bytes("日本語", 6), "日本");
+        assert_eq!(prefix_bytes("abc", 10), "abc");
+        assert_eq!(prefix_bytes("", 0), "");
+    }
 
     #[test]
     fn short_text_is_untouched() {

@@ -489,14 +489,8 @@ async fn gettoken(State(sim): State<Sim>, Query(q): Query<HashMap<String, String
 
 /// Truncates to ≤ `max` bytes on a character boundary ("超过将截断").
 fn truncate_bytes(s: &str, max: usize) -> (String, bool) {
-    if s.len() <= max {
-        return (s.to_string(), false);
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    (s[..end].to_string(), true)
+    let kept = crate::split::prefix_bytes(s, max);
+    (kept.to_string(), kept.len() < s.len())
 }
 
 fn app_send(
