@@ -116,7 +116,7 @@ async fn run(users: usize, questions: usize, max_tokens: usize) -> (f64, Vec<Sam
     cfg.limits = Limits {
         per_user_per_minute: 1000,
         per_chat_per_minute: 1000,
-        max_queued: 64,
+        ..Limits::default()
     };
     let running = app::start(&cfg).await.unwrap();
     let http = reqwest::Client::new();

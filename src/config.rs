@@ -256,10 +256,13 @@ impl Config {
                 humantime::format_duration(self.idle_timeout)
             ),
             format!(
-                "limits           {}/min per user, {}/min per chat, {} queued",
+                "limits           {}/min per user, {}/min per chat, {} at once, {} waiting \
+                 (≤ {} s)",
                 self.limits.per_user_per_minute,
                 self.limits.per_chat_per_minute,
-                self.limits.max_queued
+                self.limits.max_active,
+                self.limits.max_queued,
+                self.limits.max_wait_seconds
             ),
         ];
         for b in &self.aibots {
@@ -451,6 +454,8 @@ impl Config {
             ("limits.per_user_per_minute", l.per_user_per_minute),
             ("limits.per_chat_per_minute", l.per_chat_per_minute),
             ("limits.max_queued", l.max_queued),
+            ("limits.max_active", l.max_active),
+            ("limits.max_wait_seconds", l.max_wait_seconds),
         ] {
             if v == 0 {
                 p.push(format!("{k} must be at least 1"));

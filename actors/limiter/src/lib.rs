@@ -1,24 +1,27 @@
-//! Admission and outbound pacing.
+//! Admission: who may ask now, and a fair queue for those who must wait.
 //!
-//! * [`Admission`] — a question is admitted when its user's token bucket (default 10 a minute),
-//!   its chat's bucket (default 30 a minute) and the box-wide bound on queued or running
-//!   generations (default 32) all allow it. Nothing is consumed unless all three do. A refusal
-//!   says which limit and when to retry, in words a user reads ([`Refusal::message`]).
-//! * [`SlidingWindow`] — WeCom's outbound quotas (30 messages a minute per AI-bot conversation,
-//!   20 a minute per group robot; /document/path/101463, /91770): how long the next send must
-//!   wait so the window is never exceeded.
+//! * [`Admission`] — a question is admitted when its user's token bucket (default 10 a minute)
+//!   and its chat's bucket (default 30 a minute) both allow it; nothing is consumed unless both
+//!   do. A refusal says which limit and when to retry, in words a user reads
+//!   ([`Refusal::message`]).
+//! * [`FairQueue`] — questions beyond the `max_active` generations running wait here, served
+//!   round-robin by user (a user with three questions waiting gets one per round), so one busy
+//!   user cannot starve the others. [`FairQueue::positions`] gives each waiter how many
+//!   questions will be served before it ("queued, N ahead").
+//! * The [`actor`] puts them together: a question gets a [`Permit`] at once, or a place in the
+//!   queue with position updates until its permit arrives, or — past `max_queued` waiting, or a
+//!   wait estimated over `max_wait_seconds` — a polite "busy".
 //!
+//! WeCom's outbound quotas are kept by the senders themselves (`wecom_edge_wecom::quota`).
 //! Time is passed in (`now`), so the logic is deterministic under test; maps are bounded by
 //! forgetting idle keys ([`Admission::prune`]).
 #![warn(missing_docs)]
 
 pub mod actor;
-pub use actor::{LimiterActor, LimiterMsg, LIMITER_ACTOR};
+pub use actor::{Admitted, LimiterActor, LimiterMsg, Permit, QueueUpdate, Queued, LIMITER_ACTOR};
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A token bucket: `capacity` tokens, refilled continuously at `capacity` per `per`.
@@ -80,10 +83,12 @@ pub enum Refusal {
         /// When a question would be admitted.
         retry_after: Duration,
     },
-    /// The box has `max_queued` generations queued or running.
+    /// The queue is full (`waiting` questions), or this one would wait longer than the bound.
     Busy {
-        /// The bound.
-        max_queued: u32,
+        /// Questions waiting now.
+        waiting: usize,
+        /// The estimated wait for this one, when known.
+        estimate: Option<Duration>,
     },
 }
 
@@ -99,8 +104,8 @@ impl Refusal {
                 let s = retry_after.as_secs().max(1);
                 format!("这个群里的提问有点多，请 {s} 秒后再试。\n(This chat is asking a lot right now — please try again in {s} s.)")
             }
-            Refusal::Busy { .. } => {
-                "我正忙着回答其他问题，请稍后再试。\n(I am busy answering other questions — please try again in a minute.)".to_string()
+            Refusal::Busy { waiting, .. } => {
+                format!("我正忙着回答其他问题（{waiting} 个在排队），请过几分钟再试。\n(I am busy: {waiting} questions are waiting — please try again in a few minutes.)")
             }
         }
     }
@@ -115,18 +120,6 @@ impl Refusal {
     }
 }
 
-/// A slot among the queued or running generations; freed on drop.
-#[derive(Debug)]
-pub struct Permit {
-    in_flight: Arc<AtomicU32>,
-}
-
-impl Drop for Permit {
-    fn drop(&mut self) {
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 /// Admission limits (the `[limits]` table of edge.toml).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -135,8 +128,13 @@ pub struct Limits {
     pub per_user_per_minute: u32,
     /// Questions per chat per minute.
     pub per_chat_per_minute: u32,
-    /// Generations queued or running, box-wide.
+    /// Generations handed to the model at once, box-wide (its batch: 8 slots).
+    pub max_active: u32,
+    /// Questions waiting for a generation slot, box-wide; more are refused politely.
     pub max_queued: u32,
+    /// A question whose estimated wait (from the measured time per answer) is longer than this
+    /// is refused rather than queued; kept well inside WeCom's 6-minute stream window.
+    pub max_wait_seconds: u32,
 }
 
 impl Default for Limits {
@@ -144,19 +142,20 @@ impl Default for Limits {
         Limits {
             per_user_per_minute: 10,
             per_chat_per_minute: 30,
-            max_queued: 32,
+            max_active: 8,
+            max_queued: 256,
+            max_wait_seconds: 240,
         }
     }
 }
 
-/// The admission controller. Keys are whatever identifies a user and a chat (e.g.
+/// The rate part of admission. Keys are whatever identifies a user and a chat (e.g.
 /// `(bot, userid)` and `(bot, chatid)`).
 #[derive(Debug)]
 pub struct Admission<U, C> {
     limits: Limits,
     users: HashMap<U, TokenBucket>,
     chats: HashMap<C, TokenBucket>,
-    in_flight: Arc<AtomicU32>,
 }
 
 impl<U: Hash + Eq + Clone, C: Hash + Eq + Clone> Admission<U, C> {
@@ -166,21 +165,15 @@ impl<U: Hash + Eq + Clone, C: Hash + Eq + Clone> Admission<U, C> {
             limits,
             users: HashMap::new(),
             chats: HashMap::new(),
-            in_flight: Arc::new(AtomicU32::new(0)),
         }
     }
 
-    /// Admits one question from `user` in `chat` (`None` for a single chat), or says why not.
-    /// Nothing is consumed on a refusal.
+    /// Takes one question from `user` in `chat` (`None` for a single chat) from their buckets,
+    /// or says why not. Nothing is consumed on a refusal.
     ///
     /// # Errors
-    /// The first limit that refuses, checked in the order queue, user, chat.
-    pub fn admit(&mut self, user: &U, chat: Option<&C>, now: Instant) -> Result<Permit, Refusal> {
-        if self.in_flight.load(Ordering::SeqCst) >= self.limits.max_queued {
-            return Err(Refusal::Busy {
-                max_queued: self.limits.max_queued,
-            });
-        }
+    /// The first limit that refuses, checked in the order user, chat.
+    pub fn admit(&mut self, user: &U, chat: Option<&C>, now: Instant) -> Result<(), Refusal> {
         let minute = Duration::from_secs(60);
         let (per_user, per_chat) = (
             self.limits.per_user_per_minute,
@@ -206,15 +199,7 @@ impl<U: Hash + Eq + Clone, C: Hash + Eq + Clone> Admission<U, C> {
             cb.take();
         }
         self.users.get_mut(user).expect("inserted above").take();
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        Ok(Permit {
-            in_flight: self.in_flight.clone(),
-        })
-    }
-
-    /// Generations queued or running now.
-    pub fn in_flight(&self) -> u32 {
-        self.in_flight.load(Ordering::SeqCst)
+        Ok(())
     }
 
     /// Forgets buckets that are full again (equivalent to never having been used); returns how
@@ -226,43 +211,102 @@ impl<U: Hash + Eq + Clone, C: Hash + Eq + Clone> Admission<U, C> {
     }
 }
 
-/// At most `max` events per `window` (a sliding log): WeCom's outbound quotas.
-#[derive(Debug, Clone)]
-pub struct SlidingWindow {
-    max: usize,
-    window: Duration,
-    sent: VecDeque<Instant>,
+/// Waiting items served round-robin by user: each round serves the oldest waiting item of
+/// every user with one, in the order the users first joined the rotation.
+#[derive(Debug)]
+pub struct FairQueue<U, T> {
+    queues: HashMap<U, VecDeque<(u64, T)>>,
+    /// Users with waiting items; the front one is served next.
+    rotation: VecDeque<U>,
+    len: usize,
 }
 
-impl SlidingWindow {
-    /// `max` events per `window`.
-    pub fn new(max: usize, window: Duration) -> Self {
-        SlidingWindow {
-            max: max.max(1),
-            window,
-            sent: VecDeque::new(),
+impl<U, T> Default for FairQueue<U, T> {
+    fn default() -> Self {
+        FairQueue {
+            queues: HashMap::new(),
+            rotation: VecDeque::new(),
+            len: 0,
         }
     }
+}
 
-    /// How long the next event must wait (zero: now).
-    pub fn wait(&mut self, now: Instant) -> Duration {
-        while self
-            .sent
-            .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) >= self.window)
-        {
-            self.sent.pop_front();
+impl<U: Hash + Eq + Clone, T> FairQueue<U, T> {
+    /// Items waiting.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Adds `item` for `user` under `ticket` (unique; the caller's).
+    pub fn push(&mut self, user: U, ticket: u64, item: T) {
+        let q = self.queues.entry(user.clone()).or_default();
+        if q.is_empty() {
+            self.rotation.push_back(user);
         }
-        if self.sent.len() < self.max {
-            Duration::ZERO
+        q.push_back((ticket, item));
+        self.len += 1;
+    }
+
+    /// The next item to serve, with its ticket.
+    pub fn pop(&mut self) -> Option<(u64, T)> {
+        let user = self.rotation.pop_front()?;
+        let q = self
+            .queues
+            .get_mut(&user)
+            .expect("rotation users have queues");
+        let item = q.pop_front().expect("rotation users have items");
+        if q.is_empty() {
+            self.queues.remove(&user);
         } else {
-            self.window - now.saturating_duration_since(self.sent[0])
+            self.rotation.push_back(user);
         }
+        self.len -= 1;
+        Some(item)
     }
 
-    /// Records an event at `now` (call when [`SlidingWindow::wait`] said zero).
-    pub fn record(&mut self, now: Instant) {
-        self.sent.push_back(now);
+    /// Takes out the item under `ticket` (a waiter that gave up).
+    pub fn remove(&mut self, ticket: u64) -> Option<T> {
+        let (user, i) = self.queues.iter().find_map(|(u, q)| {
+            q.iter()
+                .position(|(t, _)| *t == ticket)
+                .map(|i| (u.clone(), i))
+        })?;
+        let q = self.queues.get_mut(&user).expect("found above");
+        let (_, item) = q.remove(i).expect("found above");
+        if q.is_empty() {
+            self.queues.remove(&user);
+            self.rotation.retain(|u| *u != user);
+        }
+        self.len -= 1;
+        Some(item)
+    }
+
+    /// Every waiting ticket with the number of items that will be served before it, in
+    /// serving order.
+    pub fn positions(&self) -> Vec<(u64, usize)> {
+        let mut out = Vec::with_capacity(self.len);
+        let mut round = 0;
+        while out.len() < self.len {
+            for u in &self.rotation {
+                if let Some((t, _)) = self.queues[u].get(round) {
+                    out.push((*t, out.len()));
+                }
+            }
+            round += 1;
+        }
+        out
+    }
+
+    /// The items, in no particular order (to tell each its position).
+    pub fn items_mut(&mut self) -> impl Iterator<Item = (u64, &mut T)> {
+        self.queues
+            .values_mut()
+            .flat_map(|q| q.iter_mut().map(|(t, i)| (*t, i)))
     }
 }
 
@@ -281,8 +325,8 @@ mod tests {
             per_user_per_minute: 2,
             ..Default::default()
         });
-        let p1 = a.admit(&"u1", None, now).unwrap();
-        let p2 = a.admit(&"u1", None, now).unwrap();
+        a.admit(&"u1", None, now).unwrap();
+        a.admit(&"u1", None, now).unwrap();
         match a.admit(&"u1", None, now) {
             Err(Refusal::User { retry_after }) => assert_eq!(retry_after.as_secs(), 30),
             other => panic!("{other:?}"),
@@ -290,34 +334,44 @@ mod tests {
         // Another user is not affected; 30 s later u1 has one token again.
         assert!(a.admit(&"u2", None, now).is_ok());
         assert!(a.admit(&"u1", None, now + Duration::from_secs(30)).is_ok());
-        drop((p1, p2));
     }
 
     #[test]
-    fn chat_bound_and_queue_bound() {
+    fn chat_bound_consumes_nothing_on_refusal() {
         let now = t0();
         let mut a: Admission<&str, &str> = Admission::new(Limits {
             per_user_per_minute: 10,
             per_chat_per_minute: 3,
-            max_queued: 4,
+            ..Default::default()
         });
-        let mut permits = Vec::new();
         for u in ["a", "b", "c"] {
-            permits.push(a.admit(&u, Some(&"g1"), now).unwrap());
+            a.admit(&u, Some(&"g1"), now).unwrap();
         }
         let r = a.admit(&"d", Some(&"g1"), now).unwrap_err();
         assert_eq!(r.kind(), "chat_rate");
         assert!(r.message().contains("try again in 20 s"), "{}", r.message());
         // The refusal consumed nothing from d's own bucket: d can ask elsewhere.
-        permits.push(a.admit(&"d", Some(&"g2"), now).unwrap());
-        assert_eq!(a.in_flight(), 4);
-        assert_eq!(
-            a.admit(&"e", None, now).unwrap_err(),
-            Refusal::Busy { max_queued: 4 }
-        );
-        permits.pop();
-        assert_eq!(a.in_flight(), 3);
-        assert!(a.admit(&"e", None, now).is_ok());
+        a.admit(&"d", Some(&"g2"), now).unwrap();
+    }
+
+    #[test]
+    fn the_queue_serves_users_round_robin_and_knows_positions() {
+        let mut q: FairQueue<&str, char> = FairQueue::default();
+        // a asks three times, then b and c once each.
+        for (t, (u, c)) in [("a", 'x'), ("a", 'y'), ("a", 'z'), ("b", 'p'), ("c", 'q')]
+            .into_iter()
+            .enumerate()
+        {
+            q.push(u, t as u64, c);
+        }
+        assert_eq!(q.positions(), vec![(0, 0), (3, 1), (4, 2), (1, 3), (2, 4)]);
+        // b gives up; d arrives.
+        assert_eq!(q.remove(3), Some('p'));
+        q.push("d", 5, 'r');
+        let served: Vec<char> = std::iter::from_fn(|| q.pop().map(|(_, c)| c)).collect();
+        assert_eq!(served, vec!['x', 'q', 'r', 'y', 'z']);
+        assert!(q.is_empty());
+        assert!(q.positions().is_empty());
     }
 
     #[test]
@@ -325,29 +379,10 @@ mod tests {
         let now = t0();
         let mut a: Admission<String, String> = Admission::new(Limits::default());
         for i in 0..100 {
-            drop(
-                a.admit(&format!("u{i}"), Some(&format!("g{i}")), now)
-                    .unwrap(),
-            );
+            a.admit(&format!("u{i}"), Some(&format!("g{i}")), now)
+                .unwrap();
         }
         assert_eq!(a.prune(now), 200);
         assert_eq!(a.prune(now + Duration::from_secs(60)), 0);
-    }
-
-    #[test]
-    fn sliding_window_paces_sends() {
-        let now = t0();
-        let mut w = SlidingWindow::new(30, Duration::from_secs(60));
-        for i in 0..30 {
-            let t = now + Duration::from_secs(i);
-            assert_eq!(w.wait(t), Duration::ZERO);
-            w.record(t);
-        }
-        // The 31st waits until the first leaves the window.
-        assert_eq!(
-            w.wait(now + Duration::from_secs(30)),
-            Duration::from_secs(30)
-        );
-        assert_eq!(w.wait(now + Duration::from_secs(60)), Duration::ZERO);
     }
 }

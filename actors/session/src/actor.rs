@@ -26,7 +26,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::json;
 use tokio::sync::mpsc;
 use wecom_edge_audit::{AuditMsg, PendingInbound, AUDIT_ACTOR};
-use wecom_edge_limiter::{LimiterMsg, LIMITER_ACTOR};
+use wecom_edge_limiter::{Admitted, LimiterMsg, QueueUpdate, Queued, LIMITER_ACTOR};
 use wecom_edge_model::{
     ChatMessage, GenEvent, GenFailure, GenRequest, GenStats, GenerateParams, ModelInfo, ModelMsg,
     StopReason, MODEL_ACTOR,
@@ -399,12 +399,12 @@ impl SessionState {
                     .to_string()
             }
             Command::Status => {
-                let in_flight = match ractor::registry::where_is(LIMITER_ACTOR.into()) {
+                let (active, waiting) = match ractor::registry::where_is(LIMITER_ACTOR.into()) {
                     Some(c) => {
                         let l: ActorRef<LimiterMsg> = c.into();
-                        ractor::call!(l, LimiterMsg::InFlight).unwrap_or(0)
+                        ractor::call!(l, LimiterMsg::InFlight).unwrap_or((0, 0))
                     }
-                    None => 0,
+                    None => (0, 0),
                 };
                 let model = if ractor::registry::where_is(MODEL_ACTOR.into()).is_some() {
                     "ready"
@@ -412,7 +412,8 @@ impl SessionState {
                     "restarting"
                 };
                 format!(
-                    "状态 (status): model {model} · {in_flight} generation(s) queued or running · \
+                    "状态 (status): model {model} · {active} generation(s) running, {waiting} \
+                     waiting · \
                      {} turn(s) of history in this conversation · {} question(s) waiting here",
                     self.history.as_ref().map_or(0, Vec::len),
                     self.queue.len() + usize::from(self.current.is_some()),
@@ -493,8 +494,9 @@ impl TurnCtx {
                 crate::key_component(c)
             )
         });
-        let permit = match ractor::call!(limiter, |reply| LimiterMsg::Admit { user, chat, reply }) {
-            Ok(Ok(p)) => p,
+        let admitted = match ractor::call!(limiter, |reply| LimiterMsg::Admit { user, chat, reply })
+        {
+            Ok(Ok(a)) => a,
             Ok(Err(refusal)) => {
                 metrics.messages_rate_limited.inc();
                 record(
@@ -513,6 +515,16 @@ impl TurnCtx {
         };
         metrics.queue_depth.inc();
         let _depth = DepthGuard(metrics.clone());
+        let permit = match admitted {
+            Admitted::Now(p) => p,
+            Admitted::Queued(q) => match self.wait_turn(q, &job, &mut replier).await {
+                Ok(p) => p,
+                Err(text) => {
+                    deliver(&mut replier, &job, key, text).await;
+                    return None;
+                }
+            },
+        };
 
         let mut attempt_no = 0;
         let outcome = loop {
@@ -631,6 +643,49 @@ impl TurnCtx {
         );
         deliver(&mut replier, &job, key, notice).await;
         None
+    }
+
+    /// Waits in the limiter's fair queue, showing "queued, N ahead" at once (on channels that
+    /// stream) and updating it as the queue moves; the permit when it is this turn's time.
+    ///
+    /// # Errors
+    /// The notice to deliver instead: cancelled by `#reset`, or the limiter went away.
+    async fn wait_turn(
+        &self,
+        mut q: Queued,
+        job: &Job,
+        replier: &mut Replier,
+    ) -> Result<wecom_edge_limiter::Permit, String> {
+        let settings = &self.ctx.settings;
+        let mut shown = None;
+        let mut ahead = q.ahead;
+        let mut last = Instant::now() - settings.throttle;
+        record(
+            "queued",
+            &self.key,
+            json!({"msgid": job.msgid, "ahead": ahead}),
+        );
+        loop {
+            if self.cancel.load(Ordering::Relaxed) {
+                return Err("(已取消 — cancelled by #reset)".into());
+            }
+            if shown != Some(ahead) && last.elapsed() >= settings.throttle && replier.streams() {
+                if let Err(e) = replier.update(&queued_text(ahead)).await {
+                    tracing::warn!(error = %e, "stream update failed");
+                }
+                shown = Some(ahead);
+                last = Instant::now();
+            }
+            let tick = tokio::time::sleep(settings.throttle);
+            tokio::select! {
+                u = q.next() => match u {
+                    Some(QueueUpdate::Ahead(n)) => ahead = n,
+                    Some(QueueUpdate::Granted(p)) => return Ok(p),
+                    None => return Err(RESTARTING.into()),
+                },
+                _ = tick => {}
+            }
+        }
     }
 
     /// The prompt: system prompt, the history that fits, the question — within
@@ -761,6 +816,18 @@ impl TurnCtx {
                 }
             }
         }
+    }
+}
+
+/// The frame a queued question shows until its turn (Chinese, then English).
+fn queued_text(ahead: usize) -> String {
+    if ahead == 0 {
+        "⏳ 排队中：下一个就轮到你。(Queued: you are next.)".to_string()
+    } else {
+        format!(
+            "⏳ 排队中：前面还有 {ahead} 个问题，轮到你时我会马上回答。(Queued: {ahead} question(s) \
+             ahead of yours; I will answer as soon as it is your turn.)"
+        )
     }
 }
 

@@ -433,6 +433,7 @@ pub struct AppClient {
     agentid: i64,
     token: Arc<AccessToken>,
     retry: RetryPolicy,
+    pacer: crate::quota::Pacer,
 }
 
 impl AppClient {
@@ -444,7 +445,15 @@ impl AppClient {
             agentid,
             token,
             retry,
+            pacer: crate::quota::Pacer::new(&crate::quota::APP_MEMBER),
         }
+    }
+
+    /// The same client keeping `windows` per recipient instead of WeCom's 30/min and 1000/h
+    /// per member (tests).
+    pub fn with_quota(mut self, windows: &[crate::quota::Window]) -> Self {
+        self.pacer = crate::quota::Pacer::new(windows);
+        self
     }
 
     /// The token cache.
@@ -475,7 +484,8 @@ impl AppClient {
     }
 
     /// `message/send` to users (`touser` = `UserID1|UserID2`, or `@all`), split into ordered
-    /// parts of ≤ 2048 bytes; each part is sent after the previous one succeeded.
+    /// parts of ≤ 2048 bytes; each part is sent after the previous one succeeded, and waits
+    /// for a slot in the recipient's quota (WeCom drops the excess silently).
     ///
     /// # Errors
     /// [`ApiError::Invalid`] for empty content; the first part's failure otherwise (later parts
@@ -522,6 +532,7 @@ impl AppClient {
             if path == "/cgi-bin/message/send" {
                 body["agentid"] = json!(self.agentid);
             }
+            self.pacer.acquire(&format!("{}:{}", to.0, to.1)).await;
             let v = self.call(path, &body).await?;
             let field = |k: &str| {
                 v.get(k)

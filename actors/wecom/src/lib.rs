@@ -9,6 +9,7 @@
 //! * [`callback`] — the box's callback endpoints (self-built app XML, AI-bot webhook JSON).
 //! * [`longconn`] — the AI-bot long-connection client (subscribe, heartbeat, reconnect, streams).
 //! * [`sim`] — the WeCom simulator.
+//! * [`quota`] — WeCom's outbound quotas kept by the sender (per conversation, member, robot).
 //! * [`split`] — splitting answers by UTF-8 bytes into ordered `(i/n)` parts.
 #![warn(missing_docs)]
 
@@ -17,6 +18,7 @@ pub mod api;
 pub mod callback;
 pub mod crypto;
 pub mod longconn;
+pub mod quota;
 pub mod rejections;
 pub mod robot;
 pub mod sim;

@@ -22,6 +22,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::aibot::{self, cmd, Callback, WsFrame};
 use crate::api::errcode;
+use crate::quota::{self, Pacer, Window};
 use crate::split::AIBOT_CONTENT_MAX_BYTES;
 
 /// Long-connection settings.
@@ -43,6 +44,9 @@ pub struct LongConnConfig {
     pub backoff_max: Duration,
     /// How long a frame waits for its ack (5 s); also the subscribe and connect timeout ×2.
     pub ack_timeout: Duration,
+    /// Messages per conversation ([`quota::AIBOT_CONVERSATION`]: 30/min, 1000/h); every new
+    /// message (a stream's first frame, a proactive message) waits for a slot, in order.
+    pub quota: Vec<Window>,
 }
 
 impl std::fmt::Debug for LongConnConfig {
@@ -66,6 +70,7 @@ impl LongConnConfig {
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(30),
             ack_timeout: Duration::from_secs(5),
+            quota: quota::AIBOT_CONVERSATION.to_vec(),
         }
     }
 }
@@ -158,6 +163,7 @@ enum Command {
 pub struct LongConnHandle {
     tx: mpsc::Sender<Command>,
     ack_timeout: Duration,
+    pacer: Pacer,
 }
 
 /// Starts the connection task on the current runtime: it connects, subscribes and keeps the
@@ -169,6 +175,7 @@ pub fn spawn(config: LongConnConfig) -> (LongConnHandle, mpsc::Receiver<BotEvent
     let handle = LongConnHandle {
         tx,
         ack_timeout: config.ack_timeout,
+        pacer: Pacer::new(&config.quota),
     };
     tokio::spawn(run(config, rx, ev_tx));
     (handle, ev_rx)
@@ -206,12 +213,13 @@ impl LongConnHandle {
     }
 
     /// `aibot_send_msg`: a proactive markdown message to a chat (group chatid, or userid for a
-    /// single chat the user opened before).
+    /// single chat the user opened before); waits for a slot in the conversation's quota first.
     ///
     /// # Errors
     /// [`WsError`].
     pub async fn send_markdown(&self, chatid: &str, content: &str) -> Result<(), WsError> {
         check_content(content)?;
+        self.pacer.acquire(chatid).await;
         let mut body = aibot::markdown_body(content);
         body["chatid"] = Value::from(chatid);
         self.request(cmd::SEND_MSG, &aibot::new_req_id(cmd::SEND_MSG), Some(body))
@@ -237,6 +245,7 @@ impl LongConnHandle {
             req_id: req_id.to_string(),
             stream_id: aibot::new_req_id("stream"),
             conversation: conversation.to_string(),
+            opened: false,
             expired: false,
             finished: false,
         }
@@ -269,6 +278,8 @@ pub struct StreamReply {
     req_id: String,
     stream_id: String,
     conversation: String,
+    /// The first frame went out (the stream's one message in the conversation's quota).
+    opened: bool,
     expired: bool,
     finished: bool,
 }
@@ -311,6 +322,10 @@ impl StreamReply {
                 return self.conn.send_markdown(&self.conversation, content).await;
             }
             return Ok(());
+        }
+        if !self.opened {
+            self.conn.pacer.acquire(&self.conversation).await;
+            self.opened = true;
         }
         let body = aibot::stream_body(&self.stream_id, content, finish);
         match self

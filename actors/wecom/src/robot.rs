@@ -5,14 +5,13 @@
 //! minute; this client keeps that limit itself (sliding 60 s window, callers wait in order),
 //! retries 45009 and −1 with backoff, and surfaces 93000 (bad key / robot removed) at once.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
-use tokio::time::Instant;
 
 use crate::api::{Api, ApiError, RetryPolicy};
+use crate::quota::{Pacer, Window};
 use crate::split;
 
 /// Messages per robot per minute (/document/path/91770 消息发送频率限制).
@@ -77,9 +76,9 @@ pub struct RobotWebhook {
     api: Api,
     key: String,
     retry: RetryPolicy,
-    window: Duration,
-    per_window: usize,
-    sent: Mutex<VecDeque<Instant>>,
+    pacer: Pacer,
+    /// Held for a whole message, so parts of two messages never interleave.
+    order: Mutex<()>,
 }
 
 impl std::fmt::Debug for RobotWebhook {
@@ -112,9 +111,8 @@ impl RobotWebhook {
             api,
             key: key.to_string(),
             retry,
-            window,
-            per_window: per_window.max(1),
-            sent: Mutex::new(VecDeque::new()),
+            pacer: Pacer::new(&[Window::new(per_window, window)]),
+            order: Mutex::new(()),
         }
     }
 
@@ -130,17 +128,15 @@ impl RobotWebhook {
                 "refusing to send an empty message (WeCom 44004)".into(),
             ));
         }
-        // The window lock is held for the whole message, so parts of two messages never interleave.
-        let mut sent = self.sent.lock().await;
+        let _order = self.order.lock().await;
         for body in msg.parts() {
             let mut attempt = 0;
             loop {
-                self.wait_for_slot(&mut sent).await;
+                self.pacer.acquire(&self.key).await;
                 let r = self
                     .api
                     .post("/cgi-bin/webhook/send", &[("key", &self.key)], &body)
                     .await;
-                sent.push_back(Instant::now());
                 match r {
                     Ok(_) => break,
                     Err(e) if e.is_retryable() && attempt < self.retry.retries => {
@@ -153,27 +149,5 @@ impl RobotWebhook {
             }
         }
         Ok(())
-    }
-
-    /// Waits until fewer than `per_window` sends happened in the last `window`.
-    async fn wait_for_slot(&self, sent: &mut VecDeque<Instant>) {
-        loop {
-            let now = Instant::now();
-            while sent
-                .front()
-                .is_some_and(|t| now.duration_since(*t) >= self.window)
-            {
-                sent.pop_front();
-            }
-            if sent.len() < self.per_window {
-                return;
-            }
-            let wait = self.window - now.duration_since(*sent.front().expect("full window"));
-            tracing::debug!(
-                wait_ms = wait.as_millis() as u64,
-                "robot webhook rate window full; waiting"
-            );
-            tokio::time::sleep(wait).await;
-        }
     }
 }

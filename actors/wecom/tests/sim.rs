@@ -853,3 +853,127 @@ async fn a_slow_answer_is_retried_with_the_identical_request() {
     assert_eq!(seen[0], seen[1], "WeCom retries the identical request");
     h.stop().await;
 }
+
+/// WeCom's outbound quotas (issue 11 item 10): the simulator refuses an AI-bot conversation's
+/// 31st message in a minute with 45009 and drops an app member's excess silently; the box's
+/// clients pace themselves so neither happens. Windows shortened to 1 s (6 per window).
+#[tokio::test]
+async fn outbound_quotas_are_enforced_by_the_simulator_and_kept_by_the_clients() {
+    use wecom_edge_wecom::quota::Window;
+    let spec = app_spec();
+    let h = sim::start(
+        SimConfig {
+            aibots: vec![AiBotSpec {
+                bot_id: "bot-1".into(),
+                secret: "s3cret".into(),
+            }],
+            apps: vec![spec.clone()],
+            aibot_per_minute: 6,
+            app_per_minute: 6,
+            quota_window: Duration::from_secs(1),
+            ..Default::default()
+        },
+        loopback(),
+    )
+    .await
+    .unwrap();
+    let ctl = Ctl::new(&h);
+    let window = [Window::new(6, Duration::from_secs(1))];
+
+    // Unpaced (a client with a huge quota): the simulator refuses the excess with 45009.
+    let (raw, mut raw_rx) = longconn::spawn(LongConnConfig {
+        quota: vec![Window::new(1000, Duration::from_secs(1))],
+        ..bot_config(&h, "s3cret")
+    });
+    assert_eq!(next_event(&mut raw_rx).await, BotEvent::Connected);
+    let mut refused = 0;
+    for i in 0..9 {
+        if let Err(e) = raw.send_markdown("g-raw", &format!("m{i}")).await {
+            assert_eq!(e.errcode(), Some(45009), "{e}");
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 3);
+    assert_eq!(ctl.get("/sim/quota").await["refused"], 3);
+    raw.shutdown().await;
+
+    // Paced: 14 messages to one group (proactive ones and streams, whose updates do not count)
+    // all land, in order, over at least two further windows; nothing refused.
+    let (conn, mut rx) = longconn::spawn(LongConnConfig {
+        quota: window.to_vec(),
+        ..bot_config(&h, "s3cret")
+    });
+    assert_eq!(next_event(&mut rx).await, BotEvent::Connected);
+    let t0 = std::time::Instant::now();
+    for i in 0..7 {
+        ctl.post(
+            "/sim/aibot/bot-1/messages",
+            json!({"chattype": "group", "chatid": "g1", "userid": format!("u{i}"), "text": "@bot hi"}),
+        )
+        .await;
+        let BotEvent::Message { req_id, msg } = next_event(&mut rx).await else {
+            panic!("expected a message");
+        };
+        let mut s = conn.stream(&req_id, msg.conversation());
+        s.update("…").await.unwrap();
+        s.update("… …").await.unwrap();
+        s.finish(&format!("answer {i}")).await.unwrap();
+        conn.send_markdown("g1", &format!("note {i}"))
+            .await
+            .unwrap();
+    }
+    assert!(t0.elapsed() >= Duration::from_secs(2), "{:?}", t0.elapsed());
+    assert_eq!(ctl.get("/sim/quota").await["refused"], 3);
+    let notes: Vec<String> = ctl.get("/sim/outbox").await["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["body"]["chatid"] == "g1")
+        .map(|m| {
+            m["body"]["markdown"]["content"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        notes,
+        (0..7).map(|i| format!("note {i}")).collect::<Vec<_>>()
+    );
+
+    // Apps: WeCom drops a member's excess silently, so an unpaced client loses messages
+    // without an error; a paced one loses none.
+    let api = Api::new(&h.base_url()).unwrap();
+    let token = Arc::new(AccessToken::new(
+        api.clone(),
+        &spec.corpid,
+        &spec.secret,
+        FAST,
+    ));
+    let unpaced = AppClient::new(api.clone(), spec.agentid, token.clone(), FAST)
+        .with_quota(&[Window::new(1000, Duration::from_secs(1))]);
+    for i in 0..8 {
+        unpaced
+            .send("zhangsan", AppMsgType::Text, &format!("a{i}"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(ctl.get("/sim/quota").await["dropped"], 2);
+    let paced = AppClient::new(api, spec.agentid, token, FAST).with_quota(&window);
+    for i in 0..8 {
+        paced
+            .send("lisi", AppMsgType::Text, &format!("b{i}"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(ctl.get("/sim/quota").await["dropped"], 2);
+    let to_lisi = ctl.get("/sim/outbox").await["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["body"]["touser"] == "lisi")
+        .count();
+    assert_eq!(to_lisi, 8);
+    conn.shutdown().await;
+    h.stop().await;
+}

@@ -150,8 +150,16 @@ pub struct SimConfig {
     pub callback_timeout: Duration,
     /// Interval between AI-bot webhook stream-refresh callbacks (1 s; WeCom's is undocumented).
     pub refresh_interval: Duration,
-    /// Group robot messages per minute (20).
+    /// Group robot messages per quota window (20).
     pub webhook_per_minute: usize,
+    /// AI-bot messages per conversation per quota window (30; a stream counts once, at its
+    /// first frame); the excess is refused with 45009.
+    pub aibot_per_minute: usize,
+    /// App messages per recipient per quota window (30); the excess is dropped silently, as
+    /// WeCom does, and counted in `GET /sim/quota`.
+    pub app_per_minute: usize,
+    /// The quota window (60 s; tests shorten it).
+    pub quota_window: Duration,
 }
 
 impl Default for SimConfig {
@@ -166,6 +174,9 @@ impl Default for SimConfig {
             callback_timeout: Duration::from_secs(5),
             refresh_interval: Duration::from_secs(1),
             webhook_per_minute: 20,
+            aibot_per_minute: 30,
+            app_per_minute: 30,
+            quota_window: Duration::from_secs(60),
         }
     }
 }
@@ -187,8 +198,9 @@ struct BotState {
     ack_pings: bool,
     /// req_id → frames the bot sent for it, with the errcode each was acked with.
     replies: HashMap<String, Vec<(Value, i64)>>,
-    /// req_ids WeCom issued (callbacks) that replies may use.
-    issued: HashSet<String>,
+    /// req_ids WeCom issued (callbacks) that replies may use → their conversation (the group's
+    /// chatid, or the sender's userid).
+    issued: HashMap<String, String>,
     /// (req_id, stream id) → when its first frame arrived.
     streams: HashMap<(String, String), Instant>,
 }
@@ -213,7 +225,11 @@ struct Inner {
     bots: HashMap<String, BotState>,
     apps: HashMap<i64, AppState>,
     webhook_keys: HashSet<String>,
-    webhook_sends: HashMap<String, VecDeque<Instant>>,
+    /// Quota key (`robot:KEY`, `aibot:BOT:CONVERSATION`, `app:AGENT:TO`) → recent sends.
+    sends: HashMap<String, VecDeque<Instant>>,
+    /// Messages refused (45009) or dropped for exceeding a quota.
+    quota_refused: u64,
+    quota_dropped: u64,
     response_codes: HashMap<String, (String, Instant, bool)>,
     faults: Vec<Fault>,
     outbox: Vec<Value>,
@@ -358,7 +374,9 @@ pub async fn start(cfg: SimConfig, listen: SocketAddr) -> std::io::Result<SimHan
         base_url: format!("http://{addr}"),
         bots,
         apps,
-        webhook_sends: HashMap::new(),
+        sends: HashMap::new(),
+        quota_refused: 0,
+        quota_dropped: 0,
         response_codes: HashMap::new(),
         faults: Vec::new(),
         outbox: Vec::new(),
@@ -399,6 +417,7 @@ fn router(sim: Sim) -> Router {
         .route("/sim/faults", post(add_fault))
         .route("/sim/config", post(set_config))
         .route("/sim/outbox", get(outbox))
+        .route("/sim/quota", get(quota))
         .route("/sim/aibot/{bot_id}", get(ws::bot_status))
         .route("/sim/aibot/{bot_id}/messages", post(ws::push_message))
         .route("/sim/aibot/{bot_id}/events", post(ws::push_event))
@@ -416,6 +435,25 @@ fn router(sim: Sim) -> Router {
 }
 
 impl Inner {
+    /// Counts one message for quota `key` (at most `max` per window) unless it would exceed
+    /// it; `false`: over the quota (nothing counted).
+    fn within_quota(&mut self, key: String, max: usize) -> bool {
+        let now = Instant::now();
+        let window = self.cfg.quota_window;
+        let log = self.sends.entry(key).or_default();
+        while log
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= window)
+        {
+            log.pop_front();
+        }
+        if log.len() >= max {
+            return false;
+        }
+        log.push_back(now);
+        true
+    }
+
     /// Consumes a matching injected fault.
     fn take_fault(&mut self, path: &str) -> Option<i64> {
         let f = self
@@ -530,6 +568,16 @@ fn app_send(
         return err(44004);
     }
     let (kept, truncated) = truncate_bytes(content, 2048);
+    let to = body.get(needs).and_then(Value::as_str).unwrap_or("");
+    let per_minute = s.cfg.app_per_minute;
+    if !s.within_quota(format!("app:{agent}:{needs}:{to}"), per_minute) {
+        // WeCom drops the excess without an error (/document/path/90236).
+        s.quota_dropped += 1;
+        let msgid = format!("sim{}", rand::random::<u32>());
+        return ok(
+            json!({"invaliduser": "", "invalidparty": "", "invalidtag": "", "msgid": msgid}),
+        );
+    }
     let mut delivered = body.clone();
     delivered[msgtype]["content"] = json!(kept);
     s.outbox
@@ -594,19 +642,11 @@ async fn webhook_send(
             return err(45002);
         }
     }
-    let now = Instant::now();
     let per_minute = s.cfg.webhook_per_minute;
-    let window = s.webhook_sends.entry(key.clone()).or_default();
-    while window
-        .front()
-        .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
-    {
-        window.pop_front();
-    }
-    if window.len() >= per_minute {
+    if !s.within_quota(format!("robot:{key}"), per_minute) {
+        s.quota_refused += 1;
         return err(45009);
     }
-    window.push_back(now);
     s.outbox
         .push(json!({"api": "/cgi-bin/webhook/send", "key": key, "body": body}));
     ok(json!({}))
@@ -664,6 +704,10 @@ struct ConfigReq {
     stream_expiry_ms: Option<u64>,
     callback_timeout_ms: Option<u64>,
     refresh_interval_ms: Option<u64>,
+    quota_window_ms: Option<u64>,
+    aibot_per_minute: Option<usize>,
+    app_per_minute: Option<usize>,
+    webhook_per_minute: Option<usize>,
 }
 
 async fn set_config(State(sim): State<Sim>, Json(c): Json<ConfigReq>) -> Json<Value> {
@@ -677,7 +721,26 @@ async fn set_config(State(sim): State<Sim>, Json(c): Json<ConfigReq>) -> Json<Va
     if let Some(ms) = c.refresh_interval_ms {
         s.cfg.refresh_interval = Duration::from_millis(ms);
     }
+    if let Some(ms) = c.quota_window_ms {
+        s.cfg.quota_window = Duration::from_millis(ms);
+    }
+    if let Some(n) = c.aibot_per_minute {
+        s.cfg.aibot_per_minute = n;
+    }
+    if let Some(n) = c.app_per_minute {
+        s.cfg.app_per_minute = n;
+    }
+    if let Some(n) = c.webhook_per_minute {
+        s.cfg.webhook_per_minute = n;
+    }
     Json(json!({"ok": true}))
+}
+
+/// `GET /sim/quota`: messages refused with 45009 (AI bots, robots) and dropped silently
+/// (apps) for exceeding WeCom's outbound quotas.
+async fn quota(State(sim): State<Sim>) -> Json<Value> {
+    let s = sim.lock();
+    Json(json!({"refused": s.quota_refused, "dropped": s.quota_dropped}))
 }
 
 async fn outbox(State(sim): State<Sim>) -> Json<Value> {

@@ -124,6 +124,7 @@ fn handle_frame(
 ) -> Option<WsFrame> {
     let mut s = sim.lock();
     let stream_expiry = s.cfg.stream_expiry;
+    let per_minute = s.cfg.aibot_per_minute;
     let command = frame.cmd.as_deref().unwrap_or("");
     if command == cmd::SUBSCRIBE {
         let body = frame.body.clone().unwrap_or_default();
@@ -175,11 +176,21 @@ fn handle_frame(
         }
         cmd::RESPOND_MSG | cmd::RESPOND_WELCOME | cmd::RESPOND_UPDATE => {
             let req_id = frame.headers.req_id.clone();
-            let code = if !state.issued.contains(&req_id) {
-                846605
-            } else {
-                check_reply(state, &req_id, frame.body.as_ref(), stream_expiry)
+            let code = match state.issued.get(&req_id).cloned() {
+                None => 846605,
+                Some(conversation) => {
+                    let new_message = opens_message(state, &req_id, frame.body.as_ref());
+                    let quota_key = format!("aibot:{id}:{conversation}");
+                    if new_message && !s.within_quota(quota_key, per_minute) {
+                        s.quota_refused += 1;
+                        45009
+                    } else {
+                        let state = s.bots.get_mut(&id).expect("subscribed bot exists");
+                        check_reply(state, &req_id, frame.body.as_ref(), stream_expiry)
+                    }
+                }
             };
+            let state = s.bots.get_mut(&id).expect("subscribed bot exists");
             let whole = serde_json::to_value(frame).expect("frame serializes");
             state.replies.entry(req_id).or_default().push((whole, code));
             Some(ack_of(frame, code))
@@ -193,7 +204,13 @@ fn handle_frame(
             {
                 40058
             } else {
-                0
+                let chatid = body["chatid"].as_str().unwrap_or_default();
+                if s.within_quota(format!("aibot:{id}:{chatid}"), per_minute) {
+                    0
+                } else {
+                    s.quota_refused += 1;
+                    45009
+                }
             };
             if code == 0 {
                 s.outbox
@@ -202,6 +219,20 @@ fn handle_frame(
             Some(ack_of(frame, code))
         }
         _ => Some(ack_of(frame, 846605)),
+    }
+}
+
+/// Whether a reply is a new message in the conversation (for its quota): anything but a
+/// further frame of a stream already opened.
+fn opens_message(state: &super::BotState, req_id: &str, body: Option<&Value>) -> bool {
+    let sid = body
+        .filter(|b| b.get("msgtype").and_then(Value::as_str) == Some("stream"))
+        .and_then(|b| b.get("stream")?.get("id")?.as_str());
+    match sid {
+        Some(sid) => !state
+            .streams
+            .contains_key(&(req_id.to_string(), sid.to_string())),
+        None => true,
     }
 }
 
@@ -296,6 +327,13 @@ async fn push(
             Json(json!({"error": format!("bot {bot_id} has no live long connection")})),
         );
     };
+    let conversation = body
+        .get("chatid")
+        .and_then(Value::as_str)
+        .filter(|_| body.get("chattype").and_then(Value::as_str) == Some("group"))
+        .or_else(|| body.get("from")?.get("userid")?.as_str())
+        .unwrap_or_default()
+        .to_string();
     let frame = WsFrame::command(command, &req_id, Some(body));
     if conn.tx.send(Out::Frame(frame)).is_err() {
         return (
@@ -303,7 +341,7 @@ async fn push(
             Json(json!({"error": "the connection just closed"})),
         );
     }
-    state.issued.insert(req_id.clone());
+    state.issued.insert(req_id.clone(), conversation);
     (
         StatusCode::OK,
         Json(json!({"msgid": msgid, "req_id": req_id})),
