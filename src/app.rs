@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! root (one_for_one, 3 restarts / 60 s)
-//! ├── ops_sup (one_for_one)        audit (the single SQLite writer) · limiter
+//! ├── ops_sup (one_for_one)        audit (the single SQLite writer) · limiter · outbox
 //! ├── model_sup (rest_for_one)     model (loads the GGUF, owns the device and the scheduler)
 //! ├── session_sup (one_for_one)    one transient session actor per conversation (dynamic)
 //! └── wecom_sup (rest_for_one)     router · one pump per AI-bot long connection
@@ -34,8 +34,8 @@ use wecom_edge_actors::model::{
     SchedulerConfig, MODEL_ACTOR,
 };
 use wecom_edge_actors::session::{
-    InboundMsg, Origin, Outbound, ReplyTo, RouterActor, RouterArgs, RouterMsg, Scope,
-    SessionContext, SessionSettings, ROUTER_ACTOR, SESSION_SUP,
+    InboundMsg, Origin, Outbound, OutboxActor, OutboxArgs, ReplyTo, RouterActor, RouterArgs,
+    RouterMsg, Scope, SessionContext, SessionSettings, OUTBOX_ACTOR, ROUTER_ACTOR, SESSION_SUP,
 };
 use wecom_edge_actors::supervisor::{
     ChildSpec, Strategy, Supervisor, SupervisorEvent, SupervisorMsg, SupervisorSpec,
@@ -328,7 +328,12 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         accepting,
     };
 
-    // ops_sup: audit, limiter.
+    let outbox_args = OutboxArgs {
+        outbound: outbound.clone(),
+        metrics: metrics.clone(),
+        health: health.clone(),
+    };
+    // ops_sup: audit, limiter, outbox (undelivered answers, retried until delivered or given up).
     let audit_args = AuditArgs {
         dir: cfg.data_dir.clone(),
         key: wecom_edge_actors::audit::AuditKey::default_path(&cfg.data_dir),
@@ -355,6 +360,14 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
             let (r, _) =
                 Actor::spawn_linked(Some(LIMITER_ACTOR.into()), LimiterActor, limits, sup).await?;
             Ok(r.get_cell())
+        }))
+        .child(ChildSpec::new(OUTBOX_ACTOR, move |sup| {
+            let a = outbox_args.clone();
+            async move {
+                let (r, _) =
+                    Actor::spawn_linked(Some(OUTBOX_ACTOR.into()), OutboxActor, a, sup).await?;
+                Ok(r.get_cell())
+            }
         }));
 
     // model_sup.

@@ -396,6 +396,46 @@ async fn the_box_answers_through_the_simulator() {
         "one answer for the message and its retry"
     );
 
+    // 7b. message/send failing past the client's own retries (−1 ×5: four tries of the first
+    //     delivery, one more in the outbox): the answer is kept in the outbox and delivered.
+    h.http
+        .post(format!("{}/sim/faults", h.sim))
+        .json(&json!({"path": "/cgi-bin/message/send", "errcode": -1, "times": 5}))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = h
+        .http
+        .post(format!("{}/sim/app/{AGENT}/messages", h.sim))
+        .json(&json!({"from": "grace", "text": "Say hello.", "msgid": 7_000_002u64}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["delivered"], true, "{v}");
+    until(
+        "the app's deferred answer",
+        Duration::from_secs(90),
+        || async {
+            let v = h.get("/sim/outbox").await;
+            v["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["body"]["touser"] == "grace")
+                .then_some(())
+        },
+    )
+    .await;
+    until("reply_delivered", Duration::from_secs(10), || async {
+        let all = rows(&tmp);
+        let kinds = |k: &str| all.iter().filter(|r| r.kind == k).count();
+        (kinds("reply_deferred") == 1 && kinds("reply_delivered") == 1).then_some(())
+    })
+    .await;
+
     // 8. A forged callback is rejected with WXBizMsgCrypt's signature error and audited.
     let resp = h
         .http

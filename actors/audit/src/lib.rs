@@ -42,6 +42,8 @@
 //! * **Inbound** — a message is written (with its dedupe row and its audit row, in one
 //!   transaction) before it is acknowledged; [`AuditStore::pending_inbound`] lists what was
 //!   accepted and not yet answered, for the start-up sweep.
+//! * **Outbox** — answers generated but not delivered, with what is still to send, kept until
+//!   the outbox actor delivers them or gives up ([`AuditStore::outbox_put`]).
 //! * **History** — each session's turns, so a restarted session continues its conversation.
 //!
 //! All access goes through one writer (the audit actor); readers (the CLI) open read-only.
@@ -53,10 +55,12 @@ use std::time::{Duration, Instant};
 mod chain;
 mod head;
 mod key;
+mod outbox;
 mod report;
 pub mod writer;
 pub use head::{Head, HeadStatus, HEAD_FILE};
 pub use key::{AuditKey, KEY_FILE};
+pub use outbox::OutboxItem;
 pub use report::{Incident, RestartReason, StartFinding, Verification, INCIDENT_KINDS};
 pub use writer::{record, AuditActor, AuditArgs, AuditMsg, AUDIT_ACTOR};
 
@@ -265,6 +269,18 @@ CREATE TABLE IF NOT EXISTS inbound (
     attempts     INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS inbound_state ON inbound (state);
+CREATE TABLE IF NOT EXISTS outbox (
+    id           INTEGER PRIMARY KEY,
+    inbound_id   INTEGER NOT NULL,
+    conversation TEXT NOT NULL,
+    origin       TEXT NOT NULL,
+    parts        TEXT NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    created_ms   INTEGER NOT NULL,
+    next_ms      INTEGER NOT NULL,
+    deadline_ms  INTEGER NOT NULL,
+    last_error   TEXT NOT NULL DEFAULT ''
+);
 CREATE TABLE IF NOT EXISTS probe (
     id    INTEGER PRIMARY KEY CHECK (id = 1),
     ts_ms INTEGER NOT NULL

@@ -19,7 +19,9 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::Value;
 
-use crate::{Accepted, AuditError, AuditKey, AuditStore, PendingInbound, StartFinding, Turn};
+use crate::{
+    Accepted, AuditError, AuditKey, AuditStore, OutboxItem, PendingInbound, StartFinding, Turn,
+};
 
 /// The audit actor's registered name.
 pub const AUDIT_ACTOR: &str = "audit";
@@ -113,6 +115,42 @@ pub enum AuditMsg {
     Findings(RpcReplyPort<Vec<StartFinding>>),
     /// Logs the chain's head (sent every [`HEAD_LOG_EVERY`] by the actor itself).
     LogHead,
+    /// [`AuditStore::outbox_put`]: keeps an undelivered answer and settles its inbound
+    /// message; the outbox id.
+    OutboxPut {
+        /// The inbound message answered.
+        inbound_id: i64,
+        /// Conversation key.
+        conversation: String,
+        /// Where it goes (the inbound message's origin JSON).
+        origin: Value,
+        /// What is still to send, in order.
+        parts: Vec<String>,
+        /// Why it was not delivered.
+        error: String,
+        /// Given up after this (unix ms).
+        deadline_ms: i64,
+        /// The outbox id.
+        reply: RpcReplyPort<Result<i64, String>>,
+    },
+    /// [`AuditStore::outbox_progress`].
+    OutboxProgress {
+        /// Outbox id.
+        id: i64,
+        /// Parts still to send.
+        parts: Vec<String>,
+        /// After a failure: the error and the next attempt (unix ms).
+        failed: Option<(String, i64)>,
+    },
+    /// [`AuditStore::outbox_done`] (`abandoned: None`) or [`AuditStore::outbox_abandon`].
+    OutboxSettle {
+        /// Outbox id.
+        id: i64,
+        /// Why it was given up.
+        abandoned: Option<String>,
+    },
+    /// [`AuditStore::outbox_pending`].
+    OutboxPending(RpcReplyPort<Result<Vec<OutboxItem>, String>>),
 }
 
 /// Start arguments.
@@ -297,6 +335,44 @@ impl Actor for AuditActor {
                 if let Ok(n) = st.check("prune", r) {
                     tracing::debug!(pruned = n, "dedupe rows past retention removed");
                 }
+            }
+            AuditMsg::OutboxPut {
+                inbound_id,
+                conversation,
+                origin,
+                parts,
+                error,
+                deadline_ms,
+                reply,
+            } => {
+                let r = st.store.outbox_put(
+                    inbound_id,
+                    &conversation,
+                    &origin,
+                    &parts,
+                    &error,
+                    deadline_ms,
+                );
+                let _ = reply.send(st.check("outbox_put", r));
+            }
+            AuditMsg::OutboxProgress { id, parts, failed } => {
+                let r = st.store.outbox_progress(
+                    id,
+                    &parts,
+                    failed.as_ref().map(|(e, t)| (e.as_str(), *t)),
+                );
+                let _ = st.check("outbox_progress", r);
+            }
+            AuditMsg::OutboxSettle { id, abandoned } => {
+                let r = match &abandoned {
+                    None => st.store.outbox_done(id),
+                    Some(e) => st.store.outbox_abandon(id, e),
+                };
+                let _ = st.check("outbox_settle", r);
+            }
+            AuditMsg::OutboxPending(reply) => {
+                let r = st.store.outbox_pending();
+                let _ = reply.send(r.map_err(|e| e.to_string()));
             }
             AuditMsg::Findings(reply) => {
                 let _ = reply.send(st.store.findings().to_vec());

@@ -158,3 +158,55 @@ fn history_keeps_the_last_turns_and_resets() {
     assert!(s.history("g1/u1", 10).unwrap().is_empty());
     assert_eq!(s.history("g1/u2", 10).unwrap().len(), 1);
 }
+
+#[test]
+fn an_undelivered_answer_moves_from_inbound_to_the_outbox_and_out_again() {
+    let d = TempDir::new("outbox");
+    let mut s = AuditStore::open(&d.0, key()).unwrap();
+    let Accepted::New(a) = s.accept_inbound("aibot/b", "m1", "c", &json!({})).unwrap() else {
+        panic!("fresh")
+    };
+    let Accepted::New(b) = s.accept_inbound("aibot/b", "m2", "c", &json!({})).unwrap() else {
+        panic!("fresh")
+    };
+    let parts = vec!["one".to_string(), "two".to_string()];
+    let o1 = s
+        .outbox_put(
+            a,
+            "c",
+            &json!({"channel": "aibot"}),
+            &parts,
+            "socket closed",
+            i64::MAX,
+        )
+        .unwrap();
+    let o2 = s
+        .outbox_put(b, "c", &json!({}), &parts[..1], "socket closed", i64::MAX)
+        .unwrap();
+    // Settled: the start-up sweep does not generate them again; the outbox survives a reopen.
+    drop(s);
+    let mut s = AuditStore::open(&d.0, key()).unwrap();
+    assert!(s.pending_inbound().unwrap().is_empty());
+    let p = s.outbox_pending().unwrap();
+    assert_eq!(p.iter().map(|i| i.id).collect::<Vec<_>>(), [o1, o2]);
+    assert_eq!(p[0].parts, parts);
+    assert_eq!(p[0].origin["channel"], "aibot");
+
+    s.outbox_progress(o1, &parts[1..], Some(("still down", 42)))
+        .unwrap();
+    let p = s.outbox_pending().unwrap();
+    assert_eq!((p[0].parts.len(), p[0].attempts, p[0].next_ms), (1, 1, 42));
+    assert_eq!(p[0].last_error, "still down");
+
+    s.outbox_done(o1).unwrap();
+    s.outbox_abandon(o2, "deadline passed").unwrap();
+    assert!(s.outbox_pending().unwrap().is_empty());
+    let state: String = s
+        .connection()
+        .query_row("SELECT state FROM inbound WHERE id = ?1", [b], |r| r.get(0))
+        .unwrap();
+    assert_eq!(state, "failed");
+    let kinds: Vec<String> = s.tail(2).unwrap().into_iter().map(|r| r.kind).collect();
+    assert_eq!(kinds, ["reply_delivered", "reply_abandoned"]);
+    assert!(s.verify(&key()).unwrap().is_intact());
+}

@@ -33,7 +33,8 @@ use wecom_edge_model::{
 };
 use wecom_edge_watchdog::Metrics;
 
-use crate::reply::{Origin, Outbound, Replier, ReplyTo};
+use crate::outbox::{OutboxMsg, OUTBOX_ACTOR, OUTBOX_DEADLINE};
+use crate::reply::{Origin, Outbound, Replier, ReplyTo, Undelivered};
 use crate::router::RouterMsg;
 use crate::{fit_history, help_text, parse_command, strip_mentions, Command, Turn};
 
@@ -837,7 +838,9 @@ const MODEL_RESTARTING: &str =
 const RESTARTING: &str =
     "⚠️ 服务正在重启，请稍后再试。(The box is restarting; please ask again in a moment.)";
 
-/// Sends the final answer (or notice), audits the outcome and settles the inbound row.
+/// Sends the final answer (or notice), audits the outcome and settles the inbound row. What
+/// could not be delivered but can still be sent proactively goes to the durable outbox
+/// ([`crate::outbox`]), which settles the row in the same transaction.
 async fn deliver(replier: &mut Replier, job: &Job, key: &str, text: String) {
     let ok = match replier.finish(&text).await {
         Ok(()) => {
@@ -848,12 +851,55 @@ async fn deliver(replier: &mut Replier, job: &Job, key: &str, text: String) {
             );
             true
         }
-        Err(e) => {
-            record("reply_failed", key, json!({"msgid": job.msgid, "error": e}));
+        Err(u) if !u.parts.is_empty() => match defer(job, key, &u).await {
+            Ok(id) => {
+                tracing::warn!(session = %key, outbox_id = id, error = %u, "answer not delivered; kept in the outbox");
+                return;
+            }
+            Err(e) => {
+                let error = format!("{u}; the outbox could not keep it: {e}");
+                record(
+                    "reply_failed",
+                    key,
+                    json!({"msgid": job.msgid, "error": error}),
+                );
+                false
+            }
+        },
+        Err(u) => {
+            record(
+                "reply_failed",
+                key,
+                json!({"msgid": job.msgid, "error": u.error}),
+            );
             false
         }
     };
     finish_inbound(job.inbound_id, ok);
+}
+
+/// Keeps an undelivered answer in the outbox (durable before this returns) and wakes the
+/// outbox actor; the outbox id.
+async fn defer(job: &Job, key: &str, u: &Undelivered) -> Result<i64, String> {
+    let a = audit().ok_or("the audit actor is restarting")?;
+    let deadline_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| (d + OUTBOX_DEADLINE).as_millis() as i64)
+        .unwrap_or(i64::MAX);
+    let id = ractor::call!(a, |reply| AuditMsg::OutboxPut {
+        inbound_id: job.inbound_id,
+        conversation: key.to_string(),
+        origin: serde_json::to_value(&job.origin).unwrap_or_default(),
+        parts: u.parts.clone(),
+        error: u.error.clone(),
+        deadline_ms,
+        reply,
+    })
+    .map_err(|e| e.to_string())??;
+    if let Some(o) = ractor::registry::where_is(OUTBOX_ACTOR.into()) {
+        let _ = o.send_message(OutboxMsg::Wake);
+    }
+    Ok(id)
 }
 
 struct DepthGuard(Metrics);

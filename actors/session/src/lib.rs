@@ -13,11 +13,13 @@
 #![warn(missing_docs)]
 
 pub mod actor;
+pub mod outbox;
 pub mod reply;
 pub mod router;
 
 pub use actor::{Job, SessionActor, SessionArgs, SessionContext, SessionMsg, SessionSettings};
-pub use reply::{Origin, Outbound, Replier, ReplyTo};
+pub use outbox::{OutboxActor, OutboxArgs, OutboxMsg, OUTBOX_ACTOR};
+pub use reply::{Origin, Outbound, Replier, ReplyTo, Undelivered};
 pub use router::{InboundMsg, RouterActor, RouterArgs, RouterMsg, ROUTER_ACTOR, SESSION_SUP};
 
 /// Whose context a group message joins.

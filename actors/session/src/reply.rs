@@ -210,8 +210,9 @@ impl Replier {
     /// continuation parts in order.
     ///
     /// # Errors
-    /// The first failed send, as text.
-    pub async fn finish(&mut self, text: &str) -> Result<(), String> {
+    /// [`Undelivered`]: the first failed send, and the parts not delivered (in order, each
+    /// within one message's limit) when the outbox can still send them proactively.
+    pub async fn finish(&mut self, text: &str) -> Result<(), Undelivered> {
         let text = if text.trim().is_empty() { "…" } else { text };
         match self.to.clone() {
             ReplyTo::LongConnection {
@@ -220,28 +221,30 @@ impl Replier {
                 conversation,
             } => {
                 let parts = split_message(text, AIBOT_CONTENT_MAX_BYTES);
-                let (first, rest) = parts.split_first().expect("split gives at least one part");
                 let streamed = if self.broken {
                     Err(String::new())
                 } else {
                     let s = self
                         .stream
                         .get_or_insert_with(|| conn.stream(&req_id, &conversation));
-                    s.finish(first).await.map_err(|e| e.to_string())
+                    s.finish(&parts[0]).await.map_err(|e| e.to_string())
                 };
-                if let Err(e) = streamed {
+                let mut from = 0;
+                if streamed.is_ok() {
+                    self.frames += 1;
+                    from = 1;
+                } else if let Err(e) = &streamed {
                     if !e.is_empty() {
                         tracing::warn!(%req_id, error = %e, "stream reply failed; sending the answer as a new message");
                     }
-                    conn.send_markdown(&conversation, first)
-                        .await
-                        .map_err(|e| e.to_string())?;
                 }
-                self.frames += 1;
-                for part in rest {
-                    conn.send_markdown(&conversation, part)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                for (i, part) in parts.iter().enumerate().skip(from) {
+                    if let Err(e) = conn.send_markdown(&conversation, part).await {
+                        return Err(Undelivered {
+                            error: e.to_string(),
+                            parts: parts[i..].to_vec(),
+                        });
+                    }
                     self.frames += 1;
                 }
                 Ok(())
@@ -256,13 +259,15 @@ impl Replier {
                 self.frames += 1;
                 if parts.len() > 1 {
                     let (Some(url), Some(api)) = (response_url, api) else {
-                        return Err("the answer was cut: no response_url for the rest".into());
+                        return Err(Undelivered::lost(
+                            "the answer was cut: no response_url for the rest",
+                        ));
                     };
                     // One call per URL: the rest goes as one markdown message, cut to fit.
                     let rest = parts[1..].join("\n");
                     url.send_markdown(&api, prefix_bytes(&rest, AIBOT_CONTENT_MAX_BYTES))
                         .await
-                        .map_err(|e| e.to_string())?;
+                        .map_err(|e| Undelivered::lost(e.to_string()))?;
                     self.frames += 1;
                 }
                 Ok(())
@@ -272,15 +277,85 @@ impl Replier {
                 touser,
                 chatid,
             } => {
-                let sent = match chatid {
-                    Some(c) => client.appchat_send(&c, AppMsgType::Text, text).await,
-                    None => client.send(&touser, AppMsgType::Text, text).await,
-                };
-                let sent = sent.map_err(|e| e.to_string())?;
-                self.frames += sent.len();
+                let parts = split_message(text, AppMsgType::Text.max_bytes());
+                for (i, part) in parts.iter().enumerate() {
+                    let sent = match &chatid {
+                        Some(c) => client.appchat_send(c, AppMsgType::Text, part).await,
+                        None => client.send(&touser, AppMsgType::Text, part).await,
+                    };
+                    match sent {
+                        Ok(s) => self.frames += s.len(),
+                        Err(e) => {
+                            return Err(Undelivered {
+                                error: e.to_string(),
+                                parts: parts[i..].to_vec(),
+                            })
+                        }
+                    }
+                }
                 Ok(())
             }
-            ReplyTo::Nowhere => Err("no configured endpoint to answer through".into()),
+            ReplyTo::Nowhere => Err(Undelivered::lost(
+                "no configured endpoint to answer through",
+            )),
         }
+    }
+}
+
+/// An answer [`Replier::finish`] could not deliver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undelivered {
+    /// The failure, as text.
+    pub error: String,
+    /// What is still to send, in order; empty when nothing can send it later (a webhook
+    /// stream's one-shot response_url, no configured endpoint).
+    pub parts: Vec<String>,
+}
+
+impl Undelivered {
+    fn lost(error: impl Into<String>) -> Self {
+        Undelivered {
+            error: error.into(),
+            parts: Vec::new(),
+        }
+    }
+}
+
+impl std::fmt::Display for Undelivered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.error)
+    }
+}
+
+/// Sends one outbox part proactively to the conversation `o` came from: `aibot_send_msg` over
+/// the bot's long connection (/document/path/101463), or the app's `message/send` /
+/// `appchat/send` (/document/path/90236, /90248).
+///
+/// # Errors
+/// The transport's error, as text (the endpoint no longer configured is one too).
+pub async fn send_proactive(out: &Outbound, o: &Origin, part: &str) -> Result<(), String> {
+    match o.channel.as_str() {
+        "aibot" => match out.bots.get(&o.endpoint) {
+            Some(conn) => conn
+                .send_markdown(o.chat_or_user(), part)
+                .await
+                .map_err(|e| e.to_string()),
+            None => Err(format!("bot {} has no long connection", o.endpoint)),
+        },
+        "app" => match o
+            .endpoint
+            .parse()
+            .ok()
+            .and_then(|id: i64| out.apps.get(&id))
+        {
+            Some(client) => match &o.chat {
+                Some(c) => client.appchat_send(c, AppMsgType::Text, part).await,
+                None => client.send(&o.user, AppMsgType::Text, part).await,
+            }
+            .map(drop)
+            .map_err(|e| e.to_string()),
+            None => Err(format!("app {} is not configured", o.endpoint)),
+        },
+        other => Err(format!("unknown channel {other:?}")),
     }
 }

@@ -340,6 +340,12 @@ pub struct Metrics {
     pub websocket_reconnects: Counter,
     /// SQLite writes that failed.
     pub sqlite_write_errors: Counter,
+    /// Answers generated and not yet delivered (the durable outbox).
+    pub outbox_pending: Gauge,
+    /// Deferred answers delivered by the outbox.
+    pub outbox_delivered: Counter,
+    /// Deferred answers given up at their deadline.
+    pub outbox_abandoned: Counter,
     /// 1 while a health check fails, 0 while it passes, by `check` and `kind`
     /// (`liveness` / `readiness`); kept current from [`Health`] at each scrape.
     pub health_check_failing: Family<Vec<(String, String)>, Gauge>,
@@ -386,6 +392,22 @@ impl Metrics {
             "AI-bot long-connection reconnects",
         );
         let sqlite_write_errors = c(&mut reg, "sqlite_write_errors", "SQLite writes that failed");
+        let outbox_delivered = c(
+            &mut reg,
+            "outbox_delivered",
+            "Deferred answers delivered by the outbox",
+        );
+        let outbox_abandoned = c(
+            &mut reg,
+            "outbox_abandoned",
+            "Deferred answers given up at their deadline",
+        );
+        let outbox_pending = Gauge::default();
+        reg.register(
+            "outbox_pending",
+            "Answers generated and not yet delivered",
+            outbox_pending.clone(),
+        );
         let time_to_first_token_seconds = Histogram::new(exponential_buckets(0.05, 2.0, 10));
         reg.register(
             "time_to_first_token_seconds",
@@ -423,6 +445,9 @@ impl Metrics {
             actor_restarts,
             websocket_reconnects,
             sqlite_write_errors,
+            outbox_pending,
+            outbox_delivered,
+            outbox_abandoned,
             health_check_failing,
         }
     }

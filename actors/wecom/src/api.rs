@@ -418,7 +418,8 @@ impl AppMsgType {
         }
     }
 
-    fn max_bytes(self) -> usize {
+    /// The most bytes of content one message of this type carries.
+    pub fn max_bytes(self) -> usize {
         match self {
             AppMsgType::Text => split::TEXT_MAX_BYTES,
             AppMsgType::Markdown => split::APP_MARKDOWN_MAX_BYTES,

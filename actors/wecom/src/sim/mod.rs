@@ -23,6 +23,8 @@
 //! * `POST /sim/app/{agentid}/messages` `{"from","text","msgid"?}` → `{"msgid","delivered","attempts"}`.
 //! * `GET /sim/app/{agentid}` → `{"gettoken_calls","token_valid"}`.
 //! * `POST /sim/faults` `{"path","errcode","times"}` — the next `times` calls of `path` fail.
+//!   `path` is an API path (`/cgi-bin/message/send`) or a long-connection command
+//!   (`aibot_send_msg`, `aibot_respond_msg`): its ack carries `errcode`.
 //! * `POST /sim/config` `{"stream_expiry_ms"?,"callback_timeout_ms"?,"refresh_interval_ms"?}`.
 //! * `GET /sim/outbox` → `{"messages":[…]}`: message/send, appchat/send, webhook sends,
 //!   response_url posts and `aibot_send_msg`, in arrival order.

@@ -176,7 +176,10 @@ fn handle_frame(
         }
         cmd::RESPOND_MSG | cmd::RESPOND_WELCOME | cmd::RESPOND_UPDATE => {
             let req_id = frame.headers.req_id.clone();
+            let fault = s.take_fault(command);
+            let state = s.bots.get_mut(&id).expect("subscribed bot exists");
             let code = match state.issued.get(&req_id).cloned() {
+                _ if fault.is_some() => fault.unwrap_or_default(),
                 None => 846605,
                 Some(conversation) => {
                     let new_message = opens_message(state, &req_id, frame.body.as_ref());
@@ -197,7 +200,9 @@ fn handle_frame(
         }
         cmd::SEND_MSG => {
             let body = frame.body.clone().unwrap_or_default();
-            let code = if body
+            let code = if let Some(code) = s.take_fault(command) {
+                code
+            } else if body
                 .get("chatid")
                 .and_then(Value::as_str)
                 .is_none_or(str::is_empty)
