@@ -8,9 +8,18 @@
 //! its final frame. Targets (issue 4): ratio ≥ 3 with 8 users; first frame p95 < 1.5 s on the
 //! 2-core CI machine.
 //!
-//! Frames are observed by polling the simulator's control API every 25 ms, so the latencies
-//! carry up to 25 ms of observation delay. Environment: `PIPELINE_USERS` (8),
-//! `PIPELINE_QUESTIONS` (4), `PIPELINE_MAX_TOKENS` (96).
+//! Then the load test of issue 11: `PIPELINE_LOAD_USERS` (50) users, each in their own chat,
+//! ask `PIPELINE_LOAD_QUESTIONS` (3) questions each in turn, all at once, under the box's
+//! default limits (8 generation slots, the fair queue). Prints answered, refused (busy or rate)
+//! and lost (no final frame within 10 minutes), p50/p95 of the time to the first frame (the
+//! "queued, N ahead" frame counts: it is what the user sees) and to the first answer text, the
+//! most questions any one user had refused, and the process's RSS before (after the model
+//! loaded), at its peak (VmHWM) and once idle again (sessions stopped, parked KV caches
+//! released: the bench's idle timeout is 2 s).
+//!
+//! Frames are observed by polling the simulator's control API every 25 ms (100 ms in the load
+//! test), so the latencies carry up to that much observation delay. Environment: `PIPELINE_USERS` (8),
+//! `PIPELINE_QUESTIONS` (4), `PIPELINE_MAX_TOKENS` (96); `PIPELINE_PHASES` (`scaling,load`).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -37,11 +46,37 @@ fn env(name: &str, default: usize) -> usize {
 
 struct Sample {
     first_frame: Duration,
+    /// The first frame with answer text (not the queued notice); `None`: refused or lost.
+    first_text: Option<Duration>,
     finished: Duration,
+    outcome: Outcome,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Answered,
+    Refused,
+    Lost,
+}
+
+const QUEUED_PREFIX: &str = "⏳";
+
+fn outcome_of(text: &str) -> Outcome {
+    if text.contains("(I am busy") || text.contains("please try again in") {
+        Outcome::Refused
+    } else {
+        Outcome::Answered
+    }
 }
 
 /// One user asking `n` questions in turn in their own group.
-async fn user(http: reqwest::Client, sim: String, u: usize, n: usize) -> Vec<Sample> {
+async fn user(
+    http: reqwest::Client,
+    sim: String,
+    u: usize,
+    n: usize,
+    poll: Duration,
+) -> Vec<Sample> {
     let mut out = Vec::new();
     for q in 0..n {
         let t0 = Instant::now();
@@ -58,19 +93,28 @@ async fn user(http: reqwest::Client, sim: String, u: usize, n: usize) -> Vec<Sam
             .unwrap();
         let req_id = r["req_id"].as_str().expect("req_id").to_string();
         let mut first = None;
+        let mut first_text = None;
         loop {
             let f = demo::frames(&http, &sim, &req_id).await.unwrap();
             if first.is_none() && !f.is_empty() {
                 first = Some(t0.elapsed());
             }
-            if f.last().is_some_and(|(_, fin)| *fin) {
+            if first_text.is_none() && f.iter().any(|(c, _)| !c.starts_with(QUEUED_PREFIX)) {
+                first_text = Some(t0.elapsed());
+            }
+            let done = f.last().filter(|(_, fin)| *fin).map(|(c, _)| outcome_of(c));
+            let lost = t0.elapsed() > Duration::from_secs(600);
+            if done.is_some() || lost {
+                let outcome = done.unwrap_or(Outcome::Lost);
                 out.push(Sample {
                     first_frame: first.unwrap_or_else(|| t0.elapsed()),
+                    first_text: first_text.filter(|_| outcome == Outcome::Answered),
                     finished: t0.elapsed(),
+                    outcome,
                 });
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+            tokio::time::sleep(poll).await;
         }
     }
     out
@@ -82,7 +126,26 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v[i.min(v.len() - 1)]
 }
 
-async fn run(users: usize, questions: usize, max_tokens: usize) -> (f64, Vec<Sample>) {
+/// Resident set size now and at its peak (VmRSS, VmHWM), MiB.
+fn rss_mib() -> (f64, f64) {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |k: &str| {
+        s.lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+struct Run {
+    tps: f64,
+    samples: Vec<Sample>,
+    /// RSS after the model loaded, at the peak, and idle again (MiB).
+    rss: (f64, f64, f64),
+}
+
+async fn run(users: usize, questions: usize, max_tokens: usize, load: bool) -> Run {
     let dir = std::env::temp_dir().join(format!("wecom-edge-bench-{}-{users}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -113,11 +176,16 @@ async fn run(users: usize, questions: usize, max_tokens: usize) -> (f64, Vec<Sam
         temperature: 0.0,
     };
     let mut cfg = demo::config(&opts, &sim);
-    cfg.limits = Limits {
-        per_user_per_minute: 1000,
-        per_chat_per_minute: 1000,
-        ..Limits::default()
-    };
+    if load {
+        // The box's defaults, but sessions idle (and their caches released) after 2 s.
+        cfg.idle_timeout = Duration::from_secs(2);
+    } else {
+        cfg.limits = Limits {
+            per_user_per_minute: 1000,
+            per_chat_per_minute: 1000,
+            ..Limits::default()
+        };
+    }
     let running = app::start(&cfg).await.unwrap();
     let http = reqwest::Client::new();
     let base = sim.base_url();
@@ -135,10 +203,13 @@ async fn run(users: usize, questions: usize, max_tokens: usize) -> (f64, Vec<Sam
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // 50 pollers at 25 ms would be 2000 HTTP requests a second on the box's own 2 cores.
+    let poll = Duration::from_millis(if load { 100 } else { 25 });
+    let rss_base = rss_mib().0;
     let tokens0 = running.metrics.tokens.get();
     let t0 = Instant::now();
     let tasks: Vec<_> = (0..users)
-        .map(|u| tokio::spawn(user(http.clone(), base.clone(), u, questions)))
+        .map(|u| tokio::spawn(user(http.clone(), base.clone(), u, questions, poll)))
         .collect();
     let mut samples = Vec::new();
     for t in tasks {
@@ -146,10 +217,18 @@ async fn run(users: usize, questions: usize, max_tokens: usize) -> (f64, Vec<Sam
     }
     let wall = t0.elapsed().as_secs_f64();
     let tokens = running.metrics.tokens.get() - tokens0;
+    let peak = rss_mib().1;
+    // Idle: every session stops after 2 s and the scheduler drops its parked cache then.
+    tokio::time::sleep(Duration::from_secs(if load { 5 } else { 0 })).await;
+    let idle = rss_mib().0;
     running.shutdown().await;
     sim.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
-    (tokens as f64 / wall, samples)
+    Run {
+        tps: tokens as f64 / wall,
+        samples,
+        rss: (rss_base, peak, idle),
+    }
 }
 
 fn report(label: &str, tps: f64, samples: &[Sample]) {
@@ -169,6 +248,46 @@ fn report(label: &str, tps: f64, samples: &[Sample]) {
     );
 }
 
+fn report_load(users: usize, questions: usize, r: &Run) {
+    let n = |o: Outcome| r.samples.iter().filter(|s| s.outcome == o).count();
+    let mut ff: Vec<f64> = r
+        .samples
+        .iter()
+        .map(|s| s.first_frame.as_secs_f64())
+        .collect();
+    let mut ft: Vec<f64> = r
+        .samples
+        .iter()
+        .filter_map(|s| s.first_text.map(|d| d.as_secs_f64()))
+        .collect();
+    if ft.is_empty() {
+        ft.push(f64::NAN);
+    }
+    let per_user_max_refused = r
+        .samples
+        .chunks(questions)
+        .map(|c| c.iter().filter(|s| s.outcome == Outcome::Refused).count())
+        .max()
+        .unwrap_or(0);
+    println!(
+        "load {users} users x {questions}: {} answered, {} refused, {} lost (most refused for one \
+         user: {per_user_max_refused}); first frame p50 {:.2} s p95 {:.2} s; first answer text \
+         p50 {:.2} s p95 {:.2} s; {:.1} generated tok/s",
+        n(Outcome::Answered),
+        n(Outcome::Refused),
+        n(Outcome::Lost),
+        pct(&mut ff, 0.5),
+        pct(&mut ff, 0.95),
+        pct(&mut ft, 0.5),
+        pct(&mut ft, 0.95),
+        r.tps,
+    );
+    println!(
+        "load RSS: {:.0} MiB after the model loaded, peak {:.0} MiB, {:.0} MiB idle again",
+        r.rss.0, r.rss.1, r.rss.2
+    );
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` passes nothing: run only for bench.
     if !std::env::args().any(|a| a == "--bench") {
@@ -182,14 +301,25 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let phases = std::env::var("PIPELINE_PHASES").unwrap_or_else(|_| "scaling,load".into());
     rt.block_on(async {
-        let (single, s1) = run(1, questions, max_tokens).await;
-        report("1 user", single, &s1);
-        let (multi, sn) = run(users, questions, max_tokens).await;
-        report(&format!("{users} users"), multi, &sn);
-        println!(
-            "aggregate/single: {:.2}x ({multi:.1} / {single:.1} tok/s; target >= 3x)",
-            multi / single
-        );
+        if phases.contains("scaling") {
+            let single = run(1, questions, max_tokens, false).await;
+            report("1 user", single.tps, &single.samples);
+            let multi = run(users, questions, max_tokens, false).await;
+            report(&format!("{users} users"), multi.tps, &multi.samples);
+            println!(
+                "aggregate/single: {:.2}x ({:.1} / {:.1} tok/s; target >= 3x)",
+                multi.tps / single.tps,
+                multi.tps,
+                single.tps
+            );
+        }
+        if phases.contains("load") {
+            let users = env("PIPELINE_LOAD_USERS", 50);
+            let questions = env("PIPELINE_LOAD_QUESTIONS", 3);
+            let r = run(users, questions, max_tokens, true).await;
+            report_load(users, questions, &r);
+        }
     });
 }

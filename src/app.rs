@@ -99,6 +99,9 @@ impl Progress for BeaconProgress {
     fn idle(&self, idle: bool) {
         self.0.set_idle(idle);
     }
+    fn released(&self, caches: usize, bytes: usize) {
+        tracing::debug!(caches, bytes, "idle conversations' KV caches released");
+    }
 }
 
 /// Which backend the model runs on: `auto` picks CUDA in a `cuda` build with /dev/nvidia0.
@@ -373,8 +376,10 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     // model_sup.
     let beacon = health.beacon("model", Duration::from_secs(30));
     let progress: Arc<dyn Progress + Sync> = Arc::new(BeaconProgress(beacon));
+    // A conversation's parked KV cache lives as long as its session.
     let scheduler = SchedulerConfig {
         max_batch: 8,
+        parked_ttl: cfg.idle_timeout,
         ..Default::default()
     };
     let model_spec = if use_cuda(&cfg.device)? {

@@ -248,3 +248,58 @@ fn long_prompts_prefill_in_chunks_beside_decoding_sequences() {
         beats.0.load(Ordering::Relaxed)
     );
 }
+
+/// Counts released parked caches.
+#[derive(Default)]
+struct Released(std::sync::atomic::AtomicUsize);
+
+impl scheduler::Progress for Released {
+    fn beat(&self) {}
+    fn idle(&self, _: bool) {}
+    fn released(&self, caches: usize, _bytes: usize) {
+        self.0.fetch_add(caches, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn an_idle_conversations_parked_cache_is_released_while_the_scheduler_waits() {
+    let e = engine();
+    let (tx, rx) = mpsc::channel();
+    let alive = &AtomicBool::new(true);
+    let released = &Released::default();
+    let ttl = std::time::Duration::from_millis(300);
+    std::thread::scope(|s| {
+        let cfg = SchedulerConfig {
+            parked_ttl: ttl,
+            ..Default::default()
+        };
+        s.spawn(move || scheduler::run(e, cfg, rx, alive, released));
+        let prompt = e
+            .chat_prompt(&[ChatMessage::new("user", "Name three colours.")])
+            .unwrap();
+        let (mut r, mut sub) = request(prompt.clone(), 8);
+        r.cache_key = Some("conv".into());
+        tx.send(r).unwrap();
+        drain(&mut sub).1.expect("finished");
+        // Nothing is submitted: the waiting scheduler drops the cache once its ttl is over.
+        let t0 = Instant::now();
+        while released.0.load(Ordering::SeqCst) == 0 {
+            assert!(
+                t0.elapsed() < ttl * 20,
+                "the parked cache was never released"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(t0.elapsed() >= ttl / 2, "released before its ttl");
+        // The conversation's next turn starts from scratch.
+        let (mut r, mut sub) = request(prompt, 8);
+        r.cache_key = Some("conv".into());
+        tx.send(r).unwrap();
+        match sub.events.blocking_recv() {
+            Some(GenEvent::Started { cached_tokens, .. }) => assert_eq!(cached_tokens, 0),
+            other => panic!("{other:?}"),
+        }
+        drain(&mut sub).1.expect("finished");
+        drop(tx);
+    });
+}

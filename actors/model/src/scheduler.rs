@@ -32,7 +32,10 @@
 //! longest common prefix of those ids and its prompt — a conversation's history is not prefilled
 //! again each turn, only the new question. Parked caches count against the memory budget and
 //! are evicted least recently used first when a new sequence needs room. New caches are
-//! allocated with `slack` spare positions so the next turn usually fits.
+//! allocated with `slack` spare positions so the next turn usually fits. A parked cache unused
+//! for `parked_ttl` (the session's idle time: its conversation has ended) is dropped, also while
+//! the scheduler waits for work, and the freed memory is handed back to the OS (glibc's
+//! `malloc_trim(0)`), so an idle box returns near its base RSS.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -62,18 +65,22 @@ pub struct SchedulerConfig {
     /// shortest remainder first). Bounds the time between progress beats and the delay a long
     /// prompt adds to the other sequences' next token.
     pub prefill_chunk: usize,
+    /// A parked cache unused this long is dropped.
+    pub parked_ttl: Duration,
 }
 
 impl Default for SchedulerConfig {
     /// 8 slots within 512 MiB (SmolLM2-135M: 45 KiB per position, so ~11 600 positions:
     /// 8 running conversations of ~700 positions each, plus as many parked), 256 spare,
-    /// prefill in chunks of 128 tokens (about 1 s on 2 cores for SmolLM2-135M).
+    /// prefill in chunks of 128 tokens (about 1 s on 2 cores for SmolLM2-135M), parked caches
+    /// kept 10 minutes (the sessions' default idle time).
     fn default() -> Self {
         SchedulerConfig {
             max_batch: 8,
             kv_budget_bytes: 512 << 20,
             slack: 256,
             prefill_chunk: 128,
+            parked_ttl: Duration::from_secs(600),
         }
     }
 }
@@ -184,11 +191,48 @@ pub trait Progress: Send {
     fn beat(&self);
     /// The scheduler has nothing to do (`true`) or work again (`false`).
     fn idle(&self, idle: bool);
+    /// Parked caches unused for `parked_ttl` were dropped: how many, and their bytes.
+    fn released(&self, _caches: usize, _bytes: usize) {}
 }
 
 impl Progress for () {
     fn beat(&self) {}
     fn idle(&self, _: bool) {}
+}
+
+/// Drops parked caches unused for `ttl` (reporting them, and handing the memory back to the
+/// OS); the time until the next one expires, if any is left.
+fn expire_parked<B: QuantBackend>(
+    parked: &mut ParkedMap<B>,
+    ttl: Duration,
+    progress: &dyn Progress,
+) -> Option<Duration> {
+    let (mut n, mut bytes) = (0, 0);
+    parked.retain(|_, p| {
+        let keep = p.last_used.elapsed() < ttl;
+        if !keep {
+            n += 1;
+            bytes += p.cache.bytes();
+        }
+        keep
+    });
+    if n > 0 {
+        release_memory();
+        progress.released(n, bytes);
+    }
+    parked
+        .values()
+        .map(|p| ttl.saturating_sub(p.last_used.elapsed()))
+        .min()
+}
+
+/// Returns freed heap memory to the OS (glibc keeps it otherwise; a no-op elsewhere).
+fn release_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists; 0 keeps no padding.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 struct Seq<'t, B: QuantBackend> {
@@ -282,12 +326,26 @@ pub fn run<B: QuantBackend>(
                 return;
             }
             progress.idle(true);
-            match requests.recv() {
-                Ok(r) => waiting.push_back(r),
-                Err(_) => return,
-            }
+            let next = loop {
+                let r = match expire_parked(&mut parked, cfg.parked_ttl, progress) {
+                    Some(wait) => requests
+                        .recv_timeout(wait)
+                        .map_err(|e| matches!(e, std::sync::mpsc::RecvTimeoutError::Disconnected)),
+                    None => requests.recv().map_err(|_| true),
+                };
+                match r {
+                    Ok(r) => break Some(r),
+                    Err(true) => break None,
+                    Err(false) => {}
+                }
+            };
             progress.idle(false);
+            match next {
+                Some(r) => waiting.push_back(r),
+                None => return,
+            }
         }
+        expire_parked(&mut parked, cfg.parked_ttl, progress);
         while open {
             match requests.try_recv() {
                 Ok(r) => waiting.push_back(r),
