@@ -27,10 +27,7 @@ const CORP: &str = "wwcorp0000000001";
 const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
 
 fn rows(dir: &Path) -> Vec<AuditRow> {
-    AuditStore::open_read_only(dir)
-        .unwrap()
-        .rows_since(0)
-        .unwrap()
+    common::audit_rows(dir)
 }
 
 fn rows_of<'a>(all: &'a [AuditRow], kind: &str, msgid: &str) -> Vec<&'a AuditRow> {
@@ -314,15 +311,7 @@ async fn the_box_answers_through_the_simulator() {
         },
     )
     .await;
-    let m: String = h
-        .http
-        .get(format!("{admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = common::metrics(&h.http, &admin).await;
     assert!(m.contains("wecom_edge_actor_restarts_total 1"), "{m}");
 
     // 6. The simulator drops the socket: the box reconnects and answers the next message.

@@ -14,7 +14,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use wecom_edge_actors::audit::{AuditRow, AuditStore};
 
 async fn get(http: &reqwest::Client, url: String) -> Value {
     http.get(url).send().await.unwrap().json().await.unwrap()
@@ -31,15 +30,11 @@ async fn post(http: &reqwest::Client, url: String, body: Value) -> Value {
         .unwrap()
 }
 
-fn rows(dir: &Path) -> Vec<AuditRow> {
-    AuditStore::open_read_only(dir)
-        .unwrap()
-        .rows_since(0)
-        .unwrap()
-}
-
 fn count(dir: &Path, kind: &str) -> usize {
-    rows(dir).iter().filter(|r| r.kind == kind).count()
+    common::audit_rows(dir)
+        .iter()
+        .filter(|r| r.kind == kind)
+        .count()
 }
 
 /// Proactive messages the simulator took for `chatid`.
@@ -114,14 +109,7 @@ async fn an_undelivered_answer_is_kept_and_delivered_also_after_a_restart() {
     .await;
     assert_eq!(count(&dir, "reply_deferred"), 1);
     assert_eq!(count(&dir, "reply_failed"), 0, "nothing given up");
-    let m = http
-        .get(format!("{admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = common::metrics(&http, &admin).await;
     assert!(m.contains("wecom_edge_outbox_delivered_total 1"), "{m}");
     assert!(m.contains("wecom_edge_outbox_pending 0"), "{m}");
 
@@ -132,14 +120,7 @@ async fn an_undelivered_answer_is_kept_and_delivered_also_after_a_restart() {
         (count(&dir, "reply_deferred") == 2).then_some(())
     })
     .await;
-    let m = http
-        .get(format!("{admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = common::metrics(&http, &admin).await;
     assert!(m.contains("wecom_edge_outbox_pending 1"), "{m}");
     child.kill().await.unwrap();
 
@@ -162,7 +143,7 @@ async fn an_undelivered_answer_is_kept_and_delivered_also_after_a_restart() {
         || async { (count(&dir, "reply_delivered") == 2).then_some(()) },
     )
     .await;
-    let all = rows(&dir);
+    let all = common::audit_rows(&dir);
     let generations = all
         .iter()
         .filter(|r| r.kind == "generation_started" && r.detail["msgid"] == "m-out-2")

@@ -13,7 +13,6 @@ use serde_json::{json, Value};
 use wecom_edge::app;
 use wecom_edge::config::Limits;
 use wecom_edge::demo::{self, DemoOptions, DEMO_BOT_ID, DEMO_BOT_SECRET};
-use wecom_edge_actors::audit::AuditStore;
 use wecom_edge_actors::wecom::sim::{self, AiBotSpec, SimConfig};
 
 fn any() -> SocketAddr {
@@ -133,10 +132,7 @@ async fn waiting_questions_see_their_place_and_only_past_the_bound_are_refused()
         seen_c.iter().any(|(t, _)| t.contains("you are next")),
         "C saw its place move: {seen_c:?}"
     );
-    let rows = AuditStore::open_read_only(&dir.0)
-        .unwrap()
-        .rows_since(0)
-        .unwrap();
+    let rows = common::audit_rows(&dir.0);
     assert_eq!(rows.iter().filter(|r| r.kind == "queued").count(), 2);
     running.shutdown().await;
     sim.stop().await;

@@ -114,14 +114,7 @@ async fn a_kicked_bot_degrades_the_box_but_never_stops_the_watchdog() {
         statuses.iter().all(|s| !s.starts_with("STATUS=unhealthy")),
         "{statuses:?}"
     );
-    let metrics = http
-        .get(format!("{admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics(&http, &admin).await;
     assert!(
         metrics.lines().any(|l| l
             == format!(

@@ -61,6 +61,25 @@ impl Drop for TempDir {
     }
 }
 
+/// Every audit row in `dir`'s database, read-only (the box may be running).
+pub fn audit_rows(dir: &std::path::Path) -> Vec<wecom_edge_actors::audit::AuditRow> {
+    wecom_edge_actors::audit::AuditStore::open_read_only(dir)
+        .unwrap()
+        .rows_since(0)
+        .unwrap()
+}
+
+/// The box's `/metrics` text; `admin` is its base URL (`http://…`).
+pub async fn metrics(http: &reqwest::Client, admin: &str) -> String {
+    http.get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Polls `f` every 20 ms until it yields `Some`, for at most `limit`.
 pub async fn until<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> T
 where

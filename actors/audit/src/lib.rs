@@ -203,7 +203,8 @@ pub struct Turn {
     pub content: String,
 }
 
-pub(crate) fn now_ms() -> i64 {
+/// Wall-clock time as unix milliseconds (0 before the epoch): the unit of every `*_ms` column.
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

@@ -882,10 +882,7 @@ async fn deliver(replier: &mut Replier, job: &Job, key: &str, text: String) {
 /// outbox actor; the outbox id.
 async fn defer(job: &Job, key: &str, u: &Undelivered) -> Result<i64, String> {
     let a = audit().ok_or("the audit actor is restarting")?;
-    let deadline_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| (d + OUTBOX_DEADLINE).as_millis() as i64)
-        .unwrap_or(i64::MAX);
+    let deadline_ms = wecom_edge_audit::now_ms() + OUTBOX_DEADLINE.as_millis() as i64;
     let id = ractor::call!(a, |reply| AuditMsg::OutboxPut {
         inbound_id: job.inbound_id,
         conversation: key.to_string(),

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use wecom_edge_audit::{AuditMsg, OutboxItem, AUDIT_ACTOR};
+use wecom_edge_audit::{now_ms, AuditMsg, OutboxItem, AUDIT_ACTOR};
 use wecom_edge_watchdog::{Health, Metrics};
 
 use crate::reply::{send_proactive, Origin, Outbound};
@@ -142,13 +142,6 @@ impl Actor for OutboxActor {
         }
         Ok(())
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn audit() -> Option<ActorRef<AuditMsg>> {
