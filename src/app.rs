@@ -492,10 +492,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
                                 chain_alert = Some(alerts.join("; "));
                             }
                         }
-                        match ractor::call!(a, AuditMsg::Probe) {
-                            Ok(r) => r,
-                            Err(e) => Err(e.to_string()),
-                        }
+                        write_probe_on(&a).await
                     }
                     None => Err("the audit actor is restarting".into()),
                 };
@@ -516,6 +513,15 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
             "model": cfg.model_path.display().to_string(),
         }),
     );
+    // A box that cannot record what it is told must not say READY (a read-only or full data
+    // partition at start): the same real write the watchdog probes with, once, now.
+    if let Err(e) = write_probe().await {
+        root.stop(Some("the data directory is not writable".into()));
+        anyhow::bail!(
+            "the data directory {} cannot be written ({e}); not starting",
+            cfg.data_dir.display()
+        );
+    }
     health.set_ready(true);
     tracing::info!(admin = %admin_addr, "wecom-edge is up");
     Ok(Running {
@@ -528,6 +534,21 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         conns,
         tasks,
     })
+}
+
+/// One real write through the audit actor ([`AuditMsg::Probe`]).
+async fn write_probe() -> Result<(), String> {
+    match ractor::registry::where_is(AUDIT_ACTOR.into()) {
+        Some(c) => write_probe_on(&c.into()).await,
+        None => Err("the audit actor is not running".into()),
+    }
+}
+
+async fn write_probe_on(a: &ActorRef<AuditMsg>) -> Result<(), String> {
+    match ractor::call!(a, AuditMsg::Probe) {
+        Ok(r) => r,
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 #[cfg(feature = "cuda")]

@@ -109,6 +109,10 @@ pub enum AuditError {
     /// The OS's random source failed (making a key or a db_id).
     #[error("random source: {0}")]
     Random(getrandom::Error),
+    /// Earlier writes failed and wait for replay (the audit actor keeps order: nothing new is
+    /// written before them).
+    #[error("earlier writes are still waiting for the store to take writes again")]
+    Deferred,
     /// SQLite's `quick_check`, or the chain metadata, found the database damaged.
     #[error("database damaged: {0}")]
     Corrupt(String),

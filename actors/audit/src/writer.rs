@@ -174,6 +174,59 @@ pub struct AuditState {
     store: AuditStore,
     on_write_error: Arc<dyn Fn() + Send + Sync>,
     timers: [tokio::task::JoinHandle<()>; 2],
+    /// Fire-and-forget writes that failed (disk full, read-only filesystem), replayed in
+    /// order before the next write once the store takes writes again.
+    deferred: std::collections::VecDeque<Deferred>,
+    /// Deferred writes dropped because [`MAX_DEFERRED`] were already held.
+    deferred_dropped: u64,
+}
+
+/// At most this many failed fire-and-forget writes are held for replay (a few MB).
+pub const MAX_DEFERRED: usize = 10_000;
+
+/// A fire-and-forget write kept for replay.
+enum Deferred {
+    Append {
+        kind: String,
+        actor: String,
+        subject: String,
+        detail: Value,
+        at_ms: i64,
+    },
+    FinishInbound {
+        id: i64,
+        answered: bool,
+    },
+    OutboxSettle {
+        id: i64,
+        abandoned: Option<String>,
+    },
+}
+
+impl Deferred {
+    fn apply(&self, store: &mut AuditStore) -> Result<(), AuditError> {
+        match self {
+            Deferred::Append {
+                kind,
+                actor,
+                subject,
+                detail,
+                at_ms,
+            } => {
+                // Marked as written late, with the time it happened.
+                let mut detail = detail.clone();
+                if let Value::Object(m) = &mut detail {
+                    m.insert("recorded_late_from_ms".into(), (*at_ms).into());
+                }
+                store.append(kind, actor, subject, &detail).map(drop)
+            }
+            Deferred::FinishInbound { id, answered } => store.finish_inbound(*id, *answered),
+            Deferred::OutboxSettle { id, abandoned } => match abandoned {
+                None => store.outbox_done(*id),
+                Some(e) => store.outbox_abandon(*id, e),
+            },
+        }
+    }
 }
 
 impl Drop for AuditState {
@@ -216,6 +269,54 @@ fn log_head(store: &AuditStore, when: &str) {
 }
 
 impl AuditState {
+    /// Keeps a failed fire-and-forget write for replay.
+    fn defer(&mut self, what: &str, r: Result<(), AuditError>, d: Deferred) {
+        let failed = match r {
+            Ok(()) => false,
+            // Queued behind earlier failures: already reported once.
+            Err(AuditError::Deferred) => true,
+            Err(e) => self.check(what, Err::<(), _>(e)).is_err(),
+        };
+        if failed {
+            if self.deferred.len() < MAX_DEFERRED {
+                self.deferred.push_back(d);
+            } else {
+                self.deferred_dropped += 1;
+            }
+        }
+    }
+
+    /// Replays deferred writes in order until one fails; true when none is left.
+    fn replay(&mut self) -> bool {
+        let replayed = self.deferred.len();
+        if replayed == 0 && self.deferred_dropped == 0 {
+            return true;
+        }
+        while let Some(d) = self.deferred.front() {
+            if d.apply(&mut self.store).is_err() {
+                return false;
+            }
+            self.deferred.pop_front();
+        }
+        if self.deferred_dropped > 0 {
+            let detail =
+                serde_json::json!({"dropped": self.deferred_dropped, "held": MAX_DEFERRED});
+            if self
+                .store
+                .append("audit_rows_lost", "audit", "", &detail)
+                .is_err()
+            {
+                return false;
+            }
+            self.deferred_dropped = 0;
+        }
+        tracing::info!(
+            replayed,
+            "audit store writable again: deferred writes replayed"
+        );
+        true
+    }
+
     fn check<T>(&self, what: &str, r: Result<T, AuditError>) -> Result<T, String> {
         r.map_err(|e| {
             (self.on_write_error)();
@@ -247,6 +348,8 @@ impl Actor for AuditActor {
             store,
             on_write_error: args.on_write_error,
             timers,
+            deferred: Default::default(),
+            deferred_dropped: 0,
         })
     }
 
@@ -255,6 +358,34 @@ impl Actor for AuditActor {
         _myself: ActorRef<AuditMsg>,
         st: &mut AuditState,
     ) -> Result<(), ActorProcessingErr> {
+        if !st.replay() {
+            // The store never came back: the journal is the only record left of these.
+            for d in &st.deferred {
+                if let Deferred::Append {
+                    kind,
+                    actor,
+                    subject,
+                    at_ms,
+                    ..
+                } = d
+                {
+                    tracing::error!(
+                        alert = true,
+                        kind,
+                        actor,
+                        subject,
+                        at_ms,
+                        "audit row never written (storage failed)"
+                    );
+                }
+            }
+            tracing::error!(
+                alert = true,
+                held = st.deferred.len(),
+                dropped = st.deferred_dropped,
+                "audit store: writes lost at stop"
+            );
+        }
         log_head(&st.store, "stop");
         Ok(())
     }
@@ -265,6 +396,8 @@ impl Actor for AuditActor {
         msg: AuditMsg,
         st: &mut AuditState,
     ) -> Result<(), ActorProcessingErr> {
+        // What failed before goes first, so the chain keeps the order things happened in.
+        let clear = st.replay();
         match msg {
             AuditMsg::Append {
                 kind,
@@ -272,8 +405,20 @@ impl Actor for AuditActor {
                 subject,
                 detail,
             } => {
-                let r = st.store.append(&kind, &actor, &subject, &detail);
-                let _ = st.check("append", r);
+                let at_ms = crate::now_ms();
+                let r = if clear {
+                    st.store.append(&kind, &actor, &subject, &detail).map(drop)
+                } else {
+                    Err(AuditError::Deferred)
+                };
+                let d = Deferred::Append {
+                    kind,
+                    actor,
+                    subject,
+                    detail,
+                    at_ms,
+                };
+                st.defer("append", r, d);
             }
             AuditMsg::AcceptInbound {
                 channel,
@@ -288,8 +433,16 @@ impl Actor for AuditActor {
                 let _ = reply.send(st.check("accept_inbound", r));
             }
             AuditMsg::FinishInbound { id, answered } => {
-                let r = st.store.finish_inbound(id, answered);
-                let _ = st.check("finish_inbound", r);
+                let r = if clear {
+                    st.store.finish_inbound(id, answered)
+                } else {
+                    Err(AuditError::Deferred)
+                };
+                st.defer(
+                    "finish_inbound",
+                    r,
+                    Deferred::FinishInbound { id, answered },
+                );
             }
             AuditMsg::Pending {
                 conversation,
@@ -323,7 +476,11 @@ impl Actor for AuditActor {
                 let _ = reply.send(st.check("history_clear", r));
             }
             AuditMsg::Probe(reply) => {
-                let r = st.store.probe();
+                let r = if clear {
+                    st.store.probe()
+                } else {
+                    Err(AuditError::Deferred)
+                };
                 let _ = reply.send(st.check("probe", r));
             }
             AuditMsg::StartAttempt { id, reply } => {
@@ -364,11 +521,13 @@ impl Actor for AuditActor {
                 let _ = st.check("outbox_progress", r);
             }
             AuditMsg::OutboxSettle { id, abandoned } => {
-                let r = match &abandoned {
-                    None => st.store.outbox_done(id),
-                    Some(e) => st.store.outbox_abandon(id, e),
+                let d = Deferred::OutboxSettle { id, abandoned };
+                let r = if clear {
+                    d.apply(&mut st.store)
+                } else {
+                    Err(AuditError::Deferred)
                 };
-                let _ = st.check("outbox_settle", r);
+                st.defer("outbox_settle", r, d);
             }
             AuditMsg::OutboxPending(reply) => {
                 let r = st.store.outbox_pending();
