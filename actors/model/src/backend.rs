@@ -17,6 +17,7 @@ use burn::tensor::{Tensor, TensorPrimitive};
 use burn_flex::{Flex, FlexTensor};
 use memmap2::Mmap;
 
+use crate::formats::Acts;
 use crate::kernels::cpu::{self, QMatRef};
 use crate::kernels::packed::{PackedActs, PackedMatrix};
 use crate::kernels::{attention, norm};
@@ -34,11 +35,11 @@ enum Bytes {
 /// A weight matrix in its GGUF block format, on the host: `n` output rows × `k` inputs.
 #[derive(Clone)]
 pub struct HostQWeight {
-    /// Block format (Q4_0, Q4_1 or Q8_0).
+    /// Block format (any of [`crate::formats`]).
     pub ty: GgmlType,
     /// Output rows (GGUF `ne[1]`).
     pub n: usize,
-    /// Inputs per row (GGUF `ne[0]`), a multiple of 32.
+    /// Inputs per row (GGUF `ne[0]`), a multiple of the format's block size.
     pub k: usize,
     bytes: Bytes,
 }
@@ -304,12 +305,12 @@ impl QuantBackend for Flex {
         let dims = x.layout().shape().to_vec();
         let k = *dims.last().expect("qlinear: x has a shape");
         let xs = f32_elems(&x);
-        let m = xs.len() / k;
-        let xq = cpu::quantize_q8(xs, k);
+        let acts = Acts::new(xs, k);
+        let m = acts.m;
         let packed_acts = weights
             .iter()
             .any(|w| matches!(w, CpuQWeight::Packed(_)))
-            .then(|| PackedActs::new(&xq, m, k));
+            .then(|| PackedActs::new(acts.q8(), m, k));
         weights
             .iter()
             .map(|w| {
@@ -326,7 +327,7 @@ impl QuantBackend for Flex {
                         packed_acts.as_ref().expect("packed activations"),
                         &mut out,
                     ),
-                    CpuQWeight::Blocks(b) => cpu::qmatmul_q8(&xq, m, b.as_ref(), &mut out),
+                    CpuQWeight::Blocks(b) => cpu::qmatmul_acts(&acts, b.as_ref(), &mut out),
                 }
                 flex_f32(vec![m, w.n()], out)
             })

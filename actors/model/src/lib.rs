@@ -11,6 +11,7 @@ pub mod backend;
 pub mod cuda;
 pub mod engine;
 pub mod error;
+pub mod formats;
 pub mod gguf;
 pub mod kernels;
 pub mod llama;

@@ -1,17 +1,7 @@
-//! ggml tensor types and their block layouts, decoded exactly as ggml lays them out.
-//!
-//! Source: ggml/src/ggml-common.h (`block_q4_0`, `block_q4_1`, `block_q8_0`, `block_q8_1`) and
-//! ggml/src/ggml-quants.c (`dequantize_row_*`, `quantize_row_q8_1_ref`). All scalars are
-//! little-endian; `d`/`m` are IEEE half floats.
-//!
-//! | type | elements/block | bytes/block | layout | value |
-//! |------|----------------|-------------|--------|-------|
-//! | Q4_0 | 32 | 18 | `f16 d, u8 qs[16]` | `(q - 8) * d` |
-//! | Q4_1 | 32 | 20 | `f16 d, f16 m, u8 qs[16]` | `q * d + m` |
-//! | Q8_0 | 32 | 34 | `f16 d, i8 qs[32]` | `q * d` |
-//!
-//! In the 4-bit formats byte `j` holds element `j` in its low nibble and element `j + 16` in
-//! its high nibble.
+//! ggml tensor types (ids, names, block sizes — ggml/src/ggml-common.h, ggml.c
+//! `type_traits`), dequantization through [`crate::formats`], and ggml's reference quantizers
+//! for the 32-element formats (for tests and tools; the engine reads weights already
+//! quantized).
 
 use half::f16;
 
@@ -179,20 +169,12 @@ impl GgmlType {
 
     /// Whether this engine can decode the type to floats ([`dequantize`]).
     pub fn can_dequantize(self) -> bool {
-        matches!(
-            self,
-            GgmlType::F32
-                | GgmlType::F16
-                | GgmlType::BF16
-                | GgmlType::Q4_0
-                | GgmlType::Q4_1
-                | GgmlType::Q8_0
-        )
+        crate::formats::format(self).is_some()
     }
 
-    /// Whether the fused quantized matmul kernels take weights of this type.
+    /// Whether the fused matmul kernels take weights of this type ([`crate::formats`]).
     pub fn is_matmul_weight(self) -> bool {
-        matches!(self, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0)
+        crate::formats::format(self).is_some()
     }
 }
 
@@ -201,66 +183,24 @@ pub(crate) fn f16_at(b: &[u8], at: usize) -> f32 {
     f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
 }
 
-/// Decodes `n` elements of type `ty` from `data` into f32, appending to `out`.
+/// Decodes `n` elements of type `ty` from `data` into f32, appending to `out`
+/// ([`crate::formats::Format::dequantize`]).
 ///
 /// # Panics
 /// If `ty` cannot be dequantized ([`GgmlType::can_dequantize`]) or `data` is shorter than
 /// `n` elements need; callers check both (the GGUF reader validates sizes).
 pub fn dequantize(ty: GgmlType, data: &[u8], n: usize, out: &mut Vec<f32>) {
-    assert!(
-        ty.can_dequantize(),
-        "dequantize: {} not supported",
-        ty.name()
-    );
+    let f = crate::formats::format(ty)
+        .unwrap_or_else(|| panic!("dequantize: {} not supported", ty.name()));
     assert_eq!(
         n % ty.block_size(),
         0,
         "dequantize: {n} is not a whole number of blocks"
     );
     let n_blocks = n / ty.block_size();
-    let bytes = &data[..n_blocks * ty.block_bytes()];
-    out.reserve(n);
-    match ty {
-        GgmlType::F32 => out.extend(
-            bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes(b.try_into().unwrap())),
-        ),
-        GgmlType::F16 => out.extend(
-            bytes
-                .chunks_exact(2)
-                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()),
-        ),
-        GgmlType::BF16 => out.extend(
-            bytes
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
-        ),
-        GgmlType::Q4_0 => {
-            for b in bytes.chunks_exact(18) {
-                let d = f16_at(b, 0);
-                let qs = &b[2..18];
-                out.extend(qs.iter().map(|&q| ((q & 0x0f) as i32 - 8) as f32 * d));
-                out.extend(qs.iter().map(|&q| ((q >> 4) as i32 - 8) as f32 * d));
-            }
-        }
-        GgmlType::Q4_1 => {
-            for b in bytes.chunks_exact(20) {
-                let d = f16_at(b, 0);
-                let m = f16_at(b, 2);
-                let qs = &b[4..20];
-                out.extend(qs.iter().map(|&q| (q & 0x0f) as f32 * d + m));
-                out.extend(qs.iter().map(|&q| (q >> 4) as f32 * d + m));
-            }
-        }
-        GgmlType::Q8_0 => {
-            for b in bytes.chunks_exact(34) {
-                let d = f16_at(b, 0);
-                out.extend(b[2..34].iter().map(|&q| q as i8 as f32 * d));
-            }
-        }
-        _ => unreachable!(),
-    }
+    let at = out.len();
+    out.resize(at + n, 0.0);
+    f.dequantize(&data[..n_blocks * ty.block_bytes()], &mut out[at..]);
 }
 
 /// Encodes f32 values as Q4_1 blocks exactly as ggml's `quantize_row_q4_1_ref` does

@@ -1,5 +1,10 @@
 //! Fused quantized matmul on the CPU: `out[m][n] = Σ_k x[m][k] · W[n][k]` with `W` kept in its
-//! GGUF blocks (Q4_0, Q4_1, Q8_0).
+//! GGUF blocks (every format of [`crate::formats`]).
+//!
+//! Q4_0, Q4_1 and Q8_0 have the register-tiled AVX2 kernels below (and the repacked ones in
+//! [`super::packed`]); every other format runs its own dot product ([`Format::dot`]) per weight
+//! row and token, with activations quantized once per call into the format it takes
+//! ([`Acts`]).
 //!
 //! As llama.cpp does (ggml-cpu `vec_dot_q4_1_q8_1`, `vec_dot_q8_0_q8_0`), activations are first
 //! quantized to 8 bits per block of 32 ([`BlockQ8`], the semantics of ggml's `block_q8_1`:
@@ -17,7 +22,8 @@
 
 use super::packed::{self, PackedActs, PackedMatrix};
 use super::{pool, SharedMut};
-use crate::quant::{f16_at, GgmlType};
+use crate::formats::{self, ActRow, Acts, Format};
+use crate::quant::GgmlType;
 
 /// Elements per quantization block (Q4_0, Q4_1, Q8_0 and the activation blocks).
 pub const QK: usize = 32;
@@ -97,19 +103,24 @@ pub fn quantize_q8(x: &[f32], k: usize) -> Vec<BlockQ8> {
 /// A weight matrix in GGUF blocks: `n` rows (outputs) of `k` columns (inputs).
 #[derive(Debug, Clone, Copy)]
 pub struct QMatRef<'a> {
-    /// Q4_0, Q4_1 or Q8_0.
+    /// The block format.
     pub ty: GgmlType,
     /// Output rows.
     pub n: usize,
-    /// Input columns (a multiple of 32).
+    /// Input columns (a multiple of the format's block size).
     pub k: usize,
-    /// `n · k / 32` blocks, row after row.
+    /// `n · k / block_size` blocks, row after row.
     pub data: &'a [u8],
 }
 
 impl QMatRef<'_> {
     fn row_bytes(&self) -> usize {
-        self.k / QK * self.ty.block_bytes()
+        self.k / self.ty.block_size() * self.ty.block_bytes()
+    }
+
+    /// Whether the tiled kernels of this file take the format (Q4_0, Q4_1, Q8_0).
+    fn tiled(&self) -> bool {
+        matches!(self.ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0)
     }
 }
 
@@ -133,16 +144,42 @@ pub fn has_avx2() -> bool {
 /// `out[m][n] = x[m][k] · Wᵀ`, with `x` row-major f32 and `out` row-major f32 (`m × n`).
 ///
 /// # Panics
-/// If the shapes disagree or the weight type is not Q4_0, Q4_1 or Q8_0.
+/// If the shapes disagree or the weight type has no format ([`crate::formats::format`]).
 pub fn qmatmul(x: &[f32], w: QMatRef<'_>, out: &mut [f32]) {
-    assert!(w.ty.is_matmul_weight(), "qmatmul: {} weights", w.ty.name());
-    assert_eq!(w.k % QK, 0);
+    qmatmul_acts(&Acts::new(x, w.k), w, out);
+}
+
+/// Like [`qmatmul`], with the activations prepared ([`Acts`], shared between the weights of a
+/// step that read the same input).
+///
+/// # Panics
+/// As [`qmatmul`].
+pub fn qmatmul_acts(a: &Acts<'_>, w: QMatRef<'_>, out: &mut [f32]) {
+    let f = formats::format(w.ty).unwrap_or_else(|| panic!("qmatmul: {} weights", w.ty.name()));
+    assert_eq!(w.k % w.ty.block_size(), 0, "qmatmul: k is not whole blocks");
     assert_eq!(w.data.len(), w.n * w.row_bytes(), "qmatmul: weight size");
-    let m = x.len() / w.k;
-    assert_eq!(x.len(), m * w.k, "qmatmul: x is not m × k");
-    assert_eq!(out.len(), m * w.n, "qmatmul: out is not m × n");
-    let xq = quantize_q8(x, w.k);
-    qmatmul_q8(&xq, m, w, out);
+    assert_eq!(
+        a.k, w.k,
+        "qmatmul: x has {} columns, the weight takes {}",
+        a.k, w.k
+    );
+    assert_eq!(out.len(), a.m * w.n, "qmatmul: out is not m × n");
+    if w.tiled() {
+        return qmatmul_q8(a.q8(), a.m, w, out);
+    }
+    let (m, n, rb, act) = (a.m, w.n, w.row_bytes(), f.act());
+    // Every token's activations in the format, before the rows are split over threads.
+    let _ = a.row(act, 0);
+    let ptr = SharedMut::new(out);
+    parallel_rows(n, |r0, r1| {
+        for r in r0..r1 {
+            let row = &w.data[r * rb..(r + 1) * rb];
+            for t in 0..m {
+                // SAFETY: rows r0..r1 of every token are written by this task only.
+                unsafe { *ptr.get().add(t * n + r) = f.dot(row, a.row(act, t)) };
+            }
+        }
+    });
 }
 
 /// `out = x · Wᵀ` with `W` repacked ([`PackedMatrix`]) and `x` prepared ([`PackedActs`]).
@@ -210,44 +247,14 @@ unsafe fn rows(xq: &[BlockQ8], m: usize, w: QMatRef<'_>, r0: usize, r1: usize, o
     }
 }
 
-/// Portable block dot product of one weight row and one quantized activation row.
+/// Portable block dot product of one weight row of a 32-element format (Q4_0, Q4_1, Q5_0,
+/// Q5_1, Q8_0) and one quantized activation row ([`Format::dot`]).
+///
+/// # Panics
+/// For a format whose activations are not [`BlockQ8`] blocks.
 pub fn dot_scalar(ty: GgmlType, row: &[u8], x: &[BlockQ8]) -> f32 {
-    let bb = ty.block_bytes();
-    let mut acc = 0.0f32;
-    for (b, xb) in row.chunks_exact(bb).zip(x) {
-        let d = f16_at(b, 0);
-        match ty {
-            GgmlType::Q4_1 => {
-                let m = f16_at(b, 2);
-                let qs = &b[4..20];
-                let mut s = 0i32;
-                for (j, &q) in qs.iter().enumerate() {
-                    s += (q & 0x0f) as i32 * xb.qs[j] as i32;
-                    s += (q >> 4) as i32 * xb.qs[j + 16] as i32;
-                }
-                acc += d * xb.d * s as f32 + m * xb.s;
-            }
-            GgmlType::Q4_0 => {
-                let qs = &b[2..18];
-                let mut s = 0i32;
-                for (j, &q) in qs.iter().enumerate() {
-                    s += ((q & 0x0f) as i32 - 8) * xb.qs[j] as i32;
-                    s += ((q >> 4) as i32 - 8) * xb.qs[j + 16] as i32;
-                }
-                acc += d * xb.d * s as f32;
-            }
-            GgmlType::Q8_0 => {
-                let s: i32 = b[2..34]
-                    .iter()
-                    .zip(&xb.qs)
-                    .map(|(&w, &a)| w as i8 as i32 * a as i32)
-                    .sum();
-                acc += d * xb.d * s as f32;
-            }
-            _ => unreachable!(),
-        }
-    }
-    acc
+    let f: &dyn Format = formats::format(ty).expect("a known format");
+    f.dot(row, ActRow::Q8(x))
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -299,6 +306,16 @@ pub(crate) mod avx2 {
                 }
             }
         }
+    }
+
+    /// The sum of eight i32 lanes.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(crate) unsafe fn hsum_i32(v: __m256i) -> i32 {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+        _mm_cvtsi128_si32(s)
     }
 
     #[inline]
