@@ -9,6 +9,8 @@ scripts/setup-debian.sh
 # shellcheck disable=SC1091
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
 scripts/fetch-model.sh
+# gemma-3-270m Q4_K_M: the real K-quant / gemma3 model of tests/model_gemma3.rs.
+scripts/fetch-model.sh gemma3-270m
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -120,7 +120,7 @@ fn batched_requests_match_single_generation() {
         );
         match drain(&mut huge).1 {
             Err(GenFailure::ContextOverflow { context_length, .. }) => {
-                assert_eq!(context_length, e.model.config.context_length)
+                assert_eq!(context_length, e.model.max_positions())
             }
             other => panic!("expected a context overflow, got {other:?}"),
         }

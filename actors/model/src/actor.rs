@@ -134,7 +134,7 @@ where
                 };
                 let info = ModelInfo {
                     tokenizer: engine.tokenizer.clone(),
-                    context_length: engine.model.config.context_length,
+                    context_length: engine.model.max_positions(),
                 };
                 if ready_tx.send(Ok(info)).is_err() {
                     return;

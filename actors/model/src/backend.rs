@@ -98,7 +98,10 @@ pub trait QuantBackend: Backend {
     type QWeight: Clone + Send + Sync + Debug + 'static;
 
     /// Places a packed weight on `device` (a no-op view on the CPU).
-    fn qweight(w: &HostQWeight, device: &Self::Device) -> Self::QWeight;
+    ///
+    /// # Errors
+    /// [`crate::ModelError::InvalidParameter`] when the backend has no kernel for the format.
+    fn qweight(w: &HostQWeight, device: &Self::Device) -> crate::Result<Self::QWeight>;
 
     /// `x · Wᵢᵀ` for each weight, sharing one pass over `x`.
     ///
@@ -141,7 +144,8 @@ pub trait QuantBackend: Backend {
 
     /// Causal attention of `m` new tokens at positions `pos..pos + m` over the cache (filled
     /// up to `pos + m`); GQA: query head `h` reads KV head `h / (n_head / n_head_kv)`; scale
-    /// `1/√head_dim`.
+    /// `1/√head_dim`; with `window > 0` (a sliding-window layer, `n_swa`) query `p` sees keys
+    /// `p − window < j ≤ p` only.
     ///
     /// `q`: `[m, n_head, head_dim]`; `k`, `v`: `[n_head_kv, capacity, head_dim]`; returns
     /// `[m, n_head · head_dim]`. The default runs Burn's attention on a slice of the cache.
@@ -150,12 +154,14 @@ pub trait QuantBackend: Backend {
         k: &FloatTensor<Self>,
         v: &FloatTensor<Self>,
         pos: usize,
+        window: usize,
     ) -> FloatTensor<Self> {
         attention_cached_burn::<Self>(
             Tensor::from_primitive(TensorPrimitive::Float(q)),
             &Tensor::from_primitive(TensorPrimitive::Float(k.clone())),
             &Tensor::from_primitive(TensorPrimitive::Float(v.clone())),
             pos,
+            window,
         )
         .into_primitive()
         .tensor()
@@ -169,12 +175,46 @@ pub fn attention_cached_burn<B: Backend>(
     k: &Tensor<B, 3>,
     v: &Tensor<B, 3>,
     pos: usize,
+    window: usize,
 ) -> Tensor<B, 2> {
     let [m, nh, d] = q.dims();
     let nkv = k.dims()[0];
     let (t, group) = (pos + m, nh / nkv);
     let keys = k.clone().slice([0..nkv, 0..t, 0..d]).unsqueeze::<4>();
     let vals = v.clone().slice([0..nkv, 0..t, 0..d]).unsqueeze::<4>();
+    if window > 0 && t > window {
+        // Sliding window: explicit scores with −∞ outside `p − window < j ≤ p`.
+        let q = q.swap_dims(0, 1).unsqueeze::<4>(); // [1, nh, m, d]
+        let expand = |kv: Tensor<B, 4>| {
+            kv.reshape([1, nkv, 1, t, d])
+                .expand([1, nkv, group, t, d])
+                .reshape([1, nh, t, d])
+        };
+        let mut mask = Vec::with_capacity(m * t);
+        for i in 0..m {
+            let p = pos + i;
+            mask.extend((0..t).map(|j| {
+                if j <= p && p - j < window {
+                    0.0f32
+                } else {
+                    f32::NEG_INFINITY
+                }
+            }));
+        }
+        let mask =
+            Tensor::<B, 2>::from_data(burn::tensor::TensorData::new(mask, [m, t]), &q.device())
+                .reshape([1, 1, m, t]);
+        let scores = q
+            .matmul(expand(keys).swap_dims(2, 3))
+            .mul_scalar(1.0 / (d as f32).sqrt())
+            + mask;
+        let p = burn::tensor::activation::softmax(scores, 3);
+        return p
+            .matmul(expand(vals))
+            .reshape([nh, m, d])
+            .swap_dims(0, 1)
+            .reshape([m, nh * d]);
+    }
     if m == 1 {
         // The query heads sharing a KV head become rows of one attention problem.
         let q = q.reshape([1, nkv, group, d]);
@@ -214,6 +254,7 @@ pub fn attention_cached<B: QuantBackend>(
     k: &Tensor<B, 3>,
     v: &Tensor<B, 3>,
     pos: usize,
+    window: usize,
 ) -> Tensor<B, 2> {
     let k = k.clone().into_primitive().tensor();
     let v = v.clone().into_primitive().tensor();
@@ -222,6 +263,7 @@ pub fn attention_cached<B: QuantBackend>(
         &k,
         &v,
         pos,
+        window,
     )))
 }
 
@@ -291,13 +333,13 @@ impl CpuQWeight {
 impl QuantBackend for Flex {
     type QWeight = CpuQWeight;
 
-    fn qweight(w: &HostQWeight, _device: &Self::Device) -> CpuQWeight {
+    fn qweight(w: &HostQWeight, _device: &Self::Device) -> crate::Result<CpuQWeight> {
         if cpu::has_avx2() {
             if let Some(p) = PackedMatrix::from_gguf(w.as_ref()) {
-                return CpuQWeight::Packed(Arc::new(p));
+                return Ok(CpuQWeight::Packed(Arc::new(p)));
             }
         }
-        CpuQWeight::Blocks(w.clone())
+        Ok(CpuQWeight::Blocks(w.clone()))
     }
 
     fn qlinear(x: FlexTensor, weights: &[&CpuQWeight]) -> Vec<FlexTensor> {
@@ -344,7 +386,13 @@ impl QuantBackend for Flex {
         flex_f32(shape, out)
     }
 
-    fn attention_cached(q: FlexTensor, k: &FlexTensor, v: &FlexTensor, pos: usize) -> FlexTensor {
+    fn attention_cached(
+        q: FlexTensor,
+        k: &FlexTensor,
+        v: &FlexTensor,
+        pos: usize,
+        window: usize,
+    ) -> FlexTensor {
         let q = q.to_contiguous();
         let [m, nh, d]: [usize; 3] = q
             .layout()
@@ -360,6 +408,7 @@ impl QuantBackend for Flex {
             head_dim: d,
             capacity: kshape[1],
             pos,
+            window,
         };
         let (k, v) = (k.to_contiguous(), v.to_contiguous());
         let out = attention::attention_cached(f32_elems(&q), f32_elems(&k), f32_elems(&v), shape);
@@ -408,7 +457,7 @@ mod tests {
         let w: Vec<f32> = (0..n * k).map(|i| ((i % 13) as f32 - 6.0) / 6.0).collect();
         let hw = HostQWeight::owned(GgmlType::Q4_1, n, k, quantize_q4_1(&w));
         let dev = Default::default();
-        let qw = Flex::qweight(&hw, &dev);
+        let qw = Flex::qweight(&hw, &dev).unwrap();
         let blocks = CpuQWeight::Blocks(hw.clone());
         let x = Tensor::<Flex, 2>::ones([2, k], &dev);
         let out = qlinear::<Flex>(x, &[&qw, &blocks]);
@@ -445,21 +494,24 @@ mod tests {
             burn::tensor::TensorData::new(f(nkv * cap * d, 2), [nkv, cap, d]),
             &dev,
         );
-        for (m, pos) in [(1, 7), (4, 0), (3, 5)] {
+        for (m, pos, window) in [(1, 7, 0), (4, 0, 0), (3, 5, 0), (1, 7, 3), (4, 5, 2)] {
             let q = Tensor::<Flex, 3>::from_data(
                 burn::tensor::TensorData::new(f(m * nh * d, 3), [m, nh, d]),
                 &dev,
             );
-            let fused = attention_cached(q.clone(), &k, &v, pos)
+            let fused = attention_cached(q.clone(), &k, &v, pos, window)
                 .into_data()
                 .to_vec::<f32>()
                 .unwrap();
-            let burn = attention_cached_burn(q, &k, &v, pos)
+            let burn = attention_cached_burn(q, &k, &v, pos, window)
                 .into_data()
                 .to_vec::<f32>()
                 .unwrap();
             for (a, b) in fused.iter().zip(&burn) {
-                assert!((a - b).abs() < 1e-4, "m{m} pos{pos}: {a} vs {b}");
+                assert!(
+                    (a - b).abs() < 1e-4,
+                    "m{m} pos{pos} window{window}: {a} vs {b}"
+                );
             }
         }
     }

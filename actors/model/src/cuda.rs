@@ -14,6 +14,7 @@ use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, IntElement};
 
 use crate::backend::{HostQWeight, QuantBackend};
 use crate::kernels::affine::affine_form;
+use crate::quant::GgmlType;
 
 /// The CUDA backend type the model runs on with `--features cuda`.
 pub type CudaBackend = burn_cuda::Cuda<f32, i32>;
@@ -124,17 +125,24 @@ fn qmatmul_u8(
 impl<R: CubeRuntime, I: IntElement, BT: BoolElement> QuantBackend for CubeBackend<R, f32, I, BT> {
     type QWeight = GpuQWeight;
 
-    fn qweight(w: &HostQWeight, device: &R::Device) -> GpuQWeight {
+    fn qweight(w: &HostQWeight, device: &R::Device) -> crate::Result<GpuQWeight> {
+        if !matches!(w.ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0) {
+            return Err(crate::ModelError::InvalidParameter(format!(
+                "the CUDA kernels take Q4_0, Q4_1 and Q8_0 weights; this model has {} \
+                 (run it on the CPU: --device cpu)",
+                w.ty.name()
+            )));
+        }
         let client = R::client(device);
         let (d, m, q, bits) = affine_form(w);
-        GpuQWeight {
+        Ok(GpuQWeight {
             n: w.n,
             k: w.k,
             bits,
             d: client.create_from_slice(f32::as_bytes(&d)),
             m: client.create_from_slice(f32::as_bytes(&m)),
             q: client.create_from_slice(u32::as_bytes(&q)),
-        }
+        })
     }
 
     fn qlinear(x: CubeTensor<R>, weights: &[&GpuQWeight]) -> Vec<CubeTensor<R>> {

@@ -140,7 +140,7 @@ impl<B: QuantBackend> Engine<B> {
         mut on_text: impl FnMut(&str) -> ControlFlow<()>,
     ) -> Result<Generation> {
         let mut sampler = Sampler::new(params.sampling.clone())?;
-        let ctx = self.model.config.context_length;
+        let ctx = self.model.max_positions();
         let needed = prompt.len() + params.max_tokens;
         if needed > ctx {
             return Err(ModelError::ContextOverflow {
@@ -229,7 +229,7 @@ impl<B: QuantBackend> Engine<B> {
     /// definition: `exp(mean(-log p(tᵢ | t<ᵢ)))` over `i = 1..n`.
     pub fn perplexity(&self, text: &str, max_tokens: usize) -> Result<Perplexity> {
         let mut ids = self.tokenizer.encode(text)?;
-        ids.truncate(max_tokens.min(self.model.config.context_length));
+        ids.truncate(max_tokens.min(self.model.max_positions()));
         let (lp, _) = self.score(&ids)?;
         let mean_nll = -lp.iter().sum::<f64>() / lp.len() as f64;
         Ok(Perplexity {

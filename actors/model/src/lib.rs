@@ -6,6 +6,7 @@
 //! [`cuda::CudaBackend`] runs the same model with CubeCL kernels on an NVIDIA GPU.
 
 pub mod actor;
+pub mod arch;
 pub mod backend;
 #[cfg(feature = "cuda")]
 pub mod cuda;

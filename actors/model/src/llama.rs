@@ -1,112 +1,31 @@
-//! The llama-family decoder (SmolLM2, TinyLlama, …) as Burn modules over a [`QuantBackend`].
+//! The decoder of every supported architecture (llama, qwen2, qwen3, gemma3 — what differs is
+//! in [`crate::arch`]) as Burn modules over a [`QuantBackend`], with one forward path
+//! ([`Llama::step`]) for single decode, batched decode and prefill.
 //!
-//! Tensor names and hyper-parameters follow llama.cpp's GGUF conventions (`LLM_ARCH_LLAMA`):
-//! `token_embd`, `blk.{i}.{attn_norm,attn_q,attn_k,attn_v,attn_output,ffn_norm,ffn_gate,ffn_up,
-//! ffn_down}`, `output_norm`, `output` (absent: tied to `token_embd`), and keys
-//! `llama.{context_length,embedding_length,block_count,feed_forward_length,
-//! attention.head_count,attention.head_count_kv,attention.layer_norm_rms_epsilon,
-//! rope.freq_base,rope.dimension_count}`.
+//! Tensor names follow llama.cpp's GGUF conventions: `token_embd`, `blk.{i}.{attn_norm,attn_q,
+//! attn_k,attn_v,attn_output,ffn_norm,ffn_gate,ffn_up,ffn_down}` with the optional
+//! `attn_{q,k,v}.bias`, `attn_{q,k}_norm`, `post_attention_norm`, `post_ffw_norm`,
+//! `output_norm`, `output` (absent: tied to `token_embd`).
 //!
-//! One block, reading top to bottom:
+//! One block, reading top to bottom (optional parts in brackets):
 //! ```text
-//! h = x + Wo · attn(rope(Wq · rms(x)), rope(Wk · rms(x)), Wv · rms(x))   (GQA, causal, KV cache)
-//! y = h + Wdown · (silu(Wgate · rms(h)) ⊙ Wup · rms(h))
+//! q, k, v = Wq·n(x) [+bq], Wk·n(x) [+bk], Wv·n(x) [+bv]          n = attn_norm
+//! q, k    = rope([q_norm] q), rope([k_norm] k)                    (NORM or NEOX pairs)
+//! h = x + [post_attention_norm] Wo · attn(q, k, v)                (GQA, causal [, window])
+//! y = h + [post_ffw_norm] Wdown · (act(Wgate·n'(h)) ⊙ Wup·n'(h))  act = silu | gelu_tanh
 //! ```
-//! RoPE is ggml's "normal" mode on adjacent pairs `(x[2i], x[2i+1])` — the mode llama.cpp uses
-//! for GGUF llama weights, whose Q/K rows the converter permuted for it — with
-//! `θ_i = pos · base^(-2i/n_rot)` accumulated in f32 as ggml does.
+//! RoPE angles `θ_i = pos · base^(-2i/n_rot) [/ freq_factor_i]` are accumulated in f32 as
+//! ggml's `rope_cache_init` does.
 
 use burn::tensor::{activation, Tensor, TensorData};
 
+use crate::arch::{FfnAct, RopeKind};
 use crate::backend::{attention_cached, kv_write, qlinear, rms_norm, HostQWeight, QuantBackend};
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::quant::dequantize;
 
-/// Hyper-parameters of a llama-family model, from the GGUF metadata.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LlamaConfig {
-    /// Vocabulary size (rows of `token_embd`).
-    pub n_vocab: usize,
-    /// Model width (`llama.embedding_length`).
-    pub n_embd: usize,
-    /// Number of blocks (`llama.block_count`).
-    pub n_layer: usize,
-    /// Query heads (`llama.attention.head_count`).
-    pub n_head: usize,
-    /// Key/value heads (`llama.attention.head_count_kv`; GQA when fewer than `n_head`).
-    pub n_head_kv: usize,
-    /// Width of one head (`n_embd / n_head`).
-    pub head_dim: usize,
-    /// Hidden width of the MLP (`llama.feed_forward_length`).
-    pub n_ff: usize,
-    /// Trained context length in tokens (`llama.context_length`).
-    pub context_length: usize,
-    /// RMSNorm epsilon (`llama.attention.layer_norm_rms_epsilon`).
-    pub rms_eps: f32,
-    /// RoPE base frequency (`llama.rope.freq_base`, default 10000).
-    pub rope_base: f32,
-}
-
-impl LlamaConfig {
-    /// Reads the configuration; the architecture must be `llama`.
-    ///
-    /// # Errors
-    /// [`ModelError::UnsupportedArchitecture`], [`ModelError::MissingKey`],
-    /// [`ModelError::BadKey`].
-    pub fn from_gguf(g: &GgufFile) -> Result<Self> {
-        let arch = g.get_str("general.architecture")?;
-        if arch != "llama" {
-            return Err(ModelError::UnsupportedArchitecture {
-                path: g.path().to_owned(),
-                arch: arch.into(),
-            });
-        }
-        let u = |k: &str| g.get_u64(&format!("llama.{k}")).map(|v| v as usize);
-        let n_embd = u("embedding_length")?;
-        let n_head = u("attention.head_count")?;
-        let n_head_kv = u("attention.head_count_kv").unwrap_or(n_head);
-        let bad = |key: &str, what: String| ModelError::BadKey {
-            path: g.path().to_owned(),
-            key: format!("llama.{key}"),
-            what,
-        };
-        if n_head == 0 || n_embd % n_head != 0 {
-            return Err(bad(
-                "attention.head_count",
-                format!("{n_head} does not divide {n_embd}"),
-            ));
-        }
-        if n_head_kv == 0 || n_head % n_head_kv != 0 {
-            return Err(bad(
-                "attention.head_count_kv",
-                format!("{n_head_kv} does not divide {n_head}"),
-            ));
-        }
-        let head_dim = n_embd / n_head;
-        if let Ok(rot) = u("rope.dimension_count") {
-            if rot != head_dim {
-                return Err(bad(
-                    "rope.dimension_count",
-                    format!("partial RoPE ({rot} of {head_dim}) is not supported"),
-                ));
-            }
-        }
-        let n_vocab = g.tensor("token_embd.weight")?.dims[1] as usize;
-        Ok(Self {
-            n_vocab,
-            n_embd,
-            n_layer: u("block_count")?,
-            n_head,
-            n_head_kv,
-            head_dim,
-            n_ff: u("feed_forward_length")?,
-            context_length: u("context_length")?,
-            rms_eps: g.get_f64("llama.attention.layer_norm_rms_epsilon")? as f32,
-            rope_base: g.get_f64("llama.rope.freq_base").unwrap_or(10000.0) as f32,
-        })
-    }
-}
+pub use crate::arch::LlamaConfig;
 
 /// RMSNorm: `x / sqrt(mean(x²) + ε) · γ` over the last dimension, row by row
 /// ([`QuantBackend::rms_norm`]).
@@ -130,30 +49,42 @@ impl<B: QuantBackend> RmsNorm<B> {
 pub struct Rope<B: QuantBackend> {
     cos: Tensor<B, 2>,
     sin: Tensor<B, 2>,
+    kind: RopeKind,
 }
 
 impl<B: QuantBackend> Rope<B> {
-    fn new(head_dim: usize, base: f32, capacity: usize, device: &B::Device) -> Self {
+    fn new(
+        head_dim: usize,
+        base: f32,
+        factors: Option<&[f32]>,
+        kind: RopeKind,
+        capacity: usize,
+        device: &B::Device,
+    ) -> Self {
         let half = head_dim / 2;
-        // ggml_rope_cache_init: theta starts at p and is multiplied by theta_scale per pair.
+        // ggml_rope_cache_init: theta starts at p and is multiplied by theta_scale per pair;
+        // a frequency factor divides it.
         let theta_scale = base.powf(-2.0 / head_dim as f32);
         let mut cos = Vec::with_capacity(capacity * half);
         let mut sin = Vec::with_capacity(capacity * half);
         for p in 0..capacity {
             let mut theta = p as f32;
-            for _ in 0..half {
-                cos.push(theta.cos());
-                sin.push(theta.sin());
+            for i in 0..half {
+                let t = factors.map_or(theta, |f| theta / f[i]);
+                cos.push(t.cos());
+                sin.push(t.sin());
                 theta *= theta_scale;
             }
         }
         Self {
             cos: Tensor::from_data(TensorData::new(cos, [capacity, half]), device),
             sin: Tensor::from_data(TensorData::new(sin, [capacity, half]), device),
+            kind,
         }
     }
 
-    /// Rotates `x` (`[m, heads, head_dim]`) for positions `pos..pos + m`.
+    /// Rotates `x` (`[m, heads, head_dim]`) for positions `pos..pos + m`: pairs
+    /// `(x[2i], x[2i+1])` (NORM) or `(x[i], x[i + head_dim/2])` (NEOX).
     fn forward(&self, x: Tensor<B, 3>, pos: usize) -> Tensor<B, 3> {
         let [m, h, d] = x.dims();
         let half = d / 2;
@@ -167,47 +98,89 @@ impl<B: QuantBackend> Rope<B> {
             .clone()
             .slice([pos..pos + m, 0..half])
             .unsqueeze_dim::<3>(1);
-        let pairs = x.reshape([m, h, half, 2]);
-        let x0 = pairs
-            .clone()
-            .slice([0..m, 0..h, 0..half, 0..1])
-            .reshape([m, h, half]);
-        let x1 = pairs
-            .slice([0..m, 0..h, 0..half, 1..2])
-            .reshape([m, h, half]);
-        let y0 = x0.clone() * cos.clone() - x1.clone() * sin.clone();
-        let y1 = x0 * sin + x1 * cos;
-        Tensor::stack::<4>(vec![y0, y1], 3).reshape([m, h, d])
+        match self.kind {
+            RopeKind::Norm => {
+                let pairs = x.reshape([m, h, half, 2]);
+                let x0 = pairs
+                    .clone()
+                    .slice([0..m, 0..h, 0..half, 0..1])
+                    .reshape([m, h, half]);
+                let x1 = pairs
+                    .slice([0..m, 0..h, 0..half, 1..2])
+                    .reshape([m, h, half]);
+                let y0 = x0.clone() * cos.clone() - x1.clone() * sin.clone();
+                let y1 = x0 * sin + x1 * cos;
+                Tensor::stack::<4>(vec![y0, y1], 3).reshape([m, h, d])
+            }
+            RopeKind::Neox => {
+                let x0 = x.clone().slice([0..m, 0..h, 0..half]);
+                let x1 = x.slice([0..m, 0..h, half..d]);
+                let y0 = x0.clone() * cos.clone() - x1.clone() * sin.clone();
+                let y1 = x0 * sin + x1 * cos;
+                Tensor::cat(vec![y0, y1], 2)
+            }
+        }
     }
 }
 
-/// One transformer block's weights.
+/// One transformer block's weights (optional parts as the architecture has them).
 #[derive(Debug, Clone)]
 pub struct Block<B: QuantBackend> {
     attn_norm: RmsNorm<B>,
     wq: B::QWeight,
     wk: B::QWeight,
     wv: B::QWeight,
+    /// `attn_{q,k,v}.bias` (qwen2).
+    qkv_bias: Option<[Tensor<B, 1>; 3]>,
+    /// Per-head `attn_q_norm`, `attn_k_norm` (qwen3, gemma3).
+    qk_norm: Option<[RmsNorm<B>; 2]>,
     wo: B::QWeight,
+    /// `post_attention_norm`, `post_ffw_norm` (gemma3).
+    post_norms: Option<[RmsNorm<B>; 2]>,
     ffn_norm: RmsNorm<B>,
     w_gate: B::QWeight,
     w_up: B::QWeight,
     w_down: B::QWeight,
+    /// Sliding window of this layer (0: none).
+    window: usize,
+    /// Whether this layer uses the SWA RoPE table.
+    swa: bool,
+}
+
+/// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))` (ggml `gelu`, the tanh form; ggml's CPU reads
+/// it from an f16 table, so expect ~1e-3 relative differences from llama.cpp there).
+fn gelu_tanh<B: QuantBackend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    let inner =
+        (x.clone().powi_scalar(3).mul_scalar(0.044715) + x.clone()).mul_scalar(SQRT_2_OVER_PI);
+    x.mul_scalar(0.5) * inner.tanh().add_scalar(1.0)
 }
 
 impl<B: QuantBackend> Block<B> {
-    /// The block after attention: output projection and residual, then the SwiGLU MLP and
-    /// its residual. `x` and `attn` are `[m, n_embd]`.
-    fn finish(&self, x: Tensor<B, 2>, attn: Tensor<B, 2>) -> Tensor<B, 2> {
+    /// The block after attention: output projection and residual, then the gated MLP and its
+    /// residual. `x` and `attn` are `[m, n_embd]`.
+    fn finish(&self, x: Tensor<B, 2>, attn: Tensor<B, 2>, act: FfnAct) -> Tensor<B, 2> {
         let [o]: [Tensor<B, 2>; 1] = qlinear(attn, &[&self.wo]).try_into().expect("one output");
+        let o = match &self.post_norms {
+            Some([pa, _]) => pa.forward(o),
+            None => o,
+        };
         let x = x + o;
         let h = self.ffn_norm.forward(x.clone());
         let [g, u]: [Tensor<B, 2>; 2] = qlinear(h, &[&self.w_gate, &self.w_up])
             .try_into()
             .expect("two outputs");
-        let [dn]: [Tensor<B, 2>; 1] = qlinear(activation::silu(g) * u, &[&self.w_down])
+        let g = match act {
+            FfnAct::Silu => activation::silu(g),
+            FfnAct::GeluTanh => gelu_tanh(g),
+        };
+        let [dn]: [Tensor<B, 2>; 1] = qlinear(g * u, &[&self.w_down])
             .try_into()
             .expect("one output");
+        let dn = match &self.post_norms {
+            Some([_, pf]) => pf.forward(dn),
+            None => dn,
+        };
         x + dn
     }
 }
@@ -286,8 +259,14 @@ pub struct Llama<B: QuantBackend> {
     output_norm: RmsNorm<B>,
     output: B::QWeight,
     rope: Rope<B>,
+    /// The SWA layers' table (its own base), when the model has such layers.
+    rope_swa: Option<Rope<B>>,
     device: B::Device,
 }
+
+/// Most positions a RoPE table (and so a cache) covers: long-context models (32k–128k) would
+/// otherwise spend hundreds of MB on tables no conversation on the box reaches.
+pub const MAX_POSITIONS: usize = 32768;
 
 fn qweight_info(g: &GgufFile, name: &str, k: usize, n: usize) -> Result<HostQWeight> {
     let info = g.tensor(name)?;
@@ -301,7 +280,14 @@ fn qweight_info(g: &GgufFile, name: &str, k: usize, n: usize) -> Result<HostQWei
     }
     if !info.ggml_type.is_matmul_weight() {
         return Err(bad(format!(
-            "type {} is not supported for matmul weights (supported: Q4_0, Q4_1, Q8_0)",
+            "type {} is not supported for matmul weights (supported: Q4_0, Q4_1, Q5_0, Q5_1, \
+             Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, F16, BF16, F32)",
+            info.ggml_type.name()
+        )));
+    }
+    if !k.is_multiple_of(info.ggml_type.block_size()) {
+        return Err(bad(format!(
+            "rows of {k} are not whole {} blocks",
             info.ggml_type.name()
         )));
     }
@@ -346,32 +332,67 @@ impl<B: QuantBackend> Llama<B> {
     /// Missing or mis-shaped tensors and keys, unsupported architecture or types.
     pub fn from_gguf(g: &GgufFile, device: &B::Device) -> Result<Self> {
         let c = LlamaConfig::from_gguf(g)?;
-        let (d, kv, ff) = (c.n_embd, c.n_head_kv * c.head_dim, c.n_ff);
+        let (d, qd, kv, ff) = (
+            c.n_embd,
+            c.n_head * c.head_dim,
+            c.n_head_kv * c.head_dim,
+            c.n_ff,
+        );
         let q = |name: &str, k: usize, n: usize| -> Result<B::QWeight> {
-            let w = B::qweight(&qweight_info(g, name, k, n)?, device);
+            let w = B::qweight(&qweight_info(g, name, k, n)?, device)?;
             // The backend copied what it needs (a weight kept mapped faults back in on use).
             g.release_tensor_pages(g.tensor(name)?);
             Ok(w)
         };
-        let norm = |name: &str| -> Result<RmsNorm<B>> {
+        let norm_of = |name: &str, len: usize| -> Result<RmsNorm<B>> {
             Ok(RmsNorm {
-                weight: vector::<B>(g, name, d, device)?,
+                weight: vector::<B>(g, name, len, device)?,
                 eps: c.rms_eps,
             })
         };
+        let norm = |name: &str| norm_of(name, d);
         let mut blocks = Vec::with_capacity(c.n_layer);
         for i in 0..c.n_layer {
             let n = |s: &str| format!("blk.{i}.{s}.weight");
+            let b = |s: &str| format!("blk.{i}.{s}.bias");
+            let qkv_bias = if c.qkv_bias {
+                Some([
+                    vector::<B>(g, &b("attn_q"), qd, device)?,
+                    vector::<B>(g, &b("attn_k"), kv, device)?,
+                    vector::<B>(g, &b("attn_v"), kv, device)?,
+                ])
+            } else {
+                None
+            };
+            let qk_norm = if c.qk_norm {
+                Some([
+                    norm_of(&n("attn_q_norm"), c.head_dim)?,
+                    norm_of(&n("attn_k_norm"), c.head_dim)?,
+                ])
+            } else {
+                None
+            };
+            let post_norms = if c.post_norms {
+                Some([norm(&n("post_attention_norm"))?, norm(&n("post_ffw_norm"))?])
+            } else {
+                None
+            };
+            let swa = c.is_swa(i);
             blocks.push(Block {
                 attn_norm: norm(&n("attn_norm"))?,
-                wq: q(&n("attn_q"), d, d)?,
+                wq: q(&n("attn_q"), d, qd)?,
                 wk: q(&n("attn_k"), d, kv)?,
                 wv: q(&n("attn_v"), d, kv)?,
-                wo: q(&n("attn_output"), d, d)?,
+                qkv_bias,
+                qk_norm,
+                wo: q(&n("attn_output"), qd, d)?,
+                post_norms,
                 ffn_norm: norm(&n("ffn_norm"))?,
                 w_gate: q(&n("ffn_gate"), d, ff)?,
                 w_up: q(&n("ffn_up"), d, ff)?,
                 w_down: q(&n("ffn_down"), ff, d)?,
+                window: if swa { c.n_swa } else { 0 },
+                swa,
             });
         }
         let tok_embd = qweight_info(g, "token_embd.weight", d, c.n_vocab)?;
@@ -379,14 +400,23 @@ impl<B: QuantBackend> Llama<B> {
             Ok(_) => q("output.weight", d, c.n_vocab)?,
             Err(_) => {
                 // Tied embeddings. Lookups read single rows of the map afterwards.
-                let w = B::qweight(&tok_embd, device);
+                let w = B::qweight(&tok_embd, device)?;
                 g.release_tensor_pages(g.tensor("token_embd.weight")?);
                 w
             }
         };
+        let positions = c.context_length.min(MAX_POSITIONS);
+        let factors = c.rope_freqs.as_deref();
+        let rope = Rope::new(c.head_dim, c.rope_base, factors, c.rope, positions, device);
+        // SWA layers use their own base and no frequency factors (llama.cpp freq_scale_swa).
+        let rope_swa = blocks
+            .iter()
+            .any(|b| b.swa)
+            .then(|| Rope::new(c.head_dim, c.rope_base_swa, None, c.rope, positions, device));
         Ok(Self {
             output_norm: norm("output_norm.weight")?,
-            rope: Rope::new(c.head_dim, c.rope_base, c.context_length, device),
+            rope,
+            rope_swa,
             config: c,
             tok_embd,
             blocks,
@@ -400,10 +430,15 @@ impl<B: QuantBackend> Llama<B> {
         &self.device
     }
 
-    /// A cache for up to `capacity` positions (at most the context length).
+    /// Positions a sequence can reach: the context length, at most [`MAX_POSITIONS`].
+    pub fn max_positions(&self) -> usize {
+        self.config.context_length.min(MAX_POSITIONS)
+    }
+
+    /// A cache for up to `capacity` positions (at most [`Llama::max_positions`]).
     pub fn new_cache(&self, capacity: usize) -> KvCache<B> {
         let c = &self.config;
-        let capacity = capacity.min(c.context_length);
+        let capacity = capacity.min(self.max_positions());
         let shape = [c.n_head_kv, capacity, c.head_dim];
         let zeros = || Some(Tensor::zeros(shape, &self.device));
         KvCache {
@@ -454,10 +489,11 @@ impl<B: QuantBackend> Llama<B> {
                 &mut x,
             );
         }
-        Ok(Tensor::from_data(
-            TensorData::new(x, [tokens.len(), d]),
-            &self.device,
-        ))
+        let x = Tensor::from_data(TensorData::new(x, [tokens.len(), d]), &self.device);
+        Ok(match self.config.embd_scale {
+            Some(s) => x.mul_scalar(s),
+            None => x,
+        })
     }
 
     /// Runs `tokens` at positions `cache.len()..`, appending their keys and values to `cache`:
@@ -566,6 +602,29 @@ impl<B: QuantBackend> Llama<B> {
             let [q, k, v]: [Tensor<B, 2>; 3] = qlinear(h, &[&b.wq, &b.wk, &b.wv])
                 .try_into()
                 .expect("three outputs");
+            let [q, k, v] = match &b.qkv_bias {
+                Some([bq, bk, bv]) => [
+                    q + bq.clone().unsqueeze::<2>(),
+                    k + bk.clone().unsqueeze::<2>(),
+                    v + bv.clone().unsqueeze::<2>(),
+                ],
+                None => [q, k, v],
+            };
+            // Per-head norms on `[rows · heads, head_dim]` (row by row, so still per token).
+            let rows = q.dims()[0];
+            let [q, k] = match &b.qk_norm {
+                Some([qn, kn]) => [
+                    qn.forward(q.reshape([rows * nh, hd]))
+                        .reshape([rows, nh * hd]),
+                    kn.forward(k.reshape([rows * nkv, hd]))
+                        .reshape([rows, nkv * hd]),
+                ],
+                None => [q, k],
+            };
+            let rope = match (&self.rope_swa, b.swa) {
+                (Some(r), true) => r,
+                _ => &self.rope,
+            };
             let mut attn = Vec::with_capacity(chunks.len());
             for (ch, rows) in chunks.iter_mut().zip(&spans) {
                 let (m, pos) = (rows.len(), ch.cache.len);
@@ -578,8 +637,8 @@ impl<B: QuantBackend> Llama<B> {
                     };
                     t.reshape([m, heads, hd])
                 };
-                let qi = self.rope.forward(part(&q, nh), pos);
-                let ki = self.rope.forward(part(&k, nkv), pos);
+                let qi = rope.forward(part(&q, nh), pos);
+                let ki = rope.forward(part(&k, nkv), pos);
                 let vi = part(&v, nkv);
                 let cache = &mut *ch.cache;
                 let kc = kv_write(
@@ -592,7 +651,7 @@ impl<B: QuantBackend> Llama<B> {
                     vi.swap_dims(0, 1),
                     pos,
                 );
-                attn.push(attention_cached(qi, &kc, &vc, pos));
+                attn.push(attention_cached(qi, &kc, &vc, pos, b.window));
                 cache.k[l] = Some(kc);
                 cache.v[l] = Some(vc);
             }
@@ -601,7 +660,7 @@ impl<B: QuantBackend> Llama<B> {
             } else {
                 Tensor::cat(attn, 0)
             };
-            x = b.finish(x, attn);
+            x = b.finish(x, attn, c.ffn_act);
         }
         for ch in chunks.iter_mut() {
             ch.cache.len += ch.tokens.len();
@@ -624,6 +683,9 @@ impl<B: QuantBackend> Llama<B> {
         }
         let x = self.output_norm.forward(x);
         let [out]: [Tensor<B, 2>; 1] = qlinear(x, &[&self.output]).try_into().expect("one output");
-        Ok(out)
+        Ok(match c.logit_softcap {
+            Some(cap) => out.div_scalar(cap).tanh().mul_scalar(cap),
+            None => out,
+        })
     }
 }

@@ -374,7 +374,7 @@ fn admit<'t, B: QuantBackend>(
     parked: &mut ParkedMap<B>,
 ) {
     let model = &engine.model;
-    let ctx = model.config.context_length;
+    let ctx = model.max_positions();
     while let Some(front) = waiting.front() {
         if front.cancel.load(Ordering::Relaxed) || front.events.is_closed() {
             let req = waiting.pop_front().expect("front exists");

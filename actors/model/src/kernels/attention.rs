@@ -3,8 +3,10 @@
 //! For query `i` of `m` new tokens at positions `pos..pos + m`:
 //! `out[i][h] = Σ_{j ≤ pos+i} softmax_j(q[i][h]·k[g(h)][j] / √d) · v[g(h)][j]`, where query head
 //! `h` reads KV head `g(h) = h / (n_head / n_head_kv)` (GQA, ggml's broadcast rule). Scores are
-//! f32; the softmax subtracts the row maximum as ggml's `soft_max` does. Work is split over
-//! (head, query chunk) tasks on the kernel pool.
+//! f32; the softmax subtracts the row maximum as ggml's `soft_max` does. With a sliding window
+//! of `w` positions (Gemma-3's SWA layers, `n_swa`), query `p` sees keys `p − w < j ≤ p` only
+//! (llama.cpp `llama_hparams::is_masked_swa`). Work is split over (head, query chunk) tasks on
+//! the kernel pool.
 
 use super::{pool, SharedMut};
 
@@ -23,6 +25,8 @@ pub struct AttnShape {
     pub capacity: usize,
     /// Position of the first new token; the cache is filled up to `pos + m`.
     pub pos: usize,
+    /// Sliding window in positions (`n_swa`); 0: every earlier position is seen.
+    pub window: usize,
 }
 
 /// `q`: `[m, n_head, d]`; `k`, `v`: `[n_head_kv, capacity, d]`; returns `[m, n_head, d]`.
@@ -37,6 +41,7 @@ pub fn attention_cached(q: &[f32], k: &[f32], v: &[f32], s: AttnShape) -> Vec<f3
         head_dim: d,
         capacity: cap,
         pos,
+        window: _,
     } = s;
     assert_eq!(q.len(), m * nh * d, "attention: q shape");
     assert!(
@@ -154,8 +159,14 @@ unsafe fn head_rows_body(
     let mut scores = vec![0.0f32; s.pos + rows.end];
     for i in rows {
         let t = s.pos + i + 1; // causal: keys 0..=pos+i
+        let start = if s.window > 0 {
+            t.saturating_sub(s.window)
+        } else {
+            0
+        };
+        let (kh, vh) = (&kh[start * d..], &vh[start * d..]);
         let qh = &q[(i * nh + h) * d..(i * nh + h + 1) * d];
-        let sc = &mut scores[..t];
+        let sc = &mut scores[..t - start];
         scores_into(qh, kh, scale, sc);
         let max = sc.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut sum = 0.0f32;
@@ -190,6 +201,7 @@ unsafe fn weighted_sum(p: &[f32], v: &[f32], inv: f32, o: &mut [f32]) {
             64 => return avx2::weighted_sum::<8>(p, v, inv, o),
             32 => return avx2::weighted_sum::<4>(p, v, inv, o),
             128 => return avx2::weighted_sum::<16>(p, v, inv, o),
+            256 => return avx2::weighted_sum::<32>(p, v, inv, o),
             _ => {}
         }
     }
@@ -272,7 +284,12 @@ mod tests {
             for h in 0..nh {
                 let g = h / (nh / s.n_head_kv);
                 let t = s.pos + i + 1;
-                let sc: Vec<f64> = (0..t)
+                let start = if s.window > 0 {
+                    t.saturating_sub(s.window)
+                } else {
+                    0
+                };
+                let sc: Vec<f64> = (start..t)
                     .map(|j| {
                         (0..d)
                             .map(|e| {
@@ -285,8 +302,8 @@ mod tests {
                 let mx = sc.iter().cloned().fold(f64::MIN, f64::max);
                 let z: f64 = sc.iter().map(|x| (x - mx).exp()).sum();
                 for e in 0..d {
-                    out[(i * nh + h) * d + e] = (0..t)
-                        .map(|j| (sc[j] - mx).exp() / z * v[(g * cap + j) * d + e] as f64)
+                    out[(i * nh + h) * d + e] = (start..t)
+                        .map(|j| (sc[j - start] - mx).exp() / z * v[(g * cap + j) * d + e] as f64)
                         .sum();
                 }
             }
@@ -298,8 +315,17 @@ mod tests {
     fn matches_f64_causal_gqa_reference() {
         let f = |i: usize| ((i * 7919 % 97) as f32 - 48.0) / 40.0;
         // Decode (m = 1), a prefill from empty, a continued prefill, and one big enough for the pool.
-        for d in [16usize, 24, 32, 64] {
-            for (m, pos, cap) in [(1, 6, 10), (5, 0, 8), (4, 3, 9), (40, 30, 80)] {
+        // Each also with a sliding window shorter than the context.
+        for d in [16usize, 24, 32, 64, 256] {
+            for (m, pos, cap, window) in [
+                (1, 6, 10, 0),
+                (5, 0, 8, 0),
+                (4, 3, 9, 0),
+                (40, 30, 80, 0),
+                (1, 6, 10, 4),
+                (5, 0, 8, 3),
+                (40, 30, 80, 17),
+            ] {
                 let s = AttnShape {
                     m,
                     n_head: 6,
@@ -307,6 +333,7 @@ mod tests {
                     head_dim: d,
                     capacity: cap,
                     pos,
+                    window,
                 };
                 let q: Vec<f32> = (0..m * 6 * d).map(f).collect();
                 let k: Vec<f32> = (0..2 * cap * d).map(|i| f(i + 13)).collect();
@@ -316,7 +343,7 @@ mod tests {
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                     assert!(
                         (*g as f64 - w).abs() < 1e-5,
-                        "d{d} m{m} pos{pos} [{i}]: {g} vs {w}"
+                        "d{d} m{m} pos{pos} window{window} [{i}]: {g} vs {w}"
                     );
                 }
             }
