@@ -11,35 +11,7 @@ use common::until;
 use std::process::Stdio;
 use std::time::Duration;
 
-use serde_json::{json, Value};
 use wecom_edge_actors::audit::AuditStore;
-
-async fn ask(http: &reqwest::Client, sim: &str, msgid: &str, text: &str) -> String {
-    let r: Value = http
-        .post(format!("{sim}/sim/aibot/demo-bot/messages"))
-        .json(
-            &json!({"chattype": "group", "chatid": "g-disk", "userid": "alice",
-                       "msgid": msgid, "text": format!("@demo-bot {text}")}),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let req_id = r["req_id"].as_str().unwrap().to_string();
-    until("the answer", Duration::from_secs(60), || async {
-        match wecom_edge::demo::frames(http, sim, &req_id)
-            .await
-            .ok()?
-            .pop()
-        {
-            Some((text, true)) => Some(text),
-            _ => None,
-        }
-    })
-    .await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_is_told_not_swallowed() {
@@ -95,7 +67,7 @@ async fn a_full_disk_is_told_not_swallowed() {
         body.starts_with("degraded") && body.contains("refused"),
         "{body}"
     );
-    let told = ask(&http, &sim, "m-full-1", "What is 2+2?").await;
+    let told = common::ask_group(&http, &sim, "g-disk", "m-full-1", "What is 2+2?").await;
     assert!(told.contains("cannot store messages"), "{told}");
 
     // Space is back: the next message is answered, the refused one is in the trail.
@@ -104,7 +76,7 @@ async fn a_full_disk_is_told_not_swallowed() {
         (readyz().await?.0 == 200).then_some(())
     })
     .await;
-    let answer = ask(&http, &sim, "m-full-2", "What is 2+2?").await;
+    let answer = common::ask_group(&http, &sim, "g-disk", "m-full-2", "What is 2+2?").await;
     assert!(
         !answer.is_empty() && !answer.contains("cannot store"),
         "{answer}"

@@ -16,8 +16,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use serde_json::{json, Value};
-
 fn run(cmd: &str, args: &[&str]) -> bool {
     Command::new(cmd)
         .args(args)
@@ -34,33 +32,6 @@ impl Drop for Mounted {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
-}
-
-async fn ask(http: &reqwest::Client, sim: &str, msgid: &str) -> String {
-    let r: Value = http
-        .post(format!("{sim}/sim/aibot/demo-bot/messages"))
-        .json(
-            &json!({"chattype": "group", "chatid": "g-ro", "userid": "alice",
-                      "msgid": msgid, "text": "@demo-bot What is 2+2?"}),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let req_id = r["req_id"].as_str().unwrap().to_string();
-    until("the answer", Duration::from_secs(60), || async {
-        match wecom_edge::demo::frames(http, sim, &req_id)
-            .await
-            .ok()?
-            .pop()
-        {
-            Some((text, true)) => Some(text),
-            _ => None,
-        }
-    })
-    .await
 }
 
 async fn readyz(http: &reqwest::Client, admin: &str) -> Option<(u16, String)> {
@@ -118,7 +89,8 @@ async fn a_box_started_on_a_read_only_data_dir_does_not_say_ready() {
     );
     assert!(
         stderr.contains(&*data.to_string_lossy())
-            && (stderr.contains("cannot be written") || stderr.contains("read-only")),
+            && (stderr.contains("cannot be written")
+                || stderr.to_lowercase().contains("read-only file system")),
         "the reason names the directory: {stderr}"
     );
 }
@@ -153,7 +125,7 @@ async fn a_filesystem_turning_read_only_is_told_and_survived() {
         (readyz(&http, &admin).await?.0 == 200).then_some(())
     })
     .await;
-    let answer = ask(&http, &sim, "m-ro-0").await;
+    let answer = common::ask_group(&http, &sim, "g-ro", "m-ro-0", "What is 2+2?").await;
     assert!(!answer.contains("cannot store"), "{answer}");
 
     // An I/O error as ext4 reports it: the filesystem turns read-only under the box.
@@ -178,7 +150,7 @@ async fn a_filesystem_turning_read_only_is_told_and_survived() {
     .await;
     assert!(body.starts_with("degraded"), "{body}");
     for msgid in ["m-ro-1", "m-ro-2"] {
-        let told = ask(&http, &sim, msgid).await;
+        let told = common::ask_group(&http, &sim, "g-ro", msgid, "What is 2+2?").await;
         assert!(told.contains("cannot store messages"), "{told}");
     }
     // Still alive (degraded is not unhealthy): the watchdog keeps petting, the admin port answers.
@@ -218,7 +190,7 @@ async fn a_filesystem_turning_read_only_is_told_and_survived() {
     let (mut child, info) =
         common::start_demo(&data, &["--max-tokens", "16", "--temperature", "0"], |_| {}).await;
     let sim = info["sim"].as_str().unwrap().to_string();
-    let answer = ask(&http, &sim, "m-ro-3").await;
+    let answer = common::ask_group(&http, &sim, "g-ro", "m-ro-3", "What is 2+2?").await;
     assert!(
         !answer.is_empty() && !answer.contains("cannot store"),
         "{answer}"

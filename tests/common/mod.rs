@@ -134,3 +134,39 @@ pub async fn start_demo(
         .expect("a line");
     (child, serde_json::from_str(&first).unwrap())
 }
+
+/// Sends `text` from `alice` in group `chatid` to the demo bot through the simulator and waits
+/// (up to 60 s) for the final frame of the answer; returns its text.
+#[allow(dead_code)]
+pub async fn ask_group(
+    http: &reqwest::Client,
+    sim: &str,
+    chatid: &str,
+    msgid: &str,
+    text: &str,
+) -> String {
+    let r: serde_json::Value = http
+        .post(format!("{sim}/sim/aibot/demo-bot/messages"))
+        .json(
+            &serde_json::json!({"chattype": "group", "chatid": chatid, "userid": "alice",
+                                  "msgid": msgid, "text": format!("@demo-bot {text}")}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let req_id = r["req_id"].as_str().unwrap().to_string();
+    until("the answer", Duration::from_secs(60), || async {
+        match wecom_edge::demo::frames(http, sim, &req_id)
+            .await
+            .ok()?
+            .pop()
+        {
+            Some((text, true)) => Some(text),
+            _ => None,
+        }
+    })
+    .await
+}

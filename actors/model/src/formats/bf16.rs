@@ -1,7 +1,7 @@
 //! BF16: bfloat16 (the top half of an f32), little-endian (GGUF `GGML_TYPE_BF16`). Dot
 //! products take f32 activations.
 
-use super::{dot_f32, Act, ActRow, Format};
+use super::{Act, ActRow, Format};
 use crate::quant::GgmlType;
 
 /// The BF16 format.
@@ -23,12 +23,7 @@ impl Format for Bf16Format {
     }
 
     fn dot(&self, row: &[u8], x: ActRow<'_>) -> f32 {
-        let ActRow::F32(x) = x else {
-            panic!("BF16: f32 activations expected")
-        };
-        let mut w = vec![0.0f32; x.len()];
-        self.dequantize(row, &mut w);
-        dot_f32(&w, x)
+        super::dot_float(self, row, x)
     }
 }
 

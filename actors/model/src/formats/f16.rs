@@ -1,7 +1,7 @@
 //! F16: IEEE half floats, little-endian (GGUF `GGML_TYPE_F16`). Dot products take f32
 //! activations (ggml converts them to f16 first; here they stay f32, within f16 rounding of it).
 
-use super::{dot_f32, Act, ActRow, Format};
+use super::{Act, ActRow, Format};
 use crate::quant::GgmlType;
 
 /// The F16 format.
@@ -23,12 +23,7 @@ impl Format for F16Format {
     }
 
     fn dot(&self, row: &[u8], x: ActRow<'_>) -> f32 {
-        let ActRow::F32(x) = x else {
-            panic!("F16: f32 activations expected")
-        };
-        let mut w = vec![0.0f32; x.len()];
-        self.dequantize(row, &mut w);
-        dot_f32(&w, x)
+        super::dot_float(self, row, x)
     }
 }
 

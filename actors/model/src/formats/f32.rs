@@ -1,7 +1,7 @@
 //! F32: IEEE single floats, little-endian (GGUF `GGML_TYPE_F32`). Dot products take f32
 //! activations.
 
-use super::{dot_f32, Act, ActRow, Format};
+use super::{Act, ActRow, Format};
 use crate::quant::GgmlType;
 
 /// The F32 format.
@@ -23,12 +23,7 @@ impl Format for F32Format {
     }
 
     fn dot(&self, row: &[u8], x: ActRow<'_>) -> f32 {
-        let ActRow::F32(x) = x else {
-            panic!("F32: f32 activations expected")
-        };
-        let mut w = vec![0.0f32; x.len()];
-        self.dequantize(row, &mut w);
-        dot_f32(&w, x)
+        super::dot_float(self, row, x)
     }
 }
 

@@ -187,6 +187,16 @@ pub(crate) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+/// `Σ w·x` for a float-format row (F32, F16, BF16): decoded, then [`dot_f32`].
+pub(crate) fn dot_float(f: &dyn Format, row: &[u8], x: ActRow<'_>) -> f32 {
+    let ActRow::F32(x) = x else {
+        panic!("{}: f32 activations expected", f.ty().name())
+    };
+    let mut w = vec![0.0f32; x.len()];
+    f.dequantize(row, &mut w);
+    dot_f32(&w, x)
+}
+
 /// `Σ w·x` for a K-quant row by dequantizing each super-block (the exact path for formats
 /// without an integer kernel: Q2_K, Q3_K): weights decoded exactly, activations as `d·q`.
 pub(crate) fn dot_dequantized_k(f: &dyn Format, row: &[u8], x: ActRow<'_>) -> f32 {

@@ -30,14 +30,21 @@ impl BlockQ5_0 {
     /// The 32 quants, 0..32, in weight order.
     #[inline]
     fn quants(&self) -> [u8; 32] {
-        let qh = u32::from_le_bytes(self.qh);
-        let mut q = [0u8; 32];
-        for j in 0..16 {
-            q[j] = (self.qs[j] & 0x0f) | (((qh >> j) & 1) << 4) as u8;
-            q[j + 16] = (self.qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4) as u8;
-        }
-        q
+        quants_5bit(self.qh, &self.qs)
     }
+}
+
+/// The 32 five-bit quants of a Q5_0/Q5_1 block in weight order, from its fifth bits `qh` (a
+/// little-endian u32) and its nibbles `qs`.
+#[inline]
+pub(super) fn quants_5bit(qh: [u8; 4], qs: &[u8; 16]) -> [u8; 32] {
+    let qh = u32::from_le_bytes(qh);
+    let mut q = [0u8; 32];
+    for j in 0..16 {
+        q[j] = (qs[j] & 0x0f) | (((qh >> j) & 1) << 4) as u8;
+        q[j + 16] = (qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4) as u8;
+    }
+    q
 }
 
 /// The Q5_0 format.

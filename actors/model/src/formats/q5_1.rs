@@ -25,13 +25,7 @@ const _: () = assert!(std::mem::size_of::<BlockQ5_1>() == 24);
 
 impl BlockQ5_1 {
     fn quants(&self) -> [u8; 32] {
-        let qh = u32::from_le_bytes(self.qh);
-        let mut q = [0u8; 32];
-        for j in 0..16 {
-            q[j] = (self.qs[j] & 0x0f) | (((qh >> j) & 1) << 4) as u8;
-            q[j + 16] = (self.qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4) as u8;
-        }
-        q
+        super::q5_0::quants_5bit(self.qh, &self.qs)
     }
 }
 
