@@ -11,6 +11,8 @@ scripts/setup-debian.sh
 scripts/fetch-model.sh
 # gemma-3-270m Q4_K_M: the real K-quant / gemma3 model of tests/model_gemma3.rs.
 scripts/fetch-model.sh gemma3-270m
+# llama.cpp's tokenizer test vocabularies (tests/tokenizer_vocab.rs).
+scripts/fetch-vocab.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

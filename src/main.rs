@@ -41,7 +41,7 @@ enum Command {
     Demo(DemoArgs),
     /// Ask the local model one question; the answer streams to stdout.
     Ask(AskArgs),
-    /// Perplexity of the model over a text file (no BOS, first 512 tokens).
+    /// Perplexity of the model over a text file (BOS as the GGUF says, first 512 tokens).
     Perplexity(PerplexityArgs),
     /// Check a configuration file: every problem on its own line, exit 2 if any.
     #[command(subcommand)]

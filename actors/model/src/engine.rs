@@ -225,10 +225,11 @@ impl<B: QuantBackend> Engine<B> {
         Ok((lp, top))
     }
 
-    /// Perplexity over the first `max_tokens` tokens of `text` (no BOS), llama.cpp's
-    /// definition: `exp(mean(-log p(tᵢ | t<ᵢ)))` over `i = 1..n`.
+    /// Perplexity over the first `max_tokens` tokens of `text`, tokenized as llama.cpp's
+    /// perplexity tool does (BOS/EOS as the GGUF's `add_bos_token` / `add_eos_token` say,
+    /// control tokens in the text not parsed): `exp(mean(-log p(tᵢ | t<ᵢ)))` over `i = 1..n`.
     pub fn perplexity(&self, text: &str, max_tokens: usize) -> Result<Perplexity> {
-        let mut ids = self.tokenizer.encode(text)?;
+        let mut ids = self.tokenizer.tokenize(text, true, false)?;
         ids.truncate(max_tokens.min(self.model.max_positions()));
         let (lp, _) = self.score(&ids)?;
         let mean_nll = -lp.iter().sum::<f64>() / lp.len() as f64;
