@@ -40,13 +40,7 @@ enum Model {
     /// `gpt2`: byte-level BPE, with GPT-2's char → byte table for decoding.
     Bpe(Box<bpe::Bpe>, HashMap<char, u8>),
     /// `llama`: SentencePiece BPE with scores and byte fallback.
-    Spm {
-        ids: HashMap<String, u32>,
-        scores: Vec<f32>,
-        bytes: Box<[Option<u32>; 256]>,
-        unk: Option<u32>,
-        add_space_prefix: bool,
-    },
+    Spm(Box<spm::Spm>),
 }
 
 /// A GGUF's tokenizer plus its chat template and special ids.
@@ -184,31 +178,15 @@ impl Tokenizer {
                         format!("{} scores for {} tokens", scores.len(), tokens.len()),
                     ));
                 }
-                let ids: HashMap<String, u32> = tokens
-                    .iter()
-                    .enumerate()
-                    .map(|(i, t)| (t.clone(), i as u32))
-                    .collect();
-                let mut bytes = Box::new([None; 256]);
-                for (b, slot) in bytes.iter_mut().enumerate() {
-                    *slot = ids
-                        .get(&format!("<0x{b:02X}>"))
-                        .or_else(|| {
-                            ids.get(&char::from(b as u8).to_string())
-                                .filter(|_| b < 128)
-                        })
-                        .copied();
-                }
                 let unk = id_key("tokenizer.ggml.unknown_token_id").or(Some(0));
                 let add_space_prefix = bool_key("tokenizer.ggml.add_space_prefix").unwrap_or(true);
                 (
-                    Model::Spm {
-                        ids,
+                    Model::Spm(Box::new(spm::Spm::new(
+                        &tokens,
                         scores,
-                        bytes,
                         unk,
                         add_space_prefix,
-                    },
+                    ))),
                     Some(1),
                     Some(2),
                     true,
@@ -289,7 +267,7 @@ impl Tokenizer {
     pub fn model_name(&self) -> &'static str {
         match self.model {
             Model::Bpe(..) => "gpt2",
-            Model::Spm { .. } => "llama",
+            Model::Spm(_) => "llama",
         }
     }
 
@@ -327,27 +305,7 @@ impl Tokenizer {
                 Fragment::Text(t) => {
                     match &self.model {
                         Model::Bpe(bpe, _) => bpe.tokenize(t, &mut out)?,
-                        Model::Spm {
-                            ids,
-                            scores,
-                            bytes,
-                            unk,
-                            add_space_prefix,
-                        } => {
-                            let mut escaped = String::with_capacity(t.len() + 4);
-                            if *add_space_prefix && prev_special {
-                                escaped.push('\u{2581}');
-                            }
-                            escaped
-                                .extend(t.chars().map(|c| if c == ' ' { '\u{2581}' } else { c }));
-                            spm::Spm {
-                                ids,
-                                scores,
-                                bytes,
-                                unk: *unk,
-                            }
-                            .tokenize(&escaped, &mut out);
-                        }
+                        Model::Spm(spm) => spm.tokenize(t, prev_special, &mut out),
                     }
                     prev_special = false;
                 }
@@ -374,13 +332,14 @@ impl Tokenizer {
     /// Splits `text` around the special tokens it contains, longest token first, as
     /// llama.cpp's `tokenizer_st_partition`.
     fn partition<'t>(&self, text: &'t str, parse_special: bool) -> Vec<Fragment<'t>> {
+        // llama.cpp makes no fragment of an empty text (so no SentencePiece space prefix).
+        if text.is_empty() {
+            return Vec::new();
+        }
         let mut fragments = vec![Fragment::Text(text)];
         let Some(finder) = &self.special_finder else {
             return fragments;
         };
-        if text.is_empty() {
-            return Vec::new();
-        }
         // Which special tokens occur at all (indices into `self.special`, longest first).
         let mut present: Vec<usize> = finder
             .find_overlapping_iter(text)
@@ -446,7 +405,7 @@ impl Tokenizer {
                     }
                     out
                 }
-                Model::Spm { .. } => text.replace('\u{2581}', " ").into_bytes(),
+                Model::Spm(_) => text.replace('\u{2581}', " ").into_bytes(),
             },
             _ => text.as_bytes().to_vec(),
         }

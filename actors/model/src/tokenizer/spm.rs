@@ -1,6 +1,6 @@
 //! SentencePiece BPE (`tokenizer.ggml.model = llama`): Llama-2, Gemma, Baichuan, Phi-3.
 //!
-//! As llama.cpp's `llm_tokenizer_spm_session` (src/llama-vocab.cpp): the text (spaces already
+//! As llama.cpp's `llm_tokenizer_spm_session` (src/llama-vocab.cpp): the text (spaces
 //! escaped to `▁`) starts as one symbol per UTF-8 character; the adjacent pair whose
 //! concatenation is a vocabulary piece with the highest `tokenizer.ggml.scores` entry is merged
 //! first (ties: the leftmost pair), until no pair forms a piece. A final symbol is a piece
@@ -11,17 +11,19 @@
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 
-/// The vocabulary view the SentencePiece merge needs.
-pub(super) struct Spm<'a> {
+/// A SentencePiece vocabulary: what the merge and the byte fallback need.
+pub(super) struct Spm {
     /// Piece text → id (the last id wins for duplicate texts, as llama.cpp's `token_to_id`).
-    pub ids: &'a HashMap<String, u32>,
+    ids: HashMap<String, u32>,
     /// `tokenizer.ggml.scores`, one per id.
-    pub scores: &'a [f32],
-    /// `<0xXX>` byte token ids, indexed by byte (llama.cpp `byte_to_token`; a byte without one
-    /// becomes `unk`).
-    pub bytes: &'a [Option<u32>; 256],
+    scores: Vec<f32>,
+    /// `<0xXX>` byte token ids, indexed by byte (llama.cpp `byte_to_token`: else the ASCII
+    /// character's own piece; a byte with neither becomes `unk`).
+    bytes: [Option<u32>; 256],
     /// `tokenizer.ggml.unknown_token_id`.
-    pub unk: Option<u32>,
+    unk: Option<u32>,
+    /// `tokenizer.ggml.add_space_prefix`: a space before the text and after each special token.
+    add_space_prefix: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -59,9 +61,52 @@ impl Ord for Bigram {
     }
 }
 
-impl Spm<'_> {
-    /// Appends the ids of `text` (whitespace already escaped to `▁`) to `out`.
-    pub fn tokenize(&self, text: &str, out: &mut Vec<u32>) {
+impl Spm {
+    /// The vocabulary over `tokens` (GGUF order) with one score per token.
+    pub fn new(
+        tokens: &[String],
+        scores: Vec<f32>,
+        unk: Option<u32>,
+        add_space_prefix: bool,
+    ) -> Self {
+        let ids: HashMap<String, u32> = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        let mut bytes = [None; 256];
+        for (b, slot) in bytes.iter_mut().enumerate() {
+            *slot = ids
+                .get(&format!("<0x{b:02X}>"))
+                .or_else(|| {
+                    ids.get(&char::from(b as u8).to_string())
+                        .filter(|_| b < 128)
+                })
+                .copied();
+        }
+        Self {
+            ids,
+            scores,
+            bytes,
+            unk,
+            add_space_prefix,
+        }
+    }
+
+    /// Appends the ids of `text`, a fragment between special tokens, to `out`: spaces escaped
+    /// to `▁` and, with `add_space_prefix`, one prefixed when the fragment starts the text or
+    /// follows a special token (`after_special`), as llama.cpp's `llama_vocab::impl::tokenize`.
+    pub fn tokenize(&self, text: &str, after_special: bool, out: &mut Vec<u32>) {
+        let mut escaped = String::with_capacity(text.len() + 4);
+        if self.add_space_prefix && after_special {
+            escaped.push('\u{2581}');
+        }
+        escaped.extend(text.chars().map(|c| if c == ' ' { '\u{2581}' } else { c }));
+        self.merge(&escaped, out);
+    }
+
+    /// The merge itself over `text` (whitespace already escaped).
+    fn merge(&self, text: &str, out: &mut Vec<u32>) {
         let mut symbols: Vec<Symbol> = text
             .char_indices()
             .map(|(start, ch)| Symbol {
