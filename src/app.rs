@@ -383,11 +383,12 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         ..Default::default()
     };
     let model_spec = if use_cuda(&cfg.device)? {
-        cuda_child(cfg.model_path.clone(), scheduler, progress)?
+        cuda_child(cfg.model_path.clone(), cfg.cache_type, scheduler, progress)?
     } else {
         model_child::<model::CpuBackend>(ModelArgs {
             path: cfg.model_path.clone(),
             device: Default::default(),
+            cache_type: cfg.cache_type,
             scheduler,
             progress,
         })
@@ -554,12 +555,14 @@ async fn write_probe_on(a: &ActorRef<AuditMsg>) -> Result<(), String> {
 #[cfg(feature = "cuda")]
 fn cuda_child(
     path: PathBuf,
+    cache_type: model::llama::CacheType,
     scheduler: SchedulerConfig,
     progress: Arc<dyn Progress + Sync>,
 ) -> anyhow::Result<ChildSpec> {
     Ok(model_child::<model::cuda::CudaBackend>(ModelArgs {
         path,
         device: Default::default(),
+        cache_type,
         scheduler,
         progress,
     }))
@@ -568,6 +571,7 @@ fn cuda_child(
 #[cfg(not(feature = "cuda"))]
 fn cuda_child(
     _path: PathBuf,
+    _cache_type: model::llama::CacheType,
     _scheduler: SchedulerConfig,
     _progress: Arc<dyn Progress + Sync>,
 ) -> anyhow::Result<ChildSpec> {

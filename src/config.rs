@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 pub use wecom_edge_actors::limiter::Limits;
+use wecom_edge_actors::model::llama::CacheType;
 use wecom_edge_actors::wecom::crypto;
 
 /// The default path on the box.
@@ -50,6 +51,7 @@ struct RawModel {
     threads: Option<usize>,
     max_tokens: Option<usize>,
     temperature: Option<f32>,
+    cache_type: Option<String>,
     max_prompt_tokens: Option<usize>,
     max_message_tokens: Option<usize>,
 }
@@ -197,6 +199,8 @@ pub struct Config {
     pub max_tokens: usize,
     /// Sampling temperature.
     pub temperature: f32,
+    /// KV cache element type (`f16`, llama.cpp's default, or `f32`).
+    pub cache_type: CacheType,
     /// Most tokens of one turn's prompt (system prompt, history, question); older history is
     /// left out to stay within it.
     pub max_prompt_tokens: usize,
@@ -232,7 +236,7 @@ impl Config {
             format!("api_base         {}", self.api_base),
             format!("ws_url           {}", self.ws_url),
             format!(
-                "model            {} on {} ({} threads), max_tokens {}, temperature {}",
+                "model            {} on {} ({} threads), max_tokens {}, temperature {}, {} KV cache",
                 self.model_path.display(),
                 self.device,
                 if self.threads == 0 {
@@ -241,7 +245,8 @@ impl Config {
                     self.threads.to_string()
                 },
                 self.max_tokens,
-                self.temperature
+                self.temperature,
+                self.cache_type.name()
             ),
             format!(
                 "prompt budget    {} tokens per turn, {} per message",
@@ -430,6 +435,14 @@ impl Config {
                 "model.max_message_tokens: {max_message_tokens} must be between 1 and model.max_prompt_tokens ({max_prompt_tokens})"
             ));
         }
+        let cache_type = match raw.model.cache_type.as_deref().map(CacheType::parse) {
+            None => CacheType::default(),
+            Some(Ok(t)) => t,
+            Some(Err(e)) => {
+                p.push(format!("model.cache_type: {e}"));
+                CacheType::default()
+            }
+        };
         let temperature = raw.model.temperature.unwrap_or(0.7);
         if !(0.0..=2.0).contains(&temperature) {
             p.push(format!("model.temperature: {temperature} is outside 0..=2"));
@@ -586,6 +599,7 @@ impl Config {
             threads: raw.model.threads.unwrap_or(0),
             max_tokens,
             temperature,
+            cache_type,
             max_prompt_tokens,
             max_message_tokens,
             scope,

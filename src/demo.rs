@@ -66,6 +66,7 @@ pub fn config(o: &DemoOptions, sim: &SimHandle) -> Config {
         threads: o.threads,
         max_tokens: o.max_tokens,
         temperature: o.temperature,
+        cache_type: Default::default(),
         max_prompt_tokens: 2048,
         max_message_tokens: 1536,
         scope: SessionScope::User,

@@ -67,6 +67,13 @@ struct ModelArgs {
     /// /dev/nvidia0 exists, else the CPU.
     #[arg(long, value_enum, default_value_t = DeviceKind::Auto)]
     device: DeviceKind,
+    /// KV cache element type (llama.cpp's `--cache-type-k/-v`): f16 or f32
+    #[arg(long, default_value = "f16", value_parser = parse_cache_type)]
+    cache_type: model::llama::CacheType,
+}
+
+fn parse_cache_type(s: &str) -> Result<model::llama::CacheType, String> {
+    model::llama::CacheType::parse(s).map_err(|e| e.to_string())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -191,8 +198,9 @@ fn load<B: QuantBackend>(args: &ModelArgs, device: &B::Device) -> anyhow::Result
         );
     }
     let t0 = Instant::now();
-    let engine =
+    let mut engine =
         Engine::<B>::load(&path, device).with_context(|| format!("loading {}", path.display()))?;
+    engine.model.set_cache_type(args.cache_type);
     Ok((engine, t0.elapsed().as_secs_f64() * 1e3))
 }
 

@@ -12,17 +12,26 @@ use wecom_edge_actors::model::gguf::GgufFile;
 use wecom_edge_actors::model::llama::{Llama, Logits};
 use wecom_edge_actors::model::CpuBackend;
 
-/// llama.cpp keeps the KV cache in f16 and reads GELU from an f16 table; over 18 layers that
-/// moves this model's logits by up to ~0.5 where the distribution is flat (measured on the
-/// fixture's prompts: ≤ 0.22 on the English one, ≤ 0.53 on the Chinese one, whose leading
-/// logits are about 2). Logits after each prompt are compared within this.
+/// Logits after each prompt are compared within this. We compute as llama.cpp's CPU does (f16
+/// KV cache, f16 GELU table, the same Q8 activation rounding), but float sums in another order
+/// flip some Q8 roundings, and over 18 layers this model turns that into logit differences of
+/// up to ~0.5 (measured on the fixture's prompts: ≤ 0.42 on the English one, ≤ 0.25 on the
+/// Chinese one, ≤ 0.52 on the code one) — as large as llama.cpp's own f16 against f32 cache.
 const LOGIT_TOLERANCE: f64 = 0.6;
 /// Greedy decoding is compared up to the first step whose llama.cpp top-2 margin is below this.
 const NEAR_TIE: f64 = 0.1;
-/// Relative perplexity gap allowed. The target is 1 %; measured today 1.13 % on the English
-/// paragraph and 2.36 % on the Chinese one. llama.cpp's f16 KV cache is the known cause (rounding
-/// our cache to f16 brought the English paragraph to 0.17 %), not yet how the box stores it.
-const PERPLEXITY_TOLERANCE: f64 = 0.03;
+/// Relative perplexity gap allowed on the long texts (~800 English, ~1700 Chinese tokens).
+///
+/// Any difference in float summation order flips some Q8 roundings of the activations, and this
+/// small model turns that into per-token NLL differences of ~0.13 nats on average (~0.09 on
+/// English): llama.cpp against itself, f16 against f32 KV cache, differs that much per token
+/// and by 1.3 % in perplexity on the ~170-token Chinese paragraph. Over ~1700 tokens that noise
+/// averages to ~0.4 %; measured (f16 cache as llama.cpp): English +0.15 % (portable path
+/// +0.21 %), Chinese −0.13 %.
+const PERPLEXITY_TOLERANCE: f64 = 0.01;
+/// The same on the short paragraphs (~200 tokens), where the noise alone reaches 1–2 %
+/// (measured: English −0.28 %, Chinese +0.56 %; portable path +0.08 % and −2.18 %).
+const PERPLEXITY_TOLERANCE_SHORT: f64 = 0.03;
 
 fn gemma() -> Option<PathBuf> {
     let p = common::repo().join("models/gemma-3-270m-q4_k_m.gguf");
@@ -118,7 +127,8 @@ fn greedy_decoding_reproduces_llama_cpp() {
     }
 }
 
-/// Perplexity of the English and the Chinese paragraph within PERPLEXITY_TOLERANCE of llama.cpp's, computed the
+/// Perplexity of the English and the Chinese texts within [`PERPLEXITY_TOLERANCE`] of llama.cpp's
+/// (the short paragraphs within [`PERPLEXITY_TOLERANCE_SHORT`]), computed the
 /// same way from llama.cpp's logits (tests/data/perplexity-gemma3-270m-q4_k_m.json, made by
 /// scripts/fixtures/perplexity-gemma3.py); the token ids, BOS included as the GGUF says, equal
 /// llama.cpp's. Also: the fixture prompts tokenize as llama.cpp tokenized them.
@@ -159,8 +169,13 @@ fn perplexity_close_to_llama_cpp() {
             got.perplexity
         );
         assert_eq!(got.n_tokens, want_ids.len());
+        let tolerance = if want_ids.len() >= 500 {
+            PERPLEXITY_TOLERANCE
+        } else {
+            PERPLEXITY_TOLERANCE_SHORT
+        };
         assert!(
-            (got.perplexity / want - 1.0).abs() <= PERPLEXITY_TOLERANCE,
+            (got.perplexity / want - 1.0).abs() <= tolerance,
             "{file}: perplexity ours {}, llama.cpp {want}",
             got.perplexity
         );

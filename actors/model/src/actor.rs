@@ -18,6 +18,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::backend::QuantBackend;
 use crate::engine::Engine;
+use crate::llama::CacheType;
 use crate::scheduler::{self, GenRequest, Progress, SchedulerConfig};
 use crate::tokenizer::Tokenizer;
 
@@ -50,6 +51,8 @@ pub struct ModelArgs<B: QuantBackend> {
     pub path: PathBuf,
     /// Where the model runs.
     pub device: B::Device,
+    /// Element type of the KV caches.
+    pub cache_type: CacheType,
     /// Batching limits.
     pub scheduler: SchedulerConfig,
     /// Progress reporting (the watchdog's beacon).
@@ -61,6 +64,7 @@ impl<B: QuantBackend> Clone for ModelArgs<B> {
         ModelArgs {
             path: self.path.clone(),
             device: self.device.clone(),
+            cache_type: self.cache_type,
             scheduler: self.scheduler,
             progress: self.progress.clone(),
         }
@@ -125,13 +129,14 @@ where
         std::thread::Builder::new()
             .name("model-scheduler".into())
             .spawn(move || {
-                let engine = match Engine::<B>::load(&args.path, &args.device) {
+                let mut engine = match Engine::<B>::load(&args.path, &args.device) {
                     Ok(e) => e,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e.to_string()));
                         return;
                     }
                 };
+                engine.model.set_cache_type(args.cache_type);
                 let info = ModelInfo {
                     tokenizer: engine.tokenizer.clone(),
                     context_length: engine.model.max_positions(),

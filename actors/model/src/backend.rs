@@ -13,8 +13,9 @@ use std::sync::Arc;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{Tensor, TensorPrimitive};
+use burn::tensor::{DType, Tensor, TensorPrimitive};
 use burn_flex::{Flex, FlexTensor};
+use half::{f16, slice::HalfFloatSliceExt};
 use memmap2::Mmap;
 
 use crate::formats::Acts;
@@ -108,8 +109,9 @@ pub trait QuantBackend: Backend {
     /// `x`: `[m, k]` f32; each result: `[m, nᵢ]`. All weights take the same `k`.
     fn qlinear(x: FloatTensor<Self>, weights: &[&Self::QWeight]) -> Vec<FloatTensor<Self>>;
 
-    /// Writes `value` (`[heads, m, head_dim]`) into `cache` (`[heads, capacity, head_dim]`) at
-    /// positions `pos..pos + m`, in place where the backend allows.
+    /// Writes `value` (`[heads, m, head_dim]`, f32) into `cache` (`[heads, capacity, head_dim]`,
+    /// f32 or f16: [`crate::llama::CacheType`]) at positions `pos..pos + m`, converted to the
+    /// cache's type (round to nearest even), in place where the backend allows.
     fn kv_write(
         cache: FloatTensor<Self>,
         value: FloatTensor<Self>,
@@ -118,6 +120,7 @@ pub trait QuantBackend: Backend {
         let cache: Tensor<Self, 3> = Tensor::from_primitive(TensorPrimitive::Float(cache));
         let value: Tensor<Self, 3> = Tensor::from_primitive(TensorPrimitive::Float(value));
         let [h, m, d] = value.dims();
+        let value = value.cast(cache.dtype());
         cache
             .slice_assign([0..h, pos..pos + m, 0..d], value)
             .into_primitive()
@@ -142,30 +145,40 @@ pub trait QuantBackend: Backend {
         (x * inv * w.unsqueeze::<2>()).into_primitive().tensor()
     }
 
-    /// Causal attention of `m` new tokens at positions `pos..pos + m` over the cache (filled
-    /// up to `pos + m`); GQA: query head `h` reads KV head `h / (n_head / n_head_kv)`; scale
-    /// `1/√head_dim`; with `window > 0` (a sliding-window layer, `n_swa`) query `p` sees keys
-    /// `p − window < j ≤ p` only.
+    /// Causal attention of `m` new tokens at positions `at.pos..at.pos + m` over the cache
+    /// (filled up to `pos + m`); GQA: query head `h` reads KV head `h / (n_head / n_head_kv)`;
+    /// scores `q·k · at.scale`; with `at.window > 0` (a sliding-window layer, `n_swa`) query `p`
+    /// sees keys `p − window < j ≤ p` only.
     ///
-    /// `q`: `[m, n_head, head_dim]`; `k`, `v`: `[n_head_kv, capacity, head_dim]`; returns
-    /// `[m, n_head · head_dim]`. The default runs Burn's attention on a slice of the cache.
+    /// `q`: `[m, n_head, head_dim]` f32; `k`, `v`: `[n_head_kv, capacity, head_dim]` in the
+    /// cache's type; returns `[m, n_head · head_dim]` f32. The default runs Burn's attention on
+    /// a slice of the cache read as f32.
     fn attention_cached(
         q: FloatTensor<Self>,
         k: &FloatTensor<Self>,
         v: &FloatTensor<Self>,
-        pos: usize,
-        window: usize,
+        at: AttnSpan,
     ) -> FloatTensor<Self> {
         attention_cached_burn::<Self>(
             Tensor::from_primitive(TensorPrimitive::Float(q)),
             &Tensor::from_primitive(TensorPrimitive::Float(k.clone())),
             &Tensor::from_primitive(TensorPrimitive::Float(v.clone())),
-            pos,
-            window,
+            at,
         )
         .into_primitive()
         .tensor()
     }
+}
+
+/// Where one sequence's new queries attend in a layer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttnSpan {
+    /// Position of the first new token.
+    pub pos: usize,
+    /// The layer's sliding window in positions (`n_swa`); 0: every earlier position.
+    pub window: usize,
+    /// Score scale (llama.cpp `kq_scale`: `1/√head_dim`, or the architecture's own).
+    pub scale: f32,
 }
 
 /// [`QuantBackend::attention_cached`] in Burn's own ops (the default of every backend without
@@ -174,14 +187,20 @@ pub fn attention_cached_burn<B: Backend>(
     q: Tensor<B, 3>,
     k: &Tensor<B, 3>,
     v: &Tensor<B, 3>,
-    pos: usize,
-    window: usize,
+    at: AttnSpan,
 ) -> Tensor<B, 2> {
+    let AttnSpan { pos, window, scale } = at;
     let [m, nh, d] = q.dims();
     let nkv = k.dims()[0];
     let (t, group) = (pos + m, nh / nkv);
-    let keys = k.clone().slice([0..nkv, 0..t, 0..d]).unsqueeze::<4>();
-    let vals = v.clone().slice([0..nkv, 0..t, 0..d]).unsqueeze::<4>();
+    // An f16 cache is read as f32 (the CPU's own kernel also rounds q and the weights).
+    let read = |c: &Tensor<B, 3>| {
+        c.clone()
+            .slice([0..nkv, 0..t, 0..d])
+            .cast(q.dtype())
+            .unsqueeze::<4>()
+    };
+    let (keys, vals) = (read(k), read(v));
     if window > 0 && t > window {
         // Sliding window: explicit scores with −∞ outside `p − window < j ≤ p`.
         let q = q.swap_dims(0, 1).unsqueeze::<4>(); // [1, nh, m, d]
@@ -204,10 +223,7 @@ pub fn attention_cached_burn<B: Backend>(
         let mask =
             Tensor::<B, 2>::from_data(burn::tensor::TensorData::new(mask, [m, t]), &q.device())
                 .reshape([1, 1, m, t]);
-        let scores = q
-            .matmul(expand(keys).swap_dims(2, 3))
-            .mul_scalar(1.0 / (d as f32).sqrt())
-            + mask;
+        let scores = q.matmul(expand(keys).swap_dims(2, 3)).mul_scalar(scale) + mask;
         let p = burn::tensor::activation::softmax(scores, 3);
         return p
             .matmul(expand(vals))
@@ -218,8 +234,11 @@ pub fn attention_cached_burn<B: Backend>(
     if m == 1 {
         // The query heads sharing a KV head become rows of one attention problem.
         let q = q.reshape([1, nkv, group, d]);
-        burn::tensor::module::attention(q, keys, vals, None, None, Default::default())
-            .reshape([1, nh * d])
+        let opts = burn::tensor::ops::AttentionModuleOptions {
+            scale: Some(scale as f64),
+            ..Default::default()
+        };
+        burn::tensor::module::attention(q, keys, vals, None, None, opts).reshape([1, nh * d])
     } else {
         let q = q.swap_dims(0, 1).unsqueeze::<4>();
         let expand = |kv: Tensor<B, 4>| {
@@ -229,6 +248,7 @@ pub fn attention_cached_burn<B: Backend>(
         };
         let opts = burn::tensor::ops::AttentionModuleOptions {
             is_causal: true,
+            scale: Some(scale as f64),
             ..Default::default()
         };
         burn::tensor::module::attention(q, expand(keys), expand(vals), None, None, opts)
@@ -253,8 +273,7 @@ pub fn attention_cached<B: QuantBackend>(
     q: Tensor<B, 3>,
     k: &Tensor<B, 3>,
     v: &Tensor<B, 3>,
-    pos: usize,
-    window: usize,
+    at: AttnSpan,
 ) -> Tensor<B, 2> {
     let k = k.clone().into_primitive().tensor();
     let v = v.clone().into_primitive().tensor();
@@ -262,8 +281,7 @@ pub fn attention_cached<B: QuantBackend>(
         q.into_primitive().tensor(),
         &k,
         &v,
-        pos,
-        window,
+        at,
     )))
 }
 
@@ -291,11 +309,16 @@ pub fn kv_write<B: QuantBackend>(
 /// The elements of a contiguous f32 tensor, in order (its storage may be a larger buffer that
 /// the tensor views a part of).
 fn f32_elems(t: &FlexTensor) -> &[f32] {
+    elems::<f32>(t)
+}
+
+/// [`f32_elems`] for any element type.
+fn elems<E: burn::tensor::Element + bytemuck::Pod>(t: &FlexTensor) -> &[E] {
     let (start, end) = t
         .layout()
         .contiguous_offsets()
         .expect("a contiguous tensor");
-    &t.storage::<f32>()[start..end]
+    &t.storage::<E>()[start..end]
 }
 
 fn flex_f32(shape: Vec<usize>, data: Vec<f32>) -> FlexTensor {
@@ -386,13 +409,7 @@ impl QuantBackend for Flex {
         flex_f32(shape, out)
     }
 
-    fn attention_cached(
-        q: FlexTensor,
-        k: &FlexTensor,
-        v: &FlexTensor,
-        pos: usize,
-        window: usize,
-    ) -> FlexTensor {
+    fn attention_cached(q: FlexTensor, k: &FlexTensor, v: &FlexTensor, at: AttnSpan) -> FlexTensor {
         let q = q.to_contiguous();
         let [m, nh, d]: [usize; 3] = q
             .layout()
@@ -407,11 +424,20 @@ impl QuantBackend for Flex {
             n_head_kv: kshape[0],
             head_dim: d,
             capacity: kshape[1],
-            pos,
-            window,
+            pos: at.pos,
+            window: at.window,
+            scale: at.scale,
         };
         let (k, v) = (k.to_contiguous(), v.to_contiguous());
-        let out = attention::attention_cached(f32_elems(&q), f32_elems(&k), f32_elems(&v), shape);
+        let out = match k.dtype() {
+            DType::F16 => attention::attention_cached(
+                f32_elems(&q),
+                elems::<f16>(&k),
+                elems::<f16>(&v),
+                shape,
+            ),
+            _ => attention::attention_cached(f32_elems(&q), f32_elems(&k), f32_elems(&v), shape),
+        };
         flex_f32(vec![m, nh * d], out)
     }
 
@@ -428,17 +454,38 @@ impl QuantBackend for Flex {
         if contiguous {
             let value = value.to_contiguous();
             let src = f32_elems(&value);
-            if let Some(dst) = cache.try_storage_mut::<f32>() {
-                for head in 0..h {
-                    let at = (head * cap + pos) * d;
-                    dst[at..at + m * d].copy_from_slice(&src[head * m * d..(head + 1) * m * d]);
+            let rows = |head: usize| {
+                (
+                    (head * cap + pos) * d,
+                    &src[head * m * d..(head + 1) * m * d],
+                )
+            };
+            match cache.dtype() {
+                DType::F32 => {
+                    if let Some(dst) = cache.try_storage_mut::<f32>() {
+                        for head in 0..h {
+                            let (at, s) = rows(head);
+                            dst[at..at + m * d].copy_from_slice(s);
+                        }
+                        return cache;
+                    }
                 }
-                return cache;
+                DType::F16 => {
+                    if let Some(dst) = cache.try_storage_mut::<f16>() {
+                        for head in 0..h {
+                            let (at, s) = rows(head);
+                            dst[at..at + m * d].convert_from_f32_slice(s);
+                        }
+                        return cache;
+                    }
+                }
+                _ => {}
             }
         }
         // Shared or strided: Burn's copy-on-write slice assignment.
         let cache: Tensor<Flex, 3> = Tensor::from_primitive(TensorPrimitive::Float(cache));
         let value: Tensor<Flex, 3> = Tensor::from_primitive(TensorPrimitive::Float(value));
+        let value = value.cast(cache.dtype());
         cache
             .slice_assign([0..h, pos..pos + m, 0..d], value)
             .into_primitive()
@@ -499,11 +546,16 @@ mod tests {
                 burn::tensor::TensorData::new(f(m * nh * d, 3), [m, nh, d]),
                 &dev,
             );
-            let fused = attention_cached(q.clone(), &k, &v, pos, window)
+            let at = AttnSpan {
+                pos,
+                window,
+                scale: 0.3,
+            };
+            let fused = attention_cached(q.clone(), &k, &v, at)
                 .into_data()
                 .to_vec::<f32>()
                 .unwrap();
-            let burn = attention_cached_burn(q, &k, &v, pos, window)
+            let burn = attention_cached_burn(q, &k, &v, at)
                 .into_data()
                 .to_vec::<f32>()
                 .unwrap();
@@ -530,5 +582,36 @@ mod tests {
         let want = cache.clone().slice_assign([0..2, 5..8, 0..4], v.clone());
         let got = kv_write(cache, v, 5);
         assert_eq!(got.into_data(), want.into_data());
+    }
+
+    /// An f16 cache stores the values rounded to nearest f16, in place and when shared alike.
+    #[test]
+    fn flex_kv_write_into_f16_cache_rounds() {
+        let dev = Default::default();
+        let cache = Tensor::<Flex, 3>::zeros([2, 8, 4], (&dev, DType::F16));
+        let vals: Vec<f32> = (0..2 * 3 * 4).map(|i| 1.0 + i as f32 / 3000.0).collect();
+        let v = Tensor::<Flex, 3>::from_data(
+            burn::tensor::TensorData::new(vals.clone(), [2, 3, 4]),
+            &dev,
+        );
+        let shared = cache.clone();
+        let copied = kv_write(shared, v.clone(), 5); // `cache` still holds the storage
+        let in_place = kv_write(cache, v, 5);
+        for got in [in_place, copied] {
+            assert_eq!(got.dtype(), DType::F16);
+            let got: Vec<f32> = got.cast(DType::F32).into_data().to_vec().unwrap();
+            for h in 0..2 {
+                for p in 0..8 {
+                    for e in 0..4 {
+                        let want = if p >= 5 {
+                            f16::from_f32(vals[(h * 3 + p - 5) * 4 + e]).to_f32()
+                        } else {
+                            0.0
+                        };
+                        assert_eq!(got[(h * 8 + p) * 4 + e], want, "[{h}, {p}, {e}]");
+                    }
+                }
+            }
+        }
     }
 }

@@ -17,10 +17,12 @@
 //! RoPE angles `θ_i = pos · base^(-2i/n_rot) [/ freq_factor_i]` are accumulated in f32 as
 //! ggml's `rope_cache_init` does.
 
-use burn::tensor::{activation, Tensor, TensorData};
+use burn::tensor::{activation, DType, Tensor, TensorData};
 
 use crate::arch::{FfnAct, RopeKind};
-use crate::backend::{attention_cached, kv_write, qlinear, rms_norm, HostQWeight, QuantBackend};
+use crate::backend::{
+    attention_cached, kv_write, qlinear, rms_norm, AttnSpan, HostQWeight, QuantBackend,
+};
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::quant::dequantize;
@@ -147,13 +149,18 @@ pub struct Block<B: QuantBackend> {
     swa: bool,
 }
 
-/// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))` (ggml `gelu`, the tanh form; ggml's CPU reads
-/// it from an f16 table, so expect ~1e-3 relative differences from llama.cpp there).
+/// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))` as ggml's CPU computes it for GeGLU
+/// (`ggml_vec_geglu_f32` with `GGML_GELU_FP16`): `x` rounded to f16, GELU of that rounded to
+/// f16 (its table `ggml_table_gelu_f16`), except `x ≥ 10` → `x` and `x ≤ −10` → 0 exactly.
 fn gelu_tanh<B: QuantBackend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    let f16 = |t: Tensor<B, 2>| t.cast(DType::F16).cast(DType::F32);
+    let r = f16(x.clone());
     let inner =
-        (x.clone().powi_scalar(3).mul_scalar(0.044715) + x.clone()).mul_scalar(SQRT_2_OVER_PI);
-    x.mul_scalar(0.5) * inner.tanh().add_scalar(1.0)
+        (r.clone().powi_scalar(3).mul_scalar(0.044715) + r.clone()).mul_scalar(SQRT_2_OVER_PI);
+    let y = f16(r.mul_scalar(0.5) * inner.tanh().add_scalar(1.0));
+    y.mask_where(x.clone().greater_equal_elem(10.0), x.clone())
+        .mask_fill(x.lower_equal_elem(-10.0), 0.0)
 }
 
 impl<B: QuantBackend> Block<B> {
@@ -185,14 +192,68 @@ impl<B: QuantBackend> Block<B> {
     }
 }
 
-/// A sequence's key/value cache: per layer `[n_head_kv, capacity, head_dim]` for K and V,
-/// allocated once at `capacity` positions.
+/// Element type of the KV cache (llama.cpp `--cache-type-k` / `--cache-type-v`, ggml type names).
+///
+/// [`CacheType::F16`] is llama.cpp's default and ours: half the memory of f32, and the same
+/// numerics as llama.cpp's (non-flash) attention over an f16 cache, where the query and the
+/// softmax weights are also rounded to f16 for the f16 dot products (ggml `vec_dot_f16`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CacheType {
+    /// IEEE half precision (2 bytes per value).
+    #[default]
+    F16,
+    /// f32 (4 bytes per value).
+    F32,
+}
+
+impl CacheType {
+    /// The ggml type name (`f16`, `f32`).
+    pub fn name(self) -> &'static str {
+        match self {
+            CacheType::F16 => "f16",
+            CacheType::F32 => "f32",
+        }
+    }
+
+    /// Bytes per cached value.
+    pub fn bytes(self) -> usize {
+        match self {
+            CacheType::F16 => 2,
+            CacheType::F32 => 4,
+        }
+    }
+
+    /// Parses a ggml type name (`f16`, `f32`).
+    ///
+    /// # Errors
+    /// [`ModelError::InvalidParameter`] for any other name.
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "f16" => Ok(CacheType::F16),
+            "f32" => Ok(CacheType::F32),
+            other => Err(ModelError::InvalidParameter(format!(
+                "cache type {other:?} (supported: f16, f32)"
+            ))),
+        }
+    }
+
+    fn dtype(self) -> DType {
+        match self {
+            CacheType::F16 => DType::F16,
+            CacheType::F32 => DType::F32,
+        }
+    }
+}
+
+/// A sequence's key/value cache: per layer `[n_head_kv, capacity, head_dim]` for K and V in
+/// the model's [`CacheType`], allocated once at `capacity` positions.
 #[derive(Debug)]
 pub struct KvCache<B: QuantBackend> {
     k: Vec<Option<Tensor<B, 3>>>,
     v: Vec<Option<Tensor<B, 3>>>,
     len: usize,
     capacity: usize,
+    ty: CacheType,
 }
 
 impl<B: QuantBackend> KvCache<B> {
@@ -216,7 +277,7 @@ impl<B: QuantBackend> KvCache<B> {
         self.len = self.len.min(len);
     }
 
-    /// Bytes held by this cache (f32 K and V).
+    /// Bytes held by this cache (K and V of every layer).
     pub fn bytes(&self) -> usize {
         self.k.len()
             * 2
@@ -224,7 +285,12 @@ impl<B: QuantBackend> KvCache<B> {
                 .k
                 .first()
                 .and_then(|t| t.as_ref())
-                .map_or(0, |t| t.shape().num_elements() * 4)
+                .map_or(0, |t| t.shape().num_elements() * self.ty.bytes())
+    }
+
+    /// The element type of its keys and values.
+    pub fn cache_type(&self) -> CacheType {
+        self.ty
     }
 }
 
@@ -261,6 +327,7 @@ pub struct Llama<B: QuantBackend> {
     rope: Rope<B>,
     /// The SWA layers' table (its own base), when the model has such layers.
     rope_swa: Option<Rope<B>>,
+    cache_type: CacheType,
     device: B::Device,
 }
 
@@ -421,6 +488,7 @@ impl<B: QuantBackend> Llama<B> {
             tok_embd,
             blocks,
             output,
+            cache_type: CacheType::default(),
             device: device.clone(),
         })
     }
@@ -435,17 +503,33 @@ impl<B: QuantBackend> Llama<B> {
         self.config.context_length.min(MAX_POSITIONS)
     }
 
+    /// The element type of the caches [`Llama::new_cache`] makes.
+    pub fn cache_type(&self) -> CacheType {
+        self.cache_type
+    }
+
+    /// Sets the element type of the caches made from now on (default [`CacheType::F16`]).
+    pub fn set_cache_type(&mut self, ty: CacheType) {
+        self.cache_type = ty;
+    }
+
     /// A cache for up to `capacity` positions (at most [`Llama::max_positions`]).
     pub fn new_cache(&self, capacity: usize) -> KvCache<B> {
         let c = &self.config;
         let capacity = capacity.min(self.max_positions());
         let shape = [c.n_head_kv, capacity, c.head_dim];
-        let zeros = || Some(Tensor::zeros(shape, &self.device));
+        let zeros = || {
+            Some(Tensor::zeros(
+                shape,
+                (&self.device, self.cache_type.dtype()),
+            ))
+        };
         KvCache {
             k: (0..c.n_layer).map(|_| zeros()).collect(),
             v: (0..c.n_layer).map(|_| zeros()).collect(),
             len: 0,
             capacity,
+            ty: self.cache_type,
         }
     }
 
@@ -460,7 +544,7 @@ impl<B: QuantBackend> Llama<B> {
         for (dst, src) in [(&mut new.k, &mut cache.k), (&mut new.v, &mut cache.v)] {
             for (nt, ot) in dst.iter_mut().zip(src.iter_mut()) {
                 if let (Some(n), Some(o)) = (nt.take(), ot.take()) {
-                    let prefix = o.slice([0..h, 0..keep, 0..d]);
+                    let prefix = o.slice([0..h, 0..keep, 0..d]).cast(n.dtype());
                     *nt = Some(n.slice_assign([0..h, 0..keep, 0..d], prefix));
                 }
             }
@@ -638,6 +722,10 @@ impl<B: QuantBackend> Llama<B> {
                     t.reshape([m, heads, hd])
                 };
                 let qi = rope.forward(part(&q, nh), pos);
+                let qi = match c.q_scale {
+                    Some(s) => qi.mul_scalar(s),
+                    None => qi,
+                };
                 let ki = rope.forward(part(&k, nkv), pos);
                 let vi = part(&v, nkv);
                 let cache = &mut *ch.cache;
@@ -651,7 +739,12 @@ impl<B: QuantBackend> Llama<B> {
                     vi.swap_dims(0, 1),
                     pos,
                 );
-                attn.push(attention_cached(qi, &kc, &vc, pos, b.window));
+                let at = AttnSpan {
+                    pos,
+                    window: b.window,
+                    scale: c.attn_scale,
+                };
+                attn.push(attention_cached(qi, &kc, &vc, at));
                 cache.k[l] = Some(kc);
                 cache.v[l] = Some(vc);
             }

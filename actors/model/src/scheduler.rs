@@ -70,8 +70,9 @@ pub struct SchedulerConfig {
 }
 
 impl Default for SchedulerConfig {
-    /// 8 slots within 512 MiB (SmolLM2-135M: 45 KiB per position, so ~11 600 positions:
-    /// 8 running conversations of ~700 positions each, plus as many parked), 256 spare,
+    /// 8 slots within 512 MiB (SmolLM2-135M with an f16 cache: 22.5 KiB per position, so
+    /// ~23 000 positions: 8 running conversations of ~1400 positions each, plus as many
+    /// parked), 256 spare,
     /// prefill in chunks of 128 tokens (about 1 s on 2 cores for SmolLM2-135M), parked caches
     /// kept 10 minutes (the sessions' default idle time).
     fn default() -> Self {
@@ -298,10 +299,15 @@ impl<B: QuantBackend> Seq<'_, B> {
     }
 }
 
-/// Bytes of a KV cache for `positions` positions (f32 K and V, every layer).
+/// Bytes of a KV cache for `positions` positions (K and V of every layer, in the model's [`crate::llama::CacheType`]).
 pub fn kv_cache_bytes<B: QuantBackend>(model: &Llama<B>, positions: usize) -> usize {
     let c = &model.config;
-    c.n_layer * 2 * c.n_head_kv * c.head_dim * positions.min(c.context_length) * 4
+    c.n_layer
+        * 2
+        * c.n_head_kv
+        * c.head_dim
+        * positions.min(c.context_length)
+        * model.cache_type().bytes()
 }
 
 /// Runs the scheduler until `requests` is closed and all work is done, or `alive` is cleared

@@ -104,6 +104,12 @@ pub struct LlamaConfig {
     /// RMSNorm of the attention and MLP outputs before their residuals (`post_attention_norm`,
     /// `post_ffw_norm`: gemma3).
     pub post_norms: bool,
+    /// Attention score scale (llama.cpp `kq_scale` of `build_attn`): `1/√head_dim`; 1 where
+    /// the architecture scales Q itself ([`LlamaConfig::q_scale`]).
+    pub attn_scale: f32,
+    /// Q is multiplied by this after RoPE, before attention (llama.cpp gemma3's
+    /// `f_attention_scale`: `1/√head_dim`, for the 27B model `1/√(n_embd / n_head)`).
+    pub q_scale: Option<f32>,
     /// `c·tanh(logits / c)` on the output (`{arch}.final_logit_softcapping`).
     pub logit_softcap: Option<f32>,
 }
@@ -218,6 +224,8 @@ pub(crate) fn common(g: &GgufFile, arch: Arch) -> Result<LlamaConfig> {
         qkv_bias: false,
         qk_norm: false,
         post_norms: false,
+        attn_scale: 1.0 / (head_dim as f32).sqrt(),
+        q_scale: None,
         logit_softcap: g
             .get_f64(&format!("{p}.final_logit_softcapping"))
             .ok()

@@ -7,8 +7,50 @@
 //! of `w` positions (Gemma-3's SWA layers, `n_swa`), query `p` sees keys `p − w < j ≤ p` only
 //! (llama.cpp `llama_hparams::is_masked_swa`). Work is split over (head, query chunk) tasks on
 //! the kernel pool.
+//!
+//! The cache is f32 or f16 ([`KvElem`]). Over an f16 cache the kernel computes what llama.cpp's
+//! CPU attention without flash attention computes (`build_attn_mha`: `kq = mul_mat(k, q)`,
+//! `soft_max_ext`, `kqv = mul_mat(v, kq)`): ggml's `vec_dot_f16` converts the other operand to
+//! f16 first, so the query row and the normalized softmax weights are rounded to f16 before
+//! their dot products, which accumulate in f32.
+
+use std::borrow::Cow;
+
+use half::f16;
+use half::slice::HalfFloatSliceExt;
 
 use super::{pool, SharedMut};
+
+/// An element type of the KV cache.
+pub trait KvElem: Copy + Send + Sync + 'static {
+    /// Whether the cache is f16 (the query and the weights are rounded to f16 as well).
+    const HALF: bool;
+
+    /// The values as f32 (borrowed when they already are).
+    fn f32_rows(src: &[Self]) -> Cow<'_, [f32]>;
+}
+
+impl KvElem for f32 {
+    const HALF: bool = false;
+
+    fn f32_rows(src: &[f32]) -> Cow<'_, [f32]> {
+        Cow::Borrowed(src)
+    }
+}
+
+impl KvElem for f16 {
+    const HALF: bool = true;
+
+    fn f32_rows(src: &[f16]) -> Cow<'_, [f32]> {
+        Cow::Owned(src.to_f32_vec())
+    }
+}
+
+/// `x` rounded to the nearest f16 (ties to even), as f32.
+#[inline(always)]
+fn round_f16(x: f32) -> f32 {
+    f16::from_f32(x).to_f32()
+}
 
 /// Shapes of one call.
 #[derive(Debug, Clone, Copy)]
@@ -27,13 +69,15 @@ pub struct AttnShape {
     pub pos: usize,
     /// Sliding window in positions (`n_swa`); 0: every earlier position is seen.
     pub window: usize,
+    /// Score scale (`1/√head_dim` unless the architecture says otherwise).
+    pub scale: f32,
 }
 
 /// `q`: `[m, n_head, d]`; `k`, `v`: `[n_head_kv, capacity, d]`; returns `[m, n_head, d]`.
 ///
 /// # Panics
 /// If the slices are shorter than the shapes say or `pos + m > capacity`.
-pub fn attention_cached(q: &[f32], k: &[f32], v: &[f32], s: AttnShape) -> Vec<f32> {
+pub fn attention_cached<E: KvElem>(q: &[f32], k: &[E], v: &[E], s: AttnShape) -> Vec<f32> {
     let AttnShape {
         m,
         n_head: nh,
@@ -41,7 +85,7 @@ pub fn attention_cached(q: &[f32], k: &[f32], v: &[f32], s: AttnShape) -> Vec<f3
         head_dim: d,
         capacity: cap,
         pos,
-        window: _,
+        ..
     } = s;
     assert_eq!(q.len(), m * nh * d, "attention: q shape");
     assert!(
@@ -74,10 +118,10 @@ pub fn attention_cached(q: &[f32], k: &[f32], v: &[f32], s: AttnShape) -> Vec<f3
 
 /// # Safety
 /// `out` holds `m · n_head · d` floats; no other task writes head `h` of `rows`.
-unsafe fn head_rows(
+unsafe fn head_rows<E: KvElem>(
     q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    k: &[E],
+    v: &[E],
     s: AttnShape,
     h: usize,
     rows: std::ops::Range<usize>,
@@ -92,10 +136,10 @@ unsafe fn head_rows(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn head_rows_avx2(
+unsafe fn head_rows_avx2<E: KvElem>(
     q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    k: &[E],
+    v: &[E],
     s: AttnShape,
     h: usize,
     rows: std::ops::Range<usize>,
@@ -142,10 +186,10 @@ fn exp_neg(x: f32) -> f32 {
 }
 
 #[inline(always)]
-unsafe fn head_rows_body(
+unsafe fn head_rows_body<E: KvElem>(
     q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    k: &[E],
+    v: &[E],
     s: AttnShape,
     h: usize,
     rows: std::ops::Range<usize>,
@@ -153,21 +197,32 @@ unsafe fn head_rows_body(
 ) {
     let (nh, d, cap) = (s.n_head, s.head_dim, s.capacity);
     let g = h / (nh / s.n_head_kv);
-    let scale = 1.0 / (d as f32).sqrt();
-    let kh = &k[g * cap * d..(g + 1) * cap * d];
-    let vh = &v[g * cap * d..(g + 1) * cap * d];
-    let mut scores = vec![0.0f32; s.pos + rows.end];
-    for i in rows {
-        let t = s.pos + i + 1; // causal: keys 0..=pos+i
-        let start = if s.window > 0 {
+    // Keys `first..last` cover every row of the task.
+    let seen_from = |t: usize| {
+        if s.window > 0 {
             t.saturating_sub(s.window)
         } else {
             0
-        };
-        let (kh, vh) = (&kh[start * d..], &vh[start * d..]);
-        let qh = &q[(i * nh + h) * d..(i * nh + h + 1) * d];
+        }
+    };
+    let (first, last) = (seen_from(s.pos + rows.start + 1), s.pos + rows.end);
+    let span = (g * cap + first) * d..(g * cap + last) * d;
+    let (kh, vh) = (E::f32_rows(&k[span.clone()]), E::f32_rows(&v[span]));
+    let mut scores = vec![0.0f32; last - first];
+    let mut q16 = vec![0.0f32; if E::HALF { d } else { 0 }];
+    for i in rows {
+        let t = s.pos + i + 1; // causal: keys 0..=pos+i
+        let start = seen_from(t);
+        let (kh, vh) = (&kh[(start - first) * d..], &vh[(start - first) * d..]);
+        let mut qh = &q[(i * nh + h) * d..(i * nh + h + 1) * d];
+        if E::HALF {
+            for (r, &x) in q16.iter_mut().zip(qh) {
+                *r = round_f16(x);
+            }
+            qh = &q16;
+        }
         let sc = &mut scores[..t - start];
-        scores_into(qh, kh, scale, sc);
+        scores_into(qh, kh, s.scale, sc);
         let max = sc.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut sum = 0.0f32;
         for x in sc.iter_mut() {
@@ -175,7 +230,16 @@ unsafe fn head_rows_body(
             sum += *x;
         }
         let o = std::slice::from_raw_parts_mut(out.add((i * nh + h) * d), d);
-        weighted_sum(sc, vh, 1.0 / sum, o);
+        if E::HALF {
+            // ggml normalizes the weights (soft_max), then rounds them for vec_dot_f16.
+            let inv = 1.0 / sum;
+            for x in sc.iter_mut() {
+                *x = round_f16(*x * inv);
+            }
+            weighted_sum(sc, vh, 1.0, o);
+        } else {
+            weighted_sum(sc, vh, 1.0 / sum, o);
+        }
     }
 }
 
@@ -296,7 +360,7 @@ mod tests {
                                 q[(i * nh + h) * d + e] as f64 * k[(g * cap + j) * d + e] as f64
                             })
                             .sum::<f64>()
-                            / (d as f64).sqrt()
+                            * s.scale as f64
                     })
                     .collect();
                 let mx = sc.iter().cloned().fold(f64::MIN, f64::max);
@@ -334,6 +398,7 @@ mod tests {
                     capacity: cap,
                     pos,
                     window,
+                    scale: 1.0 / (d as f32).sqrt(),
                 };
                 let q: Vec<f32> = (0..m * 6 * d).map(f).collect();
                 let k: Vec<f32> = (0..2 * cap * d).map(|i| f(i + 13)).collect();
@@ -348,6 +413,69 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Over an f16 cache: as llama.cpp's non-flash attention, the query and the normalized
+    /// weights are rounded to f16 too (reference in f64 over the rounded values).
+    #[test]
+    fn f16_cache_rounds_query_and_weights_as_ggml() {
+        let f = |i: usize| ((i * 7919 % 97) as f32 - 48.0) / 40.0;
+        let (m, pos, cap, d) = (3, 20, 24, 64);
+        let s = AttnShape {
+            m,
+            n_head: 4,
+            n_head_kv: 2,
+            head_dim: d,
+            capacity: cap,
+            pos,
+            window: 0,
+            scale: 1.0 / 8.0,
+        };
+        let q: Vec<f32> = (0..m * 4 * d).map(|i| f(i) * 3.0).collect();
+        let k: Vec<f16> = (0..2 * cap * d)
+            .map(|i| f16::from_f32(f(i + 13) * 3.0))
+            .collect();
+        let v: Vec<f16> = (0..2 * cap * d).map(|i| f16::from_f32(f(i + 29))).collect();
+        let got = attention_cached(&q, &k, &v, s);
+        let (k32, v32): (Vec<f32>, Vec<f32>) = (k.to_f32_vec(), v.to_f32_vec());
+        let unrounded = attention_cached(&q, &k32, &v32, s);
+        let mut want = vec![0.0f64; m * 4 * d];
+        for i in 0..m {
+            for h in 0..4 {
+                let g = h / 2;
+                let t = pos + i + 1;
+                let qh: Vec<f64> = q[(i * 4 + h) * d..][..d]
+                    .iter()
+                    .map(|&x| round_f16(x) as f64)
+                    .collect();
+                let sc: Vec<f64> = (0..t)
+                    .map(|j| {
+                        (0..d)
+                            .map(|e| qh[e] * k32[(g * cap + j) * d + e] as f64)
+                            .sum::<f64>()
+                            / 8.0
+                    })
+                    .collect();
+                let mx = sc.iter().cloned().fold(f64::MIN, f64::max);
+                let z: f64 = sc.iter().map(|x| (x - mx).exp()).sum();
+                let p: Vec<f64> = sc
+                    .iter()
+                    .map(|x| round_f16(((x - mx).exp() / z) as f32) as f64)
+                    .collect();
+                for e in 0..d {
+                    want[(i * 4 + h) * d + e] = (0..t)
+                        .map(|j| p[j] * v32[(g * cap + j) * d + e] as f64)
+                        .sum();
+                }
+            }
+        }
+        let mut moved = 0.0f64;
+        for (i, ((g, w), u)) in got.iter().zip(&want).zip(&unrounded).enumerate() {
+            assert!((*g as f64 - w).abs() < 2e-5, "[{i}]: {g} vs {w}");
+            moved = moved.max((g - u).abs() as f64);
+        }
+        // The rounding is real: the f32 kernel over the same cache differs.
+        assert!(moved > 1e-4, "f16 and f32 results differ by only {moved}");
     }
 
     #[test]

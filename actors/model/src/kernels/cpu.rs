@@ -67,8 +67,9 @@ unsafe fn quantize_row_q8_avx2(x: &[f32], out: &mut [BlockQ8]) {
 fn quantize_row_q8_body(x: &[f32], out: &mut [BlockQ8]) {
     for (blk, o) in x.chunks_exact(QK).zip(out.iter_mut()) {
         let amax = blk.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+        // As ggml's quantize_row_q8_0 / q8_1 (x86): d = amax/127 but id = 127/amax.
         let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
         let mut sum = 0i32;
         for (q, &v) in o.qs.iter_mut().zip(blk) {
             let r = (v * id).round_ties_even() as i32;
