@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 mod audit_cmd;
+mod model_cmd;
 mod sim_cmd;
 mod wecom_cmd;
 
@@ -39,8 +40,14 @@ enum Command {
     },
     /// The simulator with the AI bot `demo-bot` and the box wired to it: type as a WeCom user.
     Demo(DemoArgs),
-    /// Ask the local model one question; the answer streams to stdout.
+    /// Ask the local model one question (in its chat template); the answer streams to stdout.
     Ask(AskArgs),
+    /// Continue raw TEXT (no chat template; BOS as the GGUF says, control tokens in TEXT
+    /// parsed); the continuation streams to stdout.
+    Complete(AskArgs),
+    /// Inspect a GGUF file, or tokenize with its vocabulary.
+    #[command(subcommand)]
+    Model(model_cmd::ModelCommand),
     /// Perplexity of the model over a text file (BOS as the GGUF says, first 512 tokens).
     Perplexity(PerplexityArgs),
     /// Check a configuration file: every problem on its own line, exit 2 if any.
@@ -124,8 +131,8 @@ struct AskArgs {
     /// Print one JSON object with ids, text and timings as the last stdout line.
     #[arg(long)]
     json: bool,
-    /// The question.
-    question: String,
+    /// The question (`ask`) or the text to continue (`complete`).
+    text: String,
 }
 
 #[derive(Args)]
@@ -205,6 +212,24 @@ fn load<B: QuantBackend>(args: &ModelArgs, device: &B::Device) -> anyhow::Result
 }
 
 fn ask<B: QuantBackend>(args: AskArgs, device: &B::Device) -> anyhow::Result<()> {
+    generate_to_stdout::<B>(args, device, |engine, text| {
+        Ok(engine.chat_prompt(&[ChatMessage::new("user", text)])?)
+    })
+}
+
+fn complete<B: QuantBackend>(args: AskArgs, device: &B::Device) -> anyhow::Result<()> {
+    generate_to_stdout::<B>(args, device, |engine, text| {
+        Ok(engine.tokenizer.tokenize(text, true, true)?)
+    })
+}
+
+/// Loads the model, makes the prompt with `prompt`, streams the generation to stdout and, with
+/// `--json`, prints the ids, text and timings as the last line.
+fn generate_to_stdout<B: QuantBackend>(
+    args: AskArgs,
+    device: &B::Device,
+    prompt: impl FnOnce(&Engine<B>, &str) -> anyhow::Result<Vec<u32>>,
+) -> anyhow::Result<()> {
     let params = GenerateParams {
         max_tokens: args.max_tokens,
         sampling: SamplingParams {
@@ -218,7 +243,7 @@ fn ask<B: QuantBackend>(args: AskArgs, device: &B::Device) -> anyhow::Result<()>
     };
     params.sampling.validate()?;
     let (engine, load_ms) = load::<B>(&args.model, device)?;
-    let prompt = engine.chat_prompt(&[ChatMessage::new("user", args.question.clone())])?;
+    let prompt = prompt(&engine, &args.text)?;
     let mut stdout = std::io::stdout().lock();
     let gen = engine.generate(&prompt, &params, |piece| {
         if stdout
@@ -420,6 +445,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve { config } => serve(&config),
         Command::Demo(a) => run_demo(a),
         Command::Ask(a) => on_backend!(a.model.device, ask, a).map(|()| ExitCode::SUCCESS),
+        Command::Complete(a) => {
+            on_backend!(a.model.device, complete, a).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Model(c) => model_cmd::run(c),
         Command::Perplexity(a) => {
             on_backend!(a.model.device, perplexity, a).map(|()| ExitCode::SUCCESS)
         }

@@ -28,41 +28,6 @@ const VOCABS: &[&str] = &[
     "starcoder",
 ];
 
-/// The (text, ids) pairs of one vocabulary's .inp/.out files, split as test-tokenizer-0.cpp.
-fn vectors(name: &str) -> Vec<(String, Vec<u32>)> {
-    let file = |ext: &str| {
-        let own = common::data(&format!("vocab/ggml-vocab-{name}.gguf.{ext}"));
-        if own.exists() {
-            own
-        } else {
-            common::data(&format!("vocab/{name}.gguf.{ext}"))
-        }
-    };
-    let inp = std::fs::read_to_string(file("inp")).unwrap();
-    let out = std::fs::read_to_string(file("out")).unwrap();
-    let sep = "\n__ggml_vocab_test__\n";
-    let mut texts = Vec::new();
-    let mut pos = 0;
-    while pos < inp.len() {
-        match inp[pos..].find(sep) {
-            Some(i) => {
-                texts.push(inp[pos..pos + i].to_owned());
-                pos += i + sep.len();
-            }
-            None => {
-                texts.push(inp[pos..].to_owned());
-                break;
-            }
-        }
-    }
-    let ids: Vec<Vec<u32>> = out
-        .lines()
-        .map(|l| l.split_whitespace().map(|t| t.parse().unwrap()).collect())
-        .collect();
-    assert_eq!(texts.len(), ids.len(), "{name}: .inp and .out disagree");
-    texts.into_iter().zip(ids).collect()
-}
-
 #[test]
 fn llama_cpp_vocab_vectors() {
     let dir = common::repo().join("models/vocab");
@@ -75,7 +40,7 @@ fn llama_cpp_vocab_vectors() {
     for name in VOCABS {
         let gguf = GgufFile::open(dir.join(format!("ggml-vocab-{name}.gguf"))).unwrap();
         let tok = Tokenizer::from_gguf(&gguf).unwrap_or_else(|e| panic!("{name}: {e}"));
-        for (text, want) in vectors(name) {
+        for (text, want) in common::vocab_vectors(name) {
             let got = tok.tokenize(&text, false, false).unwrap();
             checked += 1;
             if got != want {
@@ -112,7 +77,7 @@ fn gemma3_vocab_vectors() {
         [2, 818, 5279, 529, 7001, 563]
     );
     let mut failures = Vec::new();
-    let cases = vectors("gemma-3-270m");
+    let cases = common::vocab_vectors("gemma-3-270m");
     for (text, want) in &cases {
         let got = tok.tokenize(text, false, false).unwrap();
         if &got != want {

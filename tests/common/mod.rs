@@ -170,3 +170,39 @@ pub async fn ask_group(
     })
     .await
 }
+
+/// The (text, ids) pairs of llama.cpp's tokenizer vectors for vocabulary `name`
+/// (tests/data/vocab/{ggml-vocab-NAME,NAME}.gguf.{inp,out}), split as test-tokenizer-0.cpp.
+pub fn vocab_vectors(name: &str) -> Vec<(String, Vec<u32>)> {
+    let file = |ext: &str| {
+        let own = data(&format!("vocab/ggml-vocab-{name}.gguf.{ext}"));
+        if own.exists() {
+            own
+        } else {
+            data(&format!("vocab/{name}.gguf.{ext}"))
+        }
+    };
+    let inp = std::fs::read_to_string(file("inp")).unwrap();
+    let out = std::fs::read_to_string(file("out")).unwrap();
+    let sep = "\n__ggml_vocab_test__\n";
+    let mut texts = Vec::new();
+    let mut pos = 0;
+    while pos < inp.len() {
+        match inp[pos..].find(sep) {
+            Some(i) => {
+                texts.push(inp[pos..pos + i].to_owned());
+                pos += i + sep.len();
+            }
+            None => {
+                texts.push(inp[pos..].to_owned());
+                break;
+            }
+        }
+    }
+    let ids: Vec<Vec<u32>> = out
+        .lines()
+        .map(|l| l.split_whitespace().map(|t| t.parse().unwrap()).collect())
+        .collect();
+    assert_eq!(texts.len(), ids.len(), "{name}: .inp and .out disagree");
+    texts.into_iter().zip(ids).collect()
+}

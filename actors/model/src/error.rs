@@ -16,6 +16,21 @@ pub enum ModelError {
         #[source]
         source: std::io::Error,
     },
+    /// The model needs more memory than the machine has available.
+    #[error(
+        "{path}: needs {} MiB but {} MiB of memory are available; choose a smaller model or \
+         quantization",
+        need >> 20,
+        available >> 20
+    )]
+    DoesNotFit {
+        /// The model file.
+        path: PathBuf,
+        /// Bytes needed.
+        need: u64,
+        /// Bytes available (`MemAvailable`).
+        available: u64,
+    },
     /// The file does not start with the GGUF magic `GGUF`.
     #[error("{path}: not a GGUF file (bad magic {magic:02x?}, expected \"GGUF\")")]
     BadMagic {

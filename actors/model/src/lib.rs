@@ -14,6 +14,7 @@ pub mod engine;
 pub mod error;
 pub mod formats;
 pub mod gguf;
+pub mod inspect;
 pub mod kernels;
 pub mod llama;
 pub mod quant;
