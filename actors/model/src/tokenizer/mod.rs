@@ -21,7 +21,7 @@ use std::collections::HashMap;
 
 use aho_corasick::AhoCorasick;
 
-pub use chat::ChatMessage;
+pub use chat::{render_chat_template, ChatContext, ChatMessage};
 
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
@@ -64,6 +64,7 @@ pub struct Tokenizer {
     /// `<|endoftext|>`, `<end_of_turn>` where present.
     pub stop_ids: Vec<u32>,
     chat_template: Option<String>,
+    enable_thinking: bool,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -260,6 +261,7 @@ impl Tokenizer {
             add_eos,
             stop_ids,
             chat_template,
+            enable_thinking: true,
         })
     }
 
