@@ -253,9 +253,15 @@ mod tests {
         // 2026-12-05 13:45:06 UTC, a Saturday, day 339.
         let t = at(1_796_478_306);
         assert_eq!(strftime_utc("%d %b %Y", t), "05 Dec 2026");
-        assert_eq!(strftime_utc("%A %B %j %H:%M:%S %%", t), "Saturday December 339 13:45:06 %");
+        assert_eq!(
+            strftime_utc("%A %B %j %H:%M:%S %%", t),
+            "Saturday December 339 13:45:06 %"
+        );
         // 2024-02-29, a leap day.
-        assert_eq!(strftime_utc("%Y-%m-%d %a %j", at(1_709_164_800)), "2024-02-29 Thu 060");
+        assert_eq!(
+            strftime_utc("%Y-%m-%d %a %j", at(1_709_164_800)),
+            "2024-02-29 Thu 060"
+        );
     }
 }
 
