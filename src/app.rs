@@ -315,6 +315,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         idle_timeout: cfg.idle_timeout,
         max_prompt_tokens: cfg.max_prompt_tokens,
         max_message_tokens: cfg.max_message_tokens,
+        reasoning: cfg.reasoning,
         ..Default::default()
     };
     // Free space on the data partition: degraded below 64 MiB, new work refused below 16 MiB.

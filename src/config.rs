@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 pub use wecom_edge_actors::limiter::Limits;
 use wecom_edge_actors::model::llama::CacheType;
+use wecom_edge_actors::session::ReasoningMode;
 use wecom_edge_actors::wecom::crypto;
 
 /// The default path on the box.
@@ -61,6 +62,7 @@ struct RawModel {
 struct RawSessions {
     scope: Option<String>,
     idle_timeout: Option<String>,
+    reasoning: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -210,6 +212,8 @@ pub struct Config {
     pub scope: SessionScope,
     /// Idle session timeout.
     pub idle_timeout: Duration,
+    /// How a reasoning model's `<think>` part is shown.
+    pub reasoning: ReasoningMode,
     /// Admission limits.
     pub limits: Limits,
     /// AI bots.
@@ -253,12 +257,16 @@ impl Config {
                 self.max_prompt_tokens, self.max_message_tokens
             ),
             format!(
-                "sessions         per {}, idle after {}",
+                "sessions         per {}, idle after {}, reasoning {}",
                 match self.scope {
                     SessionScope::User => "user",
                     SessionScope::Group => "group",
                 },
-                humantime::format_duration(self.idle_timeout)
+                humantime::format_duration(self.idle_timeout),
+                match self.reasoning {
+                    ReasoningMode::Hidden => "hidden",
+                    ReasoningMode::Quoted => "quoted",
+                }
             ),
             format!(
                 "limits           {}/min per user, {}/min per chat, {} at once, {} waiting \
@@ -457,6 +465,16 @@ impl Config {
                 SessionScope::User
             }
         };
+        let reasoning = match raw.sessions.reasoning.as_deref() {
+            None | Some("hidden") => ReasoningMode::Hidden,
+            Some("quoted") => ReasoningMode::Quoted,
+            Some(other) => {
+                p.push(format!(
+                    "sessions.reasoning: \"{other}\" is not one of \"hidden\", \"quoted\""
+                ));
+                ReasoningMode::Hidden
+            }
+        };
         let idle_timeout = parse_duration(
             "sessions.idle_timeout",
             raw.sessions.idle_timeout.as_deref().unwrap_or("10m"),
@@ -604,6 +622,7 @@ impl Config {
             max_message_tokens,
             scope,
             idle_timeout,
+            reasoning,
             limits: raw.limits,
             aibots,
             apps,
@@ -703,6 +722,9 @@ mod tests {
         let creds = std::env::temp_dir().join(format!("wecom-edge-example-{}", std::process::id()));
         std::fs::create_dir_all(&creds).unwrap();
         std::fs::write(creds.join("wecom-edge_aibot-secret"), "s3cret\n").unwrap();
+        let quoted = text.replace("reasoning = \"hidden\"", "reasoning = \"quoted\"");
+        let c = Config::parse(&quoted, Some(&creds), vec![]).unwrap();
+        assert_eq!(c.reasoning, ReasoningMode::Quoted);
         let c = Config::parse(&text, Some(&creds), vec![]).unwrap();
         std::fs::remove_dir_all(&creds).unwrap();
         assert_eq!(c.aibots.len(), 1);
@@ -713,6 +735,7 @@ mod tests {
             }
         );
         assert_eq!(c.idle_timeout, Duration::from_secs(600));
+        assert_eq!(c.reasoning, ReasoningMode::Hidden);
         assert_eq!(c.limits, Limits::default());
         assert!(
             !format!("{c:?}").contains("s3cret"),
@@ -723,7 +746,7 @@ mod tests {
     #[test]
     fn every_problem_is_reported_once() {
         let text = format!(
-            "{}[sessions]\nscope = \"team\"\nidle_timeout = \"soon\"\n[limits]\nmax_queued = 0\n\
+            "{}[sessions]\nscope = \"team\"\nidle_timeout = \"soon\"\nreasoning = \"shown\"\n[limits]\nmax_queued = 0\n\
              [[aibot]]\nbot_id = \"b\"\nsecret = \"env:WECOM_EDGE_TEST_UNSET_VAR\"\n\
              [[aibot]]\nbot_id = \"b\"\nsecret = \"x\"\n\
              [[aibot]]\nbot_id = \"w\"\nmode = \"webhook\"\ntoken = \"t\"\nencoding_aes_key = \"short\"\n\
@@ -734,6 +757,7 @@ mod tests {
         let want = [
             "sessions.scope",
             "sessions.idle_timeout",
+            "sessions.reasoning",
             "limits.max_queued",
             "WECOM_EDGE_TEST_UNSET_VAR is not set",
             "bot_id appears twice",

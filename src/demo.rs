@@ -67,6 +67,7 @@ pub fn config(o: &DemoOptions, sim: &SimHandle) -> Config {
         max_tokens: o.max_tokens,
         temperature: o.temperature,
         cache_type: Default::default(),
+        reasoning: Default::default(),
         max_prompt_tokens: 2048,
         max_message_tokens: 1536,
         scope: SessionScope::User,

@@ -34,6 +34,7 @@ use wecom_edge_model::{
 use wecom_edge_watchdog::Metrics;
 
 use crate::outbox::{OutboxMsg, OUTBOX_ACTOR, OUTBOX_DEADLINE};
+use crate::reasoning::{prompt_opens_think, Phase, Reasoning, ReasoningMode, THINKING};
 use crate::reply::{Origin, Outbound, Replier, ReplyTo, Undelivered};
 use crate::router::RouterMsg;
 use crate::{fit_history, help_text, parse_command, strip_mentions, Command, Turn};
@@ -62,6 +63,8 @@ pub struct SessionSettings {
     pub max_prompt_tokens: usize,
     /// Most tokens of the question itself; a longer message is refused politely.
     pub max_message_tokens: usize,
+    /// How a reasoning model's `<think>` part is shown ([`crate::reasoning`]).
+    pub reasoning: ReasoningMode,
 }
 
 impl Default for SessionSettings {
@@ -76,6 +79,7 @@ impl Default for SessionSettings {
             history_limit: 64,
             max_prompt_tokens: 2048,
             max_message_tokens: 1536,
+            reasoning: ReasoningMode::Hidden,
         }
     }
 }
@@ -549,8 +553,14 @@ impl TurnCtx {
                 key,
                 json!({"msgid": job.msgid, "prompt_tokens": prompt.len(), "attempt": attempt_no}),
             );
+            let tail_from = prompt.len().saturating_sub(8);
+            let opened = info
+                .tokenizer
+                .decode(&prompt[tail_from..])
+                .is_ok_and(|t| prompt_opens_think(&t));
+            let reasoning = Reasoning::new(settings.reasoning, opened);
             let res = self
-                .generate(&model, prompt, &job, &mut replier, attempt_no)
+                .generate(&model, prompt, reasoning, &job, &mut replier, attempt_no)
                 .await;
             match res {
                 (Attempt::Lost, _) if attempt_no < 2 && !self.cancel.load(Ordering::Relaxed) => {
@@ -562,7 +572,11 @@ impl TurnCtx {
                     }
                     continue;
                 }
-                (Attempt::Done(stats), text) => {
+                (Attempt::Done(stats), mut r) => {
+                    let thinking_tokens = info
+                        .tokenizer
+                        .encode_plain(r.thinking())
+                        .map_or(0, |t| t.len());
                     metrics.generations.inc();
                     metrics.tokens.inc_by(stats.tokens as u64);
                     metrics
@@ -577,6 +591,7 @@ impl TurnCtx {
                             "prompt_tokens": stats.prompt_tokens,
                             "cached_tokens": stats.cached_tokens,
                             "tokens": stats.tokens,
+                            "thinking_tokens": thinking_tokens,
                             "queued_ms": stats.queued.as_millis() as u64,
                             "prefill_ms": stats.prefill.as_millis() as u64,
                             "decode_ms": stats.decode.as_millis() as u64,
@@ -585,11 +600,27 @@ impl TurnCtx {
                     if stats.stop == StopReason::Cancelled {
                         // #reset: close the stream with what was shown, marked as cut.
                         drop(permit);
-                        let cut = format!("{text}\n\n(已取消 — cancelled by #reset)");
+                        let cut = format!("{}\n\n(已取消 — cancelled by #reset)", r.display());
                         deliver(&mut replier, &job, key, cut).await;
                         return None;
                     }
-                    deliver(&mut replier, &job, key, text.clone()).await;
+                    // Only the answer is kept in history; the reasoning is shown as configured.
+                    let shown =
+                        if r.phase() == Phase::Thinking && stats.stop == StopReason::MaxTokens {
+                            // max_tokens ran out while it was still thinking.
+                            format!(
+                                "{}{OUT_OF_TOKENS_THINKING}",
+                                match settings.reasoning {
+                                    ReasoningMode::Quoted => r.display().replace(THINKING, ""),
+                                    ReasoningMode::Hidden => String::new(),
+                                }
+                            )
+                        } else {
+                            r.finish();
+                            r.display()
+                        };
+                    let text = r.answer().to_string();
+                    deliver(&mut replier, &job, key, shown).await;
                     drop(permit);
                     if let Some(a) = audit() {
                         for (role, content) in [("user", &question), ("assistant", &text)] {
@@ -756,10 +787,11 @@ impl TurnCtx {
         &self,
         model: &ActorRef<ModelMsg>,
         prompt: Vec<u32>,
+        mut r: Reasoning,
         job: &Job,
         replier: &mut Replier,
         attempt: u32,
-    ) -> (Attempt, String) {
+    ) -> (Attempt, Reasoning) {
         let settings = &self.ctx.settings;
         let (tx, mut rx) = mpsc::unbounded_channel();
         let req = GenRequest {
@@ -771,17 +803,18 @@ impl TurnCtx {
             cache_key: Some(self.key.clone()),
         };
         if model.send_message(ModelMsg::Generate(req)).is_err() {
-            return (Attempt::Lost, String::new());
+            return (Attempt::Lost, r);
         }
+        // What the user sees (the answer, or the reasoning shown as configured).
         let mut text = String::new();
-        let mut shown = 0usize;
+        let mut shown = String::new();
         let mut last_frame = Instant::now();
         let mut first = true;
         loop {
             // The next frame is due one throttle after the last when there is new text, one
             // keep-alive after it otherwise.
             let next = last_frame
-                + if text.len() != shown {
+                + if text != shown {
                     settings.throttle
                 } else {
                     settings.keepalive
@@ -790,7 +823,8 @@ impl TurnCtx {
                 ev = rx.recv() => match ev {
                     Some(GenEvent::Started { .. }) => {}
                     Some(GenEvent::Text(t)) => {
-                        text.push_str(&t);
+                        r.push(&t);
+                        text = r.display();
                         if first && !text.trim().is_empty() && replier.streams() {
                             first = false;
                             if attempt == 1 {
@@ -800,19 +834,19 @@ impl TurnCtx {
                             if let Err(e) = replier.update(&text).await {
                                 tracing::warn!(error = %e, "stream update failed");
                             }
-                            shown = text.len();
+                            shown.clone_from(&text);
                             last_frame = Instant::now();
                         }
                     }
-                    Some(GenEvent::Finished(stats)) => return (Attempt::Done(stats), text),
-                    Some(GenEvent::Failed(f)) => return (Attempt::Failed(f), text),
-                    None => return (Attempt::Lost, text),
+                    Some(GenEvent::Finished(stats)) => return (Attempt::Done(stats), r),
+                    Some(GenEvent::Failed(f)) => return (Attempt::Failed(f), r),
+                    None => return (Attempt::Lost, r),
                 },
                 _ = tokio::time::sleep_until(next.into()), if !first => {
                     if let Err(e) = replier.update(&text).await {
                         tracing::warn!(error = %e, "stream update failed");
                     }
-                    shown = text.len();
+                    shown.clone_from(&text);
                     last_frame = Instant::now();
                 }
             }
@@ -831,6 +865,10 @@ fn queued_text(ahead: usize) -> String {
         )
     }
 }
+
+/// Appended when max_tokens ran out inside the reasoning part.
+const OUT_OF_TOKENS_THINKING: &str = "⚠️ 模型还在思考时就用完了回答长度上限（max_tokens）；请再问一次，或调大 \
+     max_tokens。(The model used up max_tokens while still thinking; ask again, or raise max_tokens.)";
 
 const MODEL_RESTARTING: &str =
     "⚠️ 模型重启中，正在重新生成回答… (The model restarted; regenerating the answer…)";

@@ -14,11 +14,13 @@
 
 pub mod actor;
 pub mod outbox;
+pub mod reasoning;
 pub mod reply;
 pub mod router;
 
 pub use actor::{Job, SessionActor, SessionArgs, SessionContext, SessionMsg, SessionSettings};
 pub use outbox::{OutboxActor, OutboxArgs, OutboxMsg, OUTBOX_ACTOR};
+pub use reasoning::ReasoningMode;
 pub use reply::{Origin, Outbound, Replier, ReplyTo, Undelivered};
 pub use router::{InboundMsg, RouterActor, RouterArgs, RouterMsg, ROUTER_ACTOR, SESSION_SUP};
 

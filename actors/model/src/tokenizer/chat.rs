@@ -242,6 +242,10 @@ fn strftime_utc(fmt: &str, t: std::time::SystemTime) -> String {
     out
 }
 
+/// Placeholder delimiters for [`Tokenizer::encode_chat`] (Unicode private-use characters).
+const PH_OPEN: char = '\u{F8F0}';
+const PH_CLOSE: char = '\u{F8F1}';
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,7 +268,3 @@ mod tests {
         );
     }
 }
-
-/// Placeholder delimiters for [`Tokenizer::encode_chat`] (Unicode private-use characters).
-const PH_OPEN: char = '\u{F8F0}';
-const PH_CLOSE: char = '\u{F8F1}';
