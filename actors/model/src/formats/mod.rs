@@ -70,6 +70,44 @@ pub trait Format: Send + Sync + 'static {
     /// [`Format::act`] (panics on another kind). The SIMD path, where the CPU has it, and the
     /// portable path compute the same integer sums.
     fn dot(&self, row: &[u8], x: ActRow<'_>) -> f32;
+
+    /// `out[c] = Σ w·x_c` for one weight row and several tokens' activations (a token tile:
+    /// the row's blocks are decoded once for all of them). Each `out[c]` is bit-identical to
+    /// [`Format::dot`] of that token alone, so a token's result never depends on how many
+    /// tokens share the step.
+    ///
+    /// # Panics
+    /// If `out.len() != xs.len()`, or as [`Format::dot`].
+    fn dot_tile(&self, row: &[u8], xs: &[ActRow<'_>], out: &mut [f32]) {
+        assert_eq!(xs.len(), out.len(), "dot_tile: one output per token");
+        for (o, &x) in out.iter_mut().zip(xs) {
+            *o = self.dot(row, x);
+        }
+    }
+}
+
+/// Token tiles of at most this many tokens ([`Format::dot_tile`]).
+pub const TILE: usize = 4;
+
+/// The Q8_K rows of `xs` (a tile of at most [`TILE`] tokens), for the K-quant tile kernels.
+///
+/// # Panics
+/// If a row is not Q8_K or the tile is larger than [`TILE`].
+pub(crate) fn q8k_rows<'a>(ty: GgmlType, xs: &[ActRow<'a>]) -> ([&'a [BlockQ8K]; TILE], usize) {
+    assert!(
+        xs.len() <= TILE,
+        "{}: tile of {} tokens",
+        ty.name(),
+        xs.len()
+    );
+    let mut rows: [&[BlockQ8K]; TILE] = [&[]; TILE];
+    for (r, x) in rows.iter_mut().zip(xs) {
+        let ActRow::Q8K(x) = *x else {
+            panic!("{}: Q8_K activations expected", ty.name())
+        };
+        *r = x;
+    }
+    (rows, xs.len())
 }
 
 /// The implementation of `ty`, or `None` for types the engine cannot decode.
@@ -318,6 +356,34 @@ pub(crate) mod testing {
                     "{}: portable {p} vs {got}",
                     ty.name()
                 );
+            }
+        }
+    }
+
+    /// [`Format::dot_tile`] over 1..=9 tokens gives each token [`Format::dot`]'s bits.
+    #[test]
+    fn token_tiles_are_bit_identical_to_single_dots() {
+        use GgmlType::*;
+        let k = 512;
+        for ty in [
+            F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K,
+        ] {
+            let f = format(ty).unwrap();
+            let row = random_blocks(ty, k / ty.block_size(), 3, &[0, 2]);
+            for m in 1..=9 {
+                let x = randoms(m * k, 40 + m as u64);
+                let acts = Acts::new(&x, k);
+                let xs: Vec<ActRow<'_>> = (0..m).map(|t| acts.row(f.act(), t)).collect();
+                let mut out = vec![0.0f32; m];
+                f.dot_tile(&row, &xs, &mut out);
+                for (t, &o) in out.iter().enumerate() {
+                    assert_eq!(
+                        o.to_bits(),
+                        f.dot(&row, xs[t]).to_bits(),
+                        "{} token {t} of {m}",
+                        ty.name()
+                    );
+                }
             }
         }
     }

@@ -11,7 +11,7 @@
 //! `Σ = d_x·(d·Σ_j sc_j·Σ_{i∈j} q_i·q8_i − dmin·Σ_j m_j·bsum_j)`: the minimum term reads the
 //! activation's `bsums` (8 multiply-adds per 256 weights); the inner loop stays u8 × i8.
 
-use super::{blocks, h, Act, ActRow, BlockQ8K, Format};
+use super::{blocks, h, q8k_rows, Act, ActRow, BlockQ8K, Format, TILE};
 use crate::kernels::cpu::has_avx2;
 use crate::quant::GgmlType;
 
@@ -93,10 +93,43 @@ impl Format for Q4K {
         };
         #[cfg(target_arch = "x86_64")]
         if has_avx2() {
+            let mut out = [0.0f32];
             // SAFETY: AVX2, FMA and F16C are present (checked at run time).
-            return unsafe { avx2::dot(blocks(row), x) };
+            unsafe { avx2::tile::<1>(blocks(row), [x], &mut out) };
+            return out[0];
         }
         dot_portable(row, x)
+    }
+
+    fn dot_tile(&self, row: &[u8], xs: &[ActRow<'_>], out: &mut [f32]) {
+        assert_eq!(xs.len(), out.len(), "dot_tile: one output per token");
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2() {
+            let row = blocks(row);
+            if let ([ActRow::Q8K(x)], [o]) = (xs, &mut *out) {
+                let mut one = [0.0f32];
+                // SAFETY: AVX2, FMA and F16C are present (checked at run time).
+                unsafe { avx2::tile::<1>(row, [x], &mut one) };
+                *o = one[0];
+                return;
+            }
+            for (xs, out) in xs.chunks(TILE).zip(out.chunks_mut(TILE)) {
+                let (x, n) = q8k_rows(GgmlType::Q4_K, xs);
+                // SAFETY: AVX2, FMA and F16C are present (checked at run time).
+                unsafe {
+                    match n {
+                        4 => avx2::tile::<4>(row, x, out.try_into().unwrap()),
+                        3 => avx2::tile::<3>(row, [x[0], x[1], x[2]], out.try_into().unwrap()),
+                        2 => avx2::tile::<2>(row, [x[0], x[1]], out.try_into().unwrap()),
+                        _ => avx2::tile::<1>(row, [x[0]], out.try_into().unwrap()),
+                    }
+                }
+            }
+            return;
+        }
+        for (o, &x) in out.iter_mut().zip(xs) {
+            *o = self.dot(row, x);
+        }
     }
 }
 
@@ -123,38 +156,113 @@ pub fn dot_portable(row: &[u8], x: &[BlockQ8K]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{h, min_term, scales_mins, BlockQ4K, BlockQ8K};
+    use super::{h, BlockQ4K, BlockQ8K};
     use std::arch::x86_64::*;
 
+    /// The 8 scales (bytes 0..8) and 8 minimums (bytes 8..16) of `get_scale_min_k4`, unpacked
+    /// with whole-word masks as ggml's AVX2 kernel does (`kmask1..3`).
+    #[inline(always)]
+    unsafe fn scales_mins_u32(s: &[u8; 12]) -> [u32; 4] {
+        const KMASK1: u32 = 0x3f3f3f3f;
+        const KMASK2: u32 = 0x0f0f0f0f;
+        const KMASK3: u32 = 0x03030303;
+        let u = |i: usize| u32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]]);
+        let (u0, u1, u2) = (u(0), u(1), u(2));
+        [
+            u0 & KMASK1,
+            (u2 & KMASK2) | (((u0 >> 6) & KMASK3) << 4),
+            u1 & KMASK1,
+            ((u2 >> 4) & KMASK2) | (((u1 >> 6) & KMASK3) << 4),
+        ]
+    }
+
     /// Per 64 weights: `maddubs` (u8 nibbles × i8 activations → i16 pairs), then `madd` with the
-    /// sub-block scale (→ i32); one int→float conversion per super-block.
+    /// sub-block scale (→ i32); per super-block one int→float conversion and an FMA into eight
+    /// f32 lanes, the minimum term (`bsums` pair sums × minimums) into four; one horizontal sum
+    /// per row. The nibbles and scales are decoded once for the `C` tokens of the tile; each
+    /// token's sums are the same instructions in the same order as with `C = 1`.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot(row: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
+    pub unsafe fn tile<const C: usize>(row: &[BlockQ4K], x: [&[BlockQ8K]; C], out: &mut [f32; C]) {
         let mask = _mm256_set1_epi8(0x0f);
-        let mut acc = 0.0f32;
-        for (b, xb) in row.iter().zip(x) {
-            let (sc, mn) = scales_mins(&b.scales);
-            let mut sumi = _mm256_setzero_si256();
+        // Byte pairs (2j, 2j+1) repeated: broadcasts i16 lane j (ggml's get_scale_shuffle_k4).
+        const SCALE_SHUFFLE: [__m256i; 8] = {
+            let mut m = [[0u8; 32]; 8];
+            let mut j = 0;
+            while j < 8 {
+                let mut i = 0;
+                while i < 16 {
+                    m[j][2 * i] = 2 * j as u8;
+                    m[j][2 * i + 1] = 2 * j as u8 + 1;
+                    i += 1;
+                }
+                j += 1;
+            }
+            // SAFETY: 32 bytes to a 256-bit vector.
+            unsafe { std::mem::transmute::<[[u8; 32]; 8], [__m256i; 8]>(m) }
+        };
+        let mut acc = [_mm256_setzero_ps(); C];
+        let mut acc_m = [_mm_setzero_ps(); C];
+        // Bounds are checked once here; the loop reads through pointers.
+        for xc in &x {
+            assert!(
+                xc.len() >= row.len(),
+                "Q4_K: activations shorter than the row"
+            );
+        }
+        let xp: [*const BlockQ8K; C] = x.map(|x| x.as_ptr());
+        for (i, b) in row.iter().enumerate() {
+            let u = scales_mins_u32(&b.scales);
+            // 8 scales then 8 minimums as i16; each scale is broadcast by one byte shuffle.
+            let sm = _mm256_cvtepu8_epi16(_mm_set_epi32(
+                u[3] as i32,
+                u[2] as i32,
+                u[1] as i32,
+                u[0] as i32,
+            ));
+            let scales = _mm256_permute2x128_si256(sm, sm, 0x00);
+            let mins = _mm256_extracti128_si256(sm, 1);
+            let mut sumi = [_mm256_setzero_si256(); C];
             for g in 0..4 {
                 let bits = _mm256_loadu_si256(b.qs.as_ptr().add(32 * g) as *const __m256i);
                 let lo = _mm256_and_si256(bits, mask);
                 let hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), mask);
-                let xl = _mm256_loadu_si256(xb.qs.as_ptr().add(64 * g) as *const __m256i);
-                let xh = _mm256_loadu_si256(xb.qs.as_ptr().add(64 * g + 32) as *const __m256i);
-                let pl = _mm256_madd_epi16(
-                    _mm256_set1_epi16(sc[2 * g] as i16),
-                    _mm256_maddubs_epi16(lo, xl),
+                let (s1, s2) = (
+                    _mm256_shuffle_epi8(scales, SCALE_SHUFFLE[2 * g]),
+                    _mm256_shuffle_epi8(scales, SCALE_SHUFFLE[2 * g + 1]),
                 );
-                let ph = _mm256_madd_epi16(
-                    _mm256_set1_epi16(sc[2 * g + 1] as i16),
-                    _mm256_maddubs_epi16(hi, xh),
-                );
-                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+                for c in 0..C {
+                    let xq = (*xp[c].add(i)).qs.as_ptr();
+                    let xl = _mm256_loadu_si256(xq.add(64 * g) as *const __m256i);
+                    let xh = _mm256_loadu_si256(xq.add(64 * g + 32) as *const __m256i);
+                    let pl = _mm256_madd_epi16(s1, _mm256_maddubs_epi16(lo, xl));
+                    let ph = _mm256_madd_epi16(s2, _mm256_maddubs_epi16(hi, xh));
+                    sumi[c] = _mm256_add_epi32(sumi[c], _mm256_add_epi32(pl, ph));
+                }
             }
-            let s = crate::kernels::cpu::avx2::hsum_i32(sumi);
-            acc += xb.d * (h(b.d) * s as f32 - h(b.dmin) * min_term(&mn, xb) as f32);
+            let (d, dmin) = (h(b.d), h(b.dmin));
+            for c in 0..C {
+                let xb = &*xp[c].add(i);
+                acc[c] = _mm256_fmadd_ps(
+                    _mm256_set1_ps(d * xb.d),
+                    _mm256_cvtepi32_ps(sumi[c]),
+                    acc[c],
+                );
+                let bs = _mm256_loadu_si256(xb.bsums.as_ptr() as *const __m256i);
+                let pairs =
+                    _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+                acc_m[c] = _mm_fmadd_ps(
+                    _mm_set1_ps(dmin * xb.d),
+                    _mm_cvtepi32_ps(_mm_madd_epi16(mins, pairs)),
+                    acc_m[c],
+                );
+            }
         }
-        acc
+        for c in 0..C {
+            let m = acc_m[c];
+            let m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+            let m = _mm_add_ss(m, _mm_movehdup_ps(m));
+            out[c] = crate::kernels::cpu::avx2::hsum(acc[c]) - _mm_cvtss_f32(m);
+        }
     }
 }
 

@@ -12,7 +12,7 @@
 //! (0..63) goes into the integer products and the `−32` offset is applied once per super-block
 //! as `32·Σ_s sc_s·bsum_s`.
 
-use super::{blocks, h, Act, ActRow, BlockQ8K, Format};
+use super::{blocks, h, q8k_rows, Act, ActRow, BlockQ8K, Format, TILE};
 use crate::kernels::cpu::has_avx2;
 use crate::quant::GgmlType;
 
@@ -88,10 +88,43 @@ impl Format for Q6K {
         };
         #[cfg(target_arch = "x86_64")]
         if has_avx2() {
+            let mut out = [0.0f32];
             // SAFETY: AVX2, FMA and F16C are present (checked at run time).
-            return unsafe { avx2::dot(blocks(row), x) };
+            unsafe { avx2::tile::<1>(blocks(row), [x], &mut out) };
+            return out[0];
         }
         dot_portable(row, x)
+    }
+
+    fn dot_tile(&self, row: &[u8], xs: &[ActRow<'_>], out: &mut [f32]) {
+        assert_eq!(xs.len(), out.len(), "dot_tile: one output per token");
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2() {
+            let row = blocks(row);
+            if let ([ActRow::Q8K(x)], [o]) = (xs, &mut *out) {
+                let mut one = [0.0f32];
+                // SAFETY: AVX2, FMA and F16C are present (checked at run time).
+                unsafe { avx2::tile::<1>(row, [x], &mut one) };
+                *o = one[0];
+                return;
+            }
+            for (xs, out) in xs.chunks(TILE).zip(out.chunks_mut(TILE)) {
+                let (x, n) = q8k_rows(GgmlType::Q6_K, xs);
+                // SAFETY: AVX2, FMA and F16C are present (checked at run time).
+                unsafe {
+                    match n {
+                        4 => avx2::tile::<4>(row, x, out.try_into().unwrap()),
+                        3 => avx2::tile::<3>(row, [x[0], x[1], x[2]], out.try_into().unwrap()),
+                        2 => avx2::tile::<2>(row, [x[0], x[1]], out.try_into().unwrap()),
+                        _ => avx2::tile::<1>(row, [x[0]], out.try_into().unwrap()),
+                    }
+                }
+            }
+            return;
+        }
+        for (o, &x) in out.iter_mut().zip(xs) {
+            *o = self.dot(row, x);
+        }
     }
 }
 
@@ -117,12 +150,23 @@ mod avx2 {
     use super::{h, offset, BlockQ6K, BlockQ8K};
     use std::arch::x86_64::*;
 
+    /// The 6-bit quants of 128 weights are assembled once per half super-block for the `C`
+    /// tokens of the tile; each token's sums are the same instructions in the same order as
+    /// with `C = 1`.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot(row: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
+    pub unsafe fn tile<const C: usize>(row: &[BlockQ6K], x: [&[BlockQ8K]; C], out: &mut [f32; C]) {
         let m4 = _mm256_set1_epi8(0x0f);
-        let mut acc = 0.0f32;
-        for (b, xb) in row.iter().zip(x) {
-            let mut sumi = _mm256_setzero_si256();
+        let mut acc = [0.0f32; C];
+        // Bounds are checked once here; the loop reads through pointers.
+        for xc in &x {
+            assert!(
+                xc.len() >= row.len(),
+                "Q6_K: activations shorter than the row"
+            );
+        }
+        let xp: [*const BlockQ8K; C] = x.map(|x| x.as_ptr());
+        for (j, b) in row.iter().enumerate() {
+            let mut sumi = [_mm256_setzero_si256(); C];
             for n in 0..2 {
                 let ql0 = _mm256_loadu_si256(b.ql.as_ptr().add(64 * n) as *const __m256i);
                 let ql1 = _mm256_loadu_si256(b.ql.as_ptr().add(64 * n + 32) as *const __m256i);
@@ -138,21 +182,28 @@ mod avx2 {
                     ),
                 ];
                 for (i, v) in v.iter().enumerate() {
-                    let xv =
-                        _mm256_loadu_si256(xb.qs.as_ptr().add(128 * n + 32 * i) as *const __m256i);
                     let s = 8 * n + 2 * i;
                     let scale = _mm256_set_m128i(
                         _mm_set1_epi16(b.scales[s + 1] as i16),
                         _mm_set1_epi16(b.scales[s] as i16),
                     );
-                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(*v, xv), scale);
-                    sumi = _mm256_add_epi32(sumi, p);
+                    for c in 0..C {
+                        let xv = _mm256_loadu_si256(
+                            (*xp[c].add(j)).qs.as_ptr().add(128 * n + 32 * i) as *const __m256i,
+                        );
+                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(*v, xv), scale);
+                        sumi[c] = _mm256_add_epi32(sumi[c], p);
+                    }
                 }
             }
-            let s = crate::kernels::cpu::avx2::hsum_i32(sumi);
-            acc += h(b.d) * xb.d * (s - offset(b, xb)) as f32;
+            let d = h(b.d);
+            for c in 0..C {
+                let xb = &*xp[c].add(j);
+                let s = crate::kernels::cpu::avx2::hsum_i32(sumi[c]);
+                acc[c] += d * xb.d * (s - offset(b, xb)) as f32;
+            }
         }
-        acc
+        *out = acc;
     }
 }
 
