@@ -27,8 +27,9 @@ echo "== systemd units: verify silent, security exposure <= 2.0"
 systemd/check target/debug/wecom-edge
 
 # The appliance: image/build from Debian's packages, then one UEFI boot under QEMU (TCG) of the
-# image on a disk 1 GiB larger, with a configuration stick plugged in: the stick is imported, the
-# service is READY, /readyz answers, the demo bot answers a question through the simulator, the
+# image on a disk 1 GiB larger, with a configuration stick plugged in: the stick is imported (its
+# configuration and a small model, checked on the box and switched to), the service is READY
+# with that model, /readyz answers, the demo bot answers a question through the simulator, the
 # boot is blessed and the data partition grew to the disk's end (about 5 minutes on 2 cores).
 # The test build's binary stands in for the release one (README "Appliance" builds with the
 # release binary). WECOM_EDGE_SKIP_IMAGE=1 skips it.
@@ -40,6 +41,7 @@ if [ "${WECOM_EDGE_SKIP_IMAGE:-0}" != 1 ]; then
   $sudo image/build --binary target/debug/wecom-edge --output build/ci/wecom-edge.img \
     --workdir build/ci/work
   $sudo image/smoke-test build/ci/wecom-edge.img --config-stick image/test/config-stick \
+    --stick-model tests/data/synthetic/qwen2-q4_k_m.gguf \
     --grow-disk 1024 --ask --since "$start" --timeout 600
   $sudo rm -rf build/ci
 fi

@@ -513,6 +513,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
             "apps": cfg.apps.len(),
             "webhooks": cfg.webhooks.len(),
             "model": cfg.model_path.display().to_string(),
+            "model_imported": cfg.model_imported,
         }),
     );
     // A box that cannot record what it is told must not say READY (a read-only or full data

@@ -15,6 +15,18 @@ use wecom_edge_actors::wecom::crypto;
 /// The default path on the box.
 pub const DEFAULT_CONFIG: &str = "/etc/wecom-edge/edge.toml";
 
+/// The model `[model] path` defaults to when nothing was imported: SmolLM2-135M-Instruct Q4_1,
+/// installed by image/build.
+pub const BUILTIN_MODEL: &str = "/usr/share/wecom-edge/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// The model imported from a configuration stick's `models/` directory, beside the
+/// configuration file in `config_dir`: `models/active.gguf`, a symbolic link that
+/// systemd/wecom-edge-config-import points at the checked copy (`models/previous.gguf` keeps
+/// the one before it, for rollback). Used where `[model] path` is unset.
+pub fn imported_model(config_dir: &Path) -> PathBuf {
+    config_dir.join("models").join("active.gguf")
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -193,6 +205,9 @@ pub struct Config {
     pub ws_url: String,
     /// Model file.
     pub model_path: PathBuf,
+    /// Whether `model_path` is the model imported from the configuration stick
+    /// ([`imported_model`]; `[model] path` unset).
+    pub model_imported: bool,
     /// `auto`, `cpu` or `cuda`.
     pub device: String,
     /// CPU threads (0 = all).
@@ -240,8 +255,13 @@ impl Config {
             format!("api_base         {}", self.api_base),
             format!("ws_url           {}", self.ws_url),
             format!(
-                "model            {} on {} ({} threads), max_tokens {}, temperature {}, {} KV cache",
+                "model            {}{} on {} ({} threads), max_tokens {}, temperature {}, {} KV cache",
                 self.model_path.display(),
+                if self.model_imported {
+                    " (imported)"
+                } else {
+                    ""
+                },
                 self.device,
                 if self.threads == 0 {
                     "all".to_string()
@@ -395,14 +415,14 @@ impl Config {
                 }
             }
         }
-        Self::parse(&text, credentials, warnings).map_err(|p| {
+        Self::parse_in(&text, credentials, warnings, path.parent()).map_err(|p| {
             p.into_iter()
                 .map(|m| format!("{}: {m}", path.display()))
                 .collect()
         })
     }
 
-    /// Validates TOML text.
+    /// Validates TOML text (as if it had no directory: no imported model is looked for).
     ///
     /// # Errors
     /// Every problem found.
@@ -410,6 +430,21 @@ impl Config {
         text: &str,
         credentials: Option<&Path>,
         warnings: Vec<String>,
+    ) -> Result<Config, Vec<String>> {
+        Self::parse_in(text, credentials, warnings, None)
+    }
+
+    /// Validates TOML text read from a file in `config_dir`: with `[model] path` unset the
+    /// model is [`imported_model`]`(config_dir)` where that exists, else the built-in
+    /// [`BUILTIN_MODEL`].
+    ///
+    /// # Errors
+    /// Every problem found.
+    pub fn parse_in(
+        text: &str,
+        credentials: Option<&Path>,
+        warnings: Vec<String>,
+        config_dir: Option<&Path>,
     ) -> Result<Config, Vec<String>> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| vec![syntax_error(text, &e)])?;
         let mut p = Vec::new();
@@ -419,9 +454,16 @@ impl Config {
             .data_dir
             .or(state_dir)
             .unwrap_or_else(|| PathBuf::from("/var/lib/wecom-edge"));
-        let model_path = raw.model.path.unwrap_or_else(|| {
-            PathBuf::from("/usr/share/wecom-edge/models/SmolLM2-135M-Instruct.Q4_1.gguf")
-        });
+        let imported = config_dir
+            .map(imported_model)
+            .filter(|_| raw.model.path.is_none())
+            .filter(|p| p.exists());
+        let model_imported = imported.is_some();
+        let model_path = raw
+            .model
+            .path
+            .or(imported)
+            .unwrap_or_else(|| PathBuf::from(BUILTIN_MODEL));
         if !model_path.exists() {
             p.push(format!(
                 "model.path: {} does not exist",
@@ -613,6 +655,7 @@ impl Config {
                 .ws_url
                 .unwrap_or_else(|| wecom_edge_actors::wecom::aibot::DEFAULT_WS_URL.into()),
             model_path,
+            model_imported,
             device,
             threads: raw.model.threads.unwrap_or(0),
             max_tokens,
@@ -712,7 +755,7 @@ mod tests {
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/edge.example.toml"))
                 .unwrap();
         let text = text.replace(
-            "path = \"/usr/share/wecom-edge/models/SmolLM2-135M-Instruct.Q4_1.gguf\"",
+            "# path = \"/usr/share/wecom-edge/models/SmolLM2-135M-Instruct.Q4_1.gguf\"",
             &format!(
                 "path = \"{}\"",
                 concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")
@@ -831,6 +874,35 @@ mod tests {
         );
         let e = Config::parse(&text.replace(":bot", ":absent"), Some(&dir), vec![]).unwrap_err();
         assert!(e[0].contains("\"absent\""), "{e:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// `[model] path` unset: the imported `models/active.gguf` beside the configuration when
+    /// there is one; an explicit path always wins.
+    #[test]
+    fn an_unset_model_path_takes_the_imported_model() {
+        let dir = std::env::temp_dir().join(format!("wecom-edge-import-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("models")).unwrap();
+        let bot = "[[aibot]]\nbot_id = \"b\"\nsecret = \"s\"\n";
+        let text = &format!("[model]\nthreads = 1\n{bot}");
+        let e = Config::parse_in(text, None, vec![], Some(&dir)).err();
+        if !Path::new(BUILTIN_MODEL).exists() {
+            let e = e.expect("no model anywhere");
+            assert!(e.iter().any(|m| m.contains(BUILTIN_MODEL)), "{e:?}");
+        }
+        let real = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+        std::os::unix::fs::symlink(real, dir.join("models/active.gguf")).unwrap();
+        let c = Config::parse_in(text, None, vec![], Some(&dir)).unwrap();
+        assert_eq!(c.model_path, imported_model(&dir));
+        assert!(c.model_imported);
+        assert!(
+            c.summary().contains("active.gguf (imported)"),
+            "{}",
+            c.summary()
+        );
+        let c = Config::parse_in(&format!("{}{bot}", model()), None, vec![], Some(&dir)).unwrap();
+        assert_eq!(c.model_path, Path::new(real));
+        assert!(!c.model_imported);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -62,6 +62,7 @@ pub fn config(o: &DemoOptions, sim: &SimHandle) -> Config {
         api_base: sim.base_url(),
         ws_url: sim.ws_url(),
         model_path: o.model.clone(),
+        model_imported: false,
         device: o.device.clone(),
         threads: o.threads,
         max_tokens: o.max_tokens,

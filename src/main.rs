@@ -13,6 +13,7 @@ mod model_cmd;
 mod sim_cmd;
 mod wecom_cmd;
 
+use model_cmd::check as model_check;
 use wecom_edge::{app, config, demo};
 
 use wecom_edge_actors::model::{
@@ -84,7 +85,7 @@ fn parse_cache_type(s: &str) -> Result<model::llama::CacheType, String> {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum DeviceKind {
+pub(crate) enum DeviceKind {
     Auto,
     Cpu,
     Cuda,
@@ -346,10 +347,12 @@ fn serve(path: &Path) -> anyhow::Result<ExitCode> {
         let mut running = app::start(&cfg).await?;
         // The one line `serve` writes to stdout: the unit sends stdout to the console too, and
         // the appliance's boot test waits for this marker (logs go to stderr, the journal).
+        let model = std::fs::canonicalize(&cfg.model_path).unwrap_or(cfg.model_path.clone());
         println!(
-            "wecom-edge: READY admin=http://{} data_dir={} pid={}",
+            "wecom-edge: READY admin=http://{} data_dir={} model={} pid={}",
             running.admin,
             cfg.data_dir.display(),
+            model.display(),
             std::process::id()
         );
         let _ = std::io::stdout().flush();
@@ -448,6 +451,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Complete(a) => {
             on_backend!(a.model.device, complete, a).map(|()| ExitCode::SUCCESS)
         }
+        Command::Model(model_cmd::ModelCommand::Check(a)) => on_backend!(a.device, model_check, a),
         Command::Model(c) => model_cmd::run(c),
         Command::Perplexity(a) => {
             on_backend!(a.model.device, perplexity, a).map(|()| ExitCode::SUCCESS)

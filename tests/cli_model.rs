@@ -108,6 +108,34 @@ fn inspect_refuses_a_vocab_only_file() {
     assert!(r["tokenizer"]["unsupported"].is_null(), "{r}");
 }
 
+/// `model check`: the default model loads, scores the check text finitely and generates a
+/// token; a file that is not a whole GGUF is rejected with the reason and exit 1.
+#[test]
+fn check_runs_the_model_or_says_why_not() {
+    let path = model_path();
+    let out = bin(&["model", "check", "--json", path.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = json_line(&out);
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["architecture"], "llama");
+    assert_eq!(r["chat_template"], true);
+    assert!(r["mean_nll"].as_f64().unwrap().is_finite(), "{r}");
+    assert_eq!(r["token_ids"].as_array().unwrap().len(), 1, "{r}");
+
+    let dir = common::TempDir::new("check");
+    let bytes = std::fs::read(repo().join("tests/data/synthetic/qwen2-q4_k_m.gguf")).unwrap();
+    let cut = dir.0.join("cut.gguf");
+    std::fs::write(&cut, &bytes[..bytes.len() - 4096]).unwrap();
+    let out = bin(&["model", "check", cut.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("REJECTED"), "{err}");
+}
+
 /// `model tokenize` on llama.cpp's own vocab file prints llama.cpp's ids; `--special` parses
 /// control tokens, which are plain text otherwise.
 #[test]

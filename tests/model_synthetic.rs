@@ -188,6 +188,26 @@ fn qwen2_biases_neox_rope() {
     check("qwen2");
 }
 
+/// The qwen2 fixtures carry Qwen2.5's chat template (the model the configuration stick's
+/// import and the boot test switch to and chat with): it renders into ChatML special tokens.
+#[test]
+fn qwen2_fixture_chats_in_chatml() {
+    let g = GgufFile::open(dir().join("qwen2-q4_k_m.gguf")).unwrap();
+    let tok = wecom_edge_actors::model::Tokenizer::from_gguf(&g).unwrap();
+    let ids = tok
+        .encode_chat(&[wecom_edge_actors::model::ChatMessage::new("user", "你好")])
+        .unwrap();
+    let text = String::from_utf8(ids.iter().flat_map(|&i| tok.piece(i)).collect()).unwrap();
+    assert!(text.starts_with("<|im_start|>system\n"), "{text:?}");
+    assert!(
+        text.ends_with("<|im_start|>user\n你好<|im_end|>\n<|im_start|>assistant\n"),
+        "{text:?}"
+    );
+    let im_start = tok.tokenize("<|im_start|>", false, true).unwrap();
+    assert_eq!(im_start.len(), 1, "<|im_start|> is one special token");
+    assert_eq!(ids[0], im_start[0]);
+}
+
 #[test]
 fn qwen3_qk_norm_head_dim_from_key_length() {
     check("qwen3");
