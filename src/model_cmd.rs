@@ -114,10 +114,19 @@ pub fn check<B: QuantBackend>(a: CheckArgs, device: &B::Device) -> anyhow::Resul
         return verdict(
             false,
             format!(
-                "needs {} MiB (weights and a {}-token KV cache) but {} MiB are available",
+                "needs {} MiB (weights and a {}-token KV cache) but {} MiB {} available",
                 r.memory.total_bytes >> 20,
                 a.ctx_size,
-                r.memory.available_bytes.unwrap_or(0) >> 20
+                r.memory
+                    .gpu
+                    .as_ref()
+                    .map_or(r.memory.available_bytes.unwrap_or(0), |g| g.free_bytes)
+                    >> 20,
+                if r.memory.gpu.is_some() {
+                    "of GPU memory are"
+                } else {
+                    "are"
+                }
             ),
             json!({}),
         );

@@ -15,9 +15,14 @@ use wecom_edge_actors::model::CpuBackend;
 /// Logits after each prompt are compared within this. We compute as llama.cpp's CPU does (f16
 /// KV cache, f16 GELU table, the same Q8 activation rounding), but float sums in another order
 /// flip some Q8 roundings, and over 18 layers this model turns that into logit differences of
-/// up to ~0.5 (measured on the fixture's prompts: ≤ 0.42 on the English one, ≤ 0.25 on the
-/// Chinese one, ≤ 0.52 on the code one) — as large as llama.cpp's own f16 against f32 cache.
-const LOGIT_TOLERANCE: f64 = 0.6;
+/// up to ~1 on these low-probability tokens — as large as llama.cpp's own f16 against f32
+/// cache. Measured on the fixture's prompts (top 8 logits), max / mean |difference|: AVX2
+/// path 0.23 / 0.13 English, 0.34 / 0.22 Chinese, 0.60 / 0.23 code; portable path
+/// (`WECOM_EDGE_NO_SIMD=1`) 0.41 / 0.16 English, 0.85 / 0.48 Chinese, 0.21 / 0.10 code. Other
+/// CPUs sum in other orders again, so the bounds keep a margin over both.
+const LOGIT_TOLERANCE: f64 = 1.2;
+/// The mean |difference| over a prompt's top 8 logits stays within this.
+const MEAN_LOGIT_TOLERANCE: f64 = 0.7;
 /// Greedy decoding is compared up to the first step whose llama.cpp top-2 margin is below this.
 const NEAR_TIE: f64 = 0.1;
 /// Relative perplexity gap allowed on the long texts (~800 English, ~1700 Chinese tokens).
@@ -87,7 +92,9 @@ fn greedy_decoding_reproduces_llama_cpp() {
                 eprintln!("{name} {t}: ours {} llama.cpp {}", logits[t], pair[1]);
             }
         }
-        for pair in p["top_after_prompt"].as_array().unwrap() {
+        let mut sum_diff = 0.0;
+        let top = p["top_after_prompt"].as_array().unwrap();
+        for pair in top {
             let (t, l) = (
                 pair[0].as_u64().unwrap() as usize,
                 pair[1].as_f64().unwrap(),
@@ -97,7 +104,14 @@ fn greedy_decoding_reproduces_llama_cpp() {
                 (ours - l).abs() <= LOGIT_TOLERANCE,
                 "{name}: logit of {t}: ours {ours}, llama.cpp {l}"
             );
+            sum_diff += (ours - l).abs();
         }
+        let mean = sum_diff / top.len() as f64;
+        assert!(
+            mean <= MEAN_LOGIT_TOLERANCE,
+            "{name}: mean |logit difference| over the top {} is {mean}",
+            top.len()
+        );
         // Greedy, free-running: the same tokens up to the first near-tie.
         let first_tie = margin
             .iter()

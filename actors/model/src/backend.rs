@@ -95,6 +95,10 @@ impl HostQWeight {
 
 /// A Burn backend that can run the model: Burn's own ops plus these.
 pub trait QuantBackend: Backend {
+    /// Whether the weights live in GPU memory (so a load checks the GPU's free memory, not
+    /// RAM).
+    const ON_GPU: bool = false;
+
     /// Packed weights resident on the device.
     type QWeight: Clone + Send + Sync + Debug + 'static;
 

@@ -123,6 +123,8 @@ fn qmatmul_u8(
 }
 
 impl<R: CubeRuntime, I: IntElement, BT: BoolElement> QuantBackend for CubeBackend<R, f32, I, BT> {
+    const ON_GPU: bool = true;
+
     type QWeight = GpuQWeight;
 
     fn qweight(w: &HostQWeight, device: &R::Device) -> crate::Result<GpuQWeight> {

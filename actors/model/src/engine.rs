@@ -97,12 +97,19 @@ impl<B: QuantBackend> Engine<B> {
     ///
     /// # Errors
     /// Any [`ModelError`] of the reader, the tokenizer or the model;
-    /// [`ModelError::DoesNotFit`] when the weights exceed the memory available (`MemAvailable`).
+    /// [`ModelError::DoesNotFit`] when the weights exceed the memory available (`MemAvailable`;
+    /// on a GPU backend its free memory, as `nvidia-smi` reports it).
     pub fn load(path: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
         let gguf = GgufFile::open(path)?;
         // Refuse before touching the weights what this machine cannot hold.
         let weights: u64 = gguf.tensors().iter().map(|t| t.n_bytes).sum();
-        crate::inspect::check_fits(gguf.path(), weights, crate::inspect::mem_available())?;
+        if B::ON_GPU {
+            if let Some(gpu) = crate::inspect::gpu_memory() {
+                crate::inspect::check_fits_gpu(gguf.path(), weights, &gpu)?;
+            }
+        } else {
+            crate::inspect::check_fits(gguf.path(), weights, crate::inspect::mem_available())?;
+        }
         let model = Llama::from_gguf(&gguf, device)?;
         let tokenizer = Tokenizer::from_gguf(&gguf)?;
         // Weights the backend copied (repacked or uploaded) no longer need the mapped pages.

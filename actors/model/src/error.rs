@@ -18,7 +18,7 @@ pub enum ModelError {
     },
     /// The model needs more memory than the machine has available.
     #[error(
-        "{path}: needs {} MiB but {} MiB of memory are available; choose a smaller model or \
+        "{path}: needs {} MiB but {} MiB of {where_} are available; choose a smaller model or \
          quantization",
         need >> 20,
         available >> 20
@@ -28,8 +28,10 @@ pub enum ModelError {
         path: PathBuf,
         /// Bytes needed.
         need: u64,
-        /// Bytes available (`MemAvailable`).
+        /// Bytes available (`MemAvailable`, or the GPU's free memory).
         available: u64,
+        /// Which memory: `memory` (RAM) or `GPU memory`.
+        where_: &'static str,
     },
     /// The file does not start with the GGUF magic `GGUF`.
     #[error("{path}: not a GGUF file (bad magic {magic:02x?}, expected \"GGUF\")")]

@@ -86,8 +86,66 @@ pub struct MemoryReport {
     pub total_bytes: u64,
     /// `MemAvailable` of /proc/meminfo now (None where there is none).
     pub available_bytes: Option<u64>,
-    /// Whether `total_bytes` fits in `available_bytes` (true when unknown).
+    /// The GPU the model would run on (a `cuda` build with an NVIDIA GPU present), with its
+    /// memory.
+    pub gpu: Option<GpuMemory>,
+    /// Whether `total_bytes` fits where the model would run: the GPU's free memory when `gpu`
+    /// is known, else `available_bytes` (true when unknown).
     pub fits: bool,
+}
+
+/// One GPU's memory, as `nvidia-smi --query-gpu=name,memory.total,memory.free` reports it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct GpuMemory {
+    /// Product name, e.g. `NVIDIA H100 80GB HBM3`.
+    pub name: String,
+    /// Total memory, bytes.
+    pub total_bytes: u64,
+    /// Free memory now, bytes.
+    pub free_bytes: u64,
+}
+
+/// GPU 0's memory (the device `--device cuda` and `auto` use), from `nvidia-smi` (installed
+/// with NVIDIA's driver); `None` without one, or when it does not answer.
+pub fn gpu_memory() -> Option<GpuMemory> {
+    let out = std::process::Command::new("nvidia-smi")
+        .args([
+            "--query-gpu=name,memory.total,memory.free",
+            "--format=csv,noheader,nounits",
+            "-i",
+            "0",
+        ])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    parse_nvidia_smi(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Parses one `name, total MiB, free MiB` line of `nvidia-smi --format=csv,noheader,nounits`.
+fn parse_nvidia_smi(text: &str) -> Option<GpuMemory> {
+    let line = text.lines().next()?;
+    let mut f = line.rsplitn(3, ',').map(str::trim);
+    let free: u64 = f.next()?.parse().ok()?;
+    let total: u64 = f.next()?.parse().ok()?;
+    let name = f.next()?.to_owned();
+    Some(GpuMemory {
+        name,
+        total_bytes: total << 20,
+        free_bytes: free << 20,
+    })
+}
+
+/// Where a model would run on this build and machine: the GPU in a `cuda` build with one
+/// present (`/dev/nvidia0`, as `--device auto` decides), else the CPU (`None`).
+pub fn target_gpu() -> Option<GpuMemory> {
+    if cfg!(feature = "cuda") && Path::new("/dev/nvidia0").exists() {
+        gpu_memory()
+    } else {
+        None
+    }
 }
 
 /// Everything `model inspect` prints.
@@ -160,6 +218,22 @@ pub fn kv_cache_bytes(c: &LlamaConfig, ctx_size: usize, cache_type: CacheType) -
     (c.n_layer * 2 * c.n_head_kv * c.head_dim * positions * cache_type.bytes()) as u64
 }
 
+/// Refuses a load of `need` bytes onto the GPU when it has less free memory.
+///
+/// # Errors
+/// [`ModelError::DoesNotFit`] with both numbers.
+pub fn check_fits_gpu(path: &Path, need: u64, gpu: &GpuMemory) -> Result<()> {
+    if need > gpu.free_bytes {
+        return Err(ModelError::DoesNotFit {
+            path: path.to_owned(),
+            need,
+            available: gpu.free_bytes,
+            where_: "GPU memory",
+        });
+    }
+    Ok(())
+}
+
 /// Refuses a load of `need` bytes when the machine has less available.
 ///
 /// # Errors
@@ -170,6 +244,7 @@ pub fn check_fits(path: &Path, need: u64, available: Option<u64>) -> Result<()> 
             path: path.to_owned(),
             need,
             available: a,
+            where_: "memory",
         }),
         _ => Ok(()),
     }
@@ -235,6 +310,7 @@ impl ModelReport {
             ctx_size.min(c.context_length).min(MAX_POSITIONS)
         });
         let available = mem_available();
+        let gpu = target_gpu();
         let total = weights_bytes + kv;
         let tok = Tokenizer::from_gguf(g);
         let text = |key: &str| g.get_str(key).ok().map(str::to_owned);
@@ -273,7 +349,11 @@ impl ModelReport {
                 kv_cache_bytes: kv,
                 total_bytes: total,
                 available_bytes: available,
-                fits: available.is_none_or(|a| total <= a),
+                fits: match &gpu {
+                    Some(g) => total <= g.free_bytes,
+                    None => available.is_none_or(|a| total <= a),
+                },
+                gpu,
             },
         }
     }
@@ -357,8 +437,21 @@ impl ModelReport {
             mib(m.kv_cache_bytes),
             mib(m.total_bytes),
             m.available_bytes.map_or("unknown".into(), mib),
-            if m.fits { "fits" } else { "DOES NOT FIT" }
+            match (&m.gpu, m.fits) {
+                (Some(_), _) => "runs on the GPU",
+                (None, true) => "fits",
+                (None, false) => "DOES NOT FIT",
+            }
         ));
+        if let Some(g) = &m.gpu {
+            out.push(format!(
+                "gpu            {}: {} free of {}: {}",
+                g.name,
+                mib(g.free_bytes),
+                mib(g.total_bytes),
+                if m.fits { "fits" } else { "DOES NOT FIT" }
+            ));
+        }
         out.join("\n")
     }
 }
@@ -376,6 +469,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("300 MiB") && e.contains("200 MiB"), "{e}");
+    }
+
+    #[test]
+    fn gpu_memory_is_parsed_from_nvidia_smi_and_checked() {
+        let g = parse_nvidia_smi("NVIDIA H100 80GB HBM3, 81559, 80982\n").unwrap();
+        assert_eq!(g.name, "NVIDIA H100 80GB HBM3");
+        assert_eq!(g.total_bytes, 81559 << 20);
+        assert_eq!(g.free_bytes, 80982 << 20);
+        // A comma in the product name stays in the name.
+        let g = parse_nvidia_smi("Tesla T4, PCIe, 15360, 100").unwrap();
+        assert_eq!(
+            (g.name.as_str(), g.free_bytes),
+            ("Tesla T4, PCIe", 100 << 20)
+        );
+        assert_eq!(parse_nvidia_smi("No devices were found"), None);
+        assert_eq!(parse_nvidia_smi(""), None);
+        let p = Path::new("m.gguf");
+        assert!(check_fits_gpu(p, 50 << 20, &g).is_ok());
+        let e = check_fits_gpu(p, 300 << 20, &g).unwrap_err().to_string();
+        assert!(
+            e.contains("300 MiB") && e.contains("100 MiB of GPU memory"),
+            "{e}"
+        );
     }
 
     #[test]
