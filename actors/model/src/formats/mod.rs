@@ -110,6 +110,28 @@ pub(crate) fn q8k_rows<'a>(ty: GgmlType, xs: &[ActRow<'a>]) -> ([&'a [BlockQ8K];
     (rows, xs.len())
 }
 
+/// The Q8_0 rows of `xs` (a tile of at most [`TILE`] tokens), for the Q8_0-paired tile
+/// kernels (Q5_0).
+///
+/// # Panics
+/// If a row is not Q8_0 or the tile is larger than [`TILE`].
+pub(crate) fn q8_rows<'a>(ty: GgmlType, xs: &[ActRow<'a>]) -> ([&'a [BlockQ8]; TILE], usize) {
+    assert!(
+        xs.len() <= TILE,
+        "{}: tile of {} tokens",
+        ty.name(),
+        xs.len()
+    );
+    let mut rows: [&[BlockQ8]; TILE] = [&[]; TILE];
+    for (r, x) in rows.iter_mut().zip(xs) {
+        let ActRow::Q8(x) = *x else {
+            panic!("{}: Q8_0 activations expected", ty.name())
+        };
+        *r = x;
+    }
+    (rows, xs.len())
+}
+
 /// The implementation of `ty`, or `None` for types the engine cannot decode.
 pub fn format(ty: GgmlType) -> Option<&'static dyn Format> {
     use GgmlType::*;

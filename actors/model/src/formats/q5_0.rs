@@ -8,7 +8,7 @@
 //! `bytes_from_bits_32`, and ORs `0xF0` into weights whose fifth bit is clear: that byte read as
 //! signed is `q − 16`).
 
-use super::{blocks, h, Act, ActRow, Format};
+use super::{blocks, h, q8_rows, Act, ActRow, Format, TILE};
 use crate::kernels::cpu::{has_avx2, BlockQ8};
 use crate::quant::GgmlType;
 
@@ -77,10 +77,36 @@ impl Format for Q5_0 {
         };
         #[cfg(target_arch = "x86_64")]
         if has_avx2() {
+            let mut out = [0.0f32];
             // SAFETY: AVX2, FMA and F16C are present (checked at run time).
-            return unsafe { avx2::dot(blocks(row), x) };
+            unsafe { avx2::tile::<1>(blocks(row), [x], &mut out) };
+            return out[0];
         }
         dot_portable(row, x)
+    }
+
+    fn dot_tile(&self, row: &[u8], xs: &[ActRow<'_>], out: &mut [f32]) {
+        assert_eq!(xs.len(), out.len(), "dot_tile: one output per token");
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2() {
+            let row = blocks(row);
+            for (xs, out) in xs.chunks(TILE).zip(out.chunks_mut(TILE)) {
+                let (x, n) = q8_rows(GgmlType::Q5_0, xs);
+                // SAFETY: AVX2, FMA and F16C are present (checked at run time).
+                unsafe {
+                    match n {
+                        4 => avx2::tile::<4>(row, x, out.try_into().unwrap()),
+                        3 => avx2::tile::<3>(row, [x[0], x[1], x[2]], out.try_into().unwrap()),
+                        2 => avx2::tile::<2>(row, [x[0], x[1]], out.try_into().unwrap()),
+                        _ => avx2::tile::<1>(row, [x[0]], out.try_into().unwrap()),
+                    }
+                }
+            }
+            return;
+        }
+        for (o, &x) in out.iter_mut().zip(xs) {
+            *o = self.dot(row, x);
+        }
     }
 }
 
@@ -119,12 +145,24 @@ mod avx2 {
         _mm256_cmpeq_epi8(v, _mm256_set1_epi64x(-1))
     }
 
+    /// Per block: the 5-bit weights decoded once (nibbles, fifth-bit mask, `q − 16` as signed
+    /// bytes, their absolute values for `maddubs`) for the `C` tokens of the tile; per token
+    /// `maddubs`/`madd` to eight i32 sums, one conversion and an FMA with `d_w·d_x` into eight
+    /// f32 lanes, one horizontal sum per row. Each token's sums are the same instructions in
+    /// the same order as with `C = 1`, so a token's value does not depend on the tile.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot(row: &[BlockQ5_0], x: &[BlockQ8]) -> f32 {
+    pub unsafe fn tile<const C: usize>(row: &[BlockQ5_0], x: [&[BlockQ8]; C], out: &mut [f32; C]) {
+        for xc in &x {
+            assert!(
+                xc.len() >= row.len(),
+                "Q5_0: activations shorter than the row"
+            );
+        }
+        let xp: [*const BlockQ8; C] = x.map(|x| x.as_ptr());
         let mask = _mm_set1_epi8(0x0f);
         let ones = _mm256_set1_epi16(1);
-        let mut acc = _mm256_setzero_ps();
-        for (b, xb) in row.iter().zip(x) {
+        let mut acc = [_mm256_setzero_ps(); C];
+        for (i, b) in row.iter().enumerate() {
             let raw = _mm_loadu_si128(b.qs.as_ptr() as *const __m128i);
             let lo = _mm_and_si128(raw, mask);
             let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
@@ -132,12 +170,19 @@ mod avx2 {
             let fifth = bytes_from_bits(u32::from_le_bytes(b.qh));
             // Fifth bit clear: OR 0xF0, which as a signed byte is q − 16; set: q − 16 = nib.
             let w = _mm256_or_si256(nib, _mm256_andnot_si256(fifth, _mm256_set1_epi8(-16)));
-            let xv = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
-            let p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(xv, w));
-            let p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(h(b.d) * xb.d), p, acc);
+            let wabs = _mm256_sign_epi8(w, w);
+            let d = h(b.d);
+            for c in 0..C {
+                let xb = &*xp[c].add(i);
+                let xv = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
+                let p16 = _mm256_maddubs_epi16(wabs, _mm256_sign_epi8(xv, w));
+                let p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
+                acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb.d), p, acc[c]);
+            }
         }
-        crate::kernels::cpu::avx2::hsum(acc)
+        for c in 0..C {
+            out[c] = crate::kernels::cpu::avx2::hsum(acc[c]);
+        }
     }
 }
 
