@@ -116,7 +116,7 @@ pub fn check<B: QuantBackend>(a: CheckArgs, device: &B::Device) -> anyhow::Resul
             format!(
                 "needs {} MiB (weights and a {}-token KV cache) but {} MiB {} available",
                 r.memory.total_bytes >> 20,
-                a.ctx_size,
+                r.memory.ctx_size,
                 r.memory
                     .gpu
                     .as_ref()
