@@ -1,6 +1,7 @@
 //! Aggregate decode throughput of `Llama::forward_batch` for 1, 2, 4 and 8 sequences
 //! (the model-level step continuous batching stands on). Prints tok/s and the ratio to one
-//! sequence. Run: `cargo bench --bench batch_decode` (needs scripts/fetch-model.sh).
+//! sequence. Run: `cargo bench --bench batch_decode` (needs scripts/fetch-model.sh); another
+//! GGUF with `WECOM_EDGE_MODEL=FILE`.
 
 use std::time::Instant;
 
@@ -17,11 +18,11 @@ fn main() {
         });
     let e = Engine::<CpuBackend>::load(&path, &Default::default())
         .expect("model (run scripts/fetch-model.sh)");
+    // A base model (no chat template, e.g. gemma-3-270m) takes the question as raw text.
+    let question = "Tell me about databases.";
     let prompt = e
-        .chat_prompt(&[ChatMessage::new(
-            "user",
-            "Tell me about databases.".to_string(),
-        )])
+        .chat_prompt(&[ChatMessage::new("user", question.to_string())])
+        .or_else(|_| e.tokenizer.tokenize(question, true, false))
         .unwrap();
     const STEPS: usize = 64;
     let mut single = 0.0;
