@@ -633,11 +633,18 @@ impl Actor for BotPump {
                         a.health.set(&name, Ok(()));
                     }
                     BotEvent::Message { req_id, msg } => {
-                        let Some(text) = msg.text() else {
-                            // Images, files, voice: not for a text model; say so.
+                        let Some(text) = msg.question() else {
+                            // Images, files, video: not for a text model; say so, and record it.
+                            wecom_edge_actors::audit::record(
+                                "message_unsupported",
+                                "wecom",
+                                &msg.msgid,
+                                json!({"channel": "aibot", "endpoint": a.bot_id,
+                                       "msgtype": msg.msgtype, "msgid": msg.msgid}),
+                            );
                             let mut s = a.handle.stream(&req_id, msg.conversation());
                             let _ = s
-                                .finish("抱歉，我目前只能回答文字消息。(Sorry, I can only answer text messages.)")
+                                .finish("抱歉，我目前只能读文字消息（语音会按转写的文字回答）。(Sorry, I can only read text messages; voice is answered from its transcript.)")
                                 .await;
                             continue;
                         };
@@ -702,7 +709,7 @@ fn callback_message(inb: Inbound, api: &Api, outbound: &Outbound) -> Option<Inbo
     let received = std::time::Instant::now();
     match inb {
         Inbound::AiBot { bot_id, msg, reply } => {
-            let text = msg.text()?;
+            let text = msg.question()?;
             let AiBotReply::Webhook {
                 stream,
                 response_url,

@@ -67,6 +67,25 @@ impl Harness {
             .to_string()
     }
 
+    /// Pushes a message as WeCom sends it (`POST /sim/aibot/{bot_id}/messages` with its own
+    /// `msgtype` and fields); returns its req_id.
+    async fn push(&self, body: Value) -> String {
+        let r: Value = self
+            .http
+            .post(format!("{}/sim/aibot/{DEMO_BOT_ID}/messages", self.sim))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        r["req_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{r}"))
+            .to_string()
+    }
+
     async fn frames(&self, req_id: &str) -> Vec<(String, bool)> {
         demo::frames(&self.http, &self.sim, req_id).await.unwrap()
     }
@@ -453,6 +472,63 @@ async fn the_box_answers_through_the_simulator() {
         },
     )
     .await;
+
+    // Message types (AI-bot 接收消息, path/100719). Voice is answered from its transcript.
+    let voice = h
+        .push(
+            json!({"userid": "mt-voice", "msgid": "mt-voice-1", "msgtype": "voice",
+                     "voice": {"content": "What is a database index?"}}),
+        )
+        .await;
+    let (a, _) = h.answer(&voice, Duration::from_secs(120)).await;
+    assert!(!a.is_empty() && !a.contains('⚠'), "{a}");
+    assert_eq!(
+        rows_of(&rows(&tmp), "generation_started", "mt-voice-1").len(),
+        1
+    );
+    // A quoted message (引用) is the question's context: the same question with a quote makes
+    // a longer prompt than without.
+    let plain = h
+        .push(json!({"userid": "mt-plain", "msgid": "mt-plain-1", "text": "Summarize it."}))
+        .await;
+    let quoted = h
+        .push(
+            json!({"userid": "mt-quote", "msgid": "mt-quote-1", "text": "Summarize it.",
+                     "quote": {"msgtype": "text", "text": {"content":
+                         "The release moved to Friday because two integration tests failed."}}}),
+        )
+        .await;
+    h.answer(&plain, Duration::from_secs(120)).await;
+    h.answer(&quoted, Duration::from_secs(120)).await;
+    let (p0, p1) = (h.prompt_tokens("mt-plain-1"), h.prompt_tokens("mt-quote-1"));
+    assert!(
+        p1 >= p0 + 10,
+        "prompt tokens without the quote {p0}, with it {p1}"
+    );
+    // An image gets the text-only reply, an audit row, and no generation.
+    let image = h
+        .push(
+            json!({"userid": "mt-image", "msgid": "mt-image-1", "msgtype": "image",
+                     "image": {"url": "https://example.invalid/a.png"}}),
+        )
+        .await;
+    let (a, _) = h.answer(&image, Duration::from_secs(10)).await;
+    assert!(
+        a.contains("只能读文字") && a.contains("text messages"),
+        "{a}"
+    );
+    until(
+        "the unsupported message in the audit trail",
+        Duration::from_secs(10),
+        || async {
+            rows(&tmp)
+                .iter()
+                .any(|r| r.kind == "message_unsupported" && r.detail["msgtype"] == "image")
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(rows_of(&rows(&tmp), "generation_started", "mt-image-1").is_empty());
 
     // Every accepted message was answered; the chain verifies; no message text in the audit.
     let store = AuditStore::open_read_only(&tmp).unwrap();

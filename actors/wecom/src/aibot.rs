@@ -138,29 +138,39 @@ pub struct Callback {
 }
 
 impl Callback {
-    /// The user's text: `text.content`, voice ASR `voice.content`, or the text items of `mixed`.
+    /// The user's text: `text.content`, voice ASR `voice.content`, or the text items of `mixed`
+    /// (`None` for image, file and video messages, and for events).
+    ///
+    /// Source: AI-bot 接收消息 (work.weixin.qq.com/api/doc/path/100719), the message types.
     pub fn text(&self) -> Option<String> {
-        let content = |k: &str| {
-            self.extra
-                .get(k)?
-                .get("content")?
-                .as_str()
-                .map(str::to_string)
-        };
-        match self.msgtype.as_str() {
-            "text" => content("text"),
-            "voice" => content("voice"),
-            "mixed" => {
-                let items = self.extra.get("mixed")?.get("msg_item")?.as_array()?;
-                let texts: Vec<&str> = items
-                    .iter()
-                    .filter(|i| i.get("msgtype").and_then(Value::as_str) == Some("text"))
-                    .filter_map(|i| i.get("text")?.get("content")?.as_str())
-                    .collect();
-                (!texts.is_empty()).then(|| texts.join("\n"))
-            }
+        let mut obj = self.extra.clone();
+        obj.insert("msgtype".into(), Value::String(self.msgtype.clone()));
+        item_text(&obj)
+    }
+
+    /// The quoted message of a reply (引用, the optional `quote` field: msgtype text, image,
+    /// mixed, voice or file) as text: its text, or `[图片]` / `[文件]` for media.
+    pub fn quoted(&self) -> Option<String> {
+        let q = self.extra.get("quote")?.as_object()?;
+        item_text(q).or_else(|| match q.get("msgtype")?.as_str()? {
+            "image" => Some("[图片]".into()),
+            "file" => Some("[文件]".into()),
+            "video" => Some("[视频]".into()),
             _ => None,
-        }
+        })
+    }
+
+    /// What the model is asked: [`Callback::text`], after the quoted message (when the user
+    /// replied to one) as a Markdown quote block, so the question is read in its context.
+    pub fn question(&self) -> Option<String> {
+        let text = self.text()?;
+        Some(match self.quoted() {
+            Some(q) => {
+                let block: Vec<String> = q.lines().map(|l| format!("> {l}")).collect();
+                format!("{}\n\n{text}", block.join("\n"))
+            }
+            None => text,
+        })
     }
 
     /// The event type of an event callback (`enter_chat`, `disconnected_event`, …).
@@ -183,6 +193,27 @@ impl Callback {
     }
 }
 
+/// The text of one message object (`{"msgtype", "<msgtype>": {…}}`, as a callback or its
+/// `quote` carries it): `text.content`, `voice.content`, or the text items of `mixed` joined
+/// by newlines.
+fn item_text(obj: &Map<String, Value>) -> Option<String> {
+    let content = |k: &str| obj.get(k)?.get("content")?.as_str().map(str::to_string);
+    match obj.get("msgtype")?.as_str()? {
+        "text" => content("text"),
+        "voice" => content("voice"),
+        "mixed" => {
+            let items = obj.get("mixed")?.get("msg_item")?.as_array()?;
+            let texts: Vec<&str> = items
+                .iter()
+                .filter(|i| i.get("msgtype").and_then(Value::as_str) == Some("text"))
+                .filter_map(|i| i.get("text")?.get("content")?.as_str())
+                .collect();
+            (!texts.is_empty()).then(|| texts.join("\n"))
+        }
+        _ => None,
+    }
+}
+
 /// The body of a stream reply: `{"msgtype":"stream","stream":{"id","finish","content"}}`;
 /// `content` is the full accumulated answer (≤ 20480 bytes).
 pub fn stream_body(stream_id: &str, content: &str, finish: bool) -> Value {
@@ -197,4 +228,46 @@ pub fn markdown_body(content: &str) -> Value {
 /// The body of a text welcome reply.
 pub fn text_body(content: &str) -> Value {
     json!({"msgtype": "text", "text": {"content": content}})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn callback(v: Value) -> Callback {
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// The shapes of AI-bot 接收消息 (path/100719): text, voice (its ASR text), mixed (its
+    /// text items), media (none), and a quote as context before the question.
+    #[test]
+    fn every_message_type_gives_its_text_and_the_quote_its_context() {
+        let text = callback(json!({"msgtype": "text", "text": {"content": "hello"}}));
+        assert_eq!(text.question().as_deref(), Some("hello"));
+        let voice = callback(json!({"msgtype": "voice", "voice": {"content": "明天开会吗"}}));
+        assert_eq!(voice.question().as_deref(), Some("明天开会吗"));
+        let mixed = callback(json!({"msgtype": "mixed", "mixed": {"msg_item": [
+            {"msgtype": "text", "text": {"content": "看这张图"}},
+            {"msgtype": "image", "image": {"url": "https://x/1"}},
+            {"msgtype": "text", "text": {"content": "是什么？"}}]}}));
+        assert_eq!(mixed.question().as_deref(), Some("看这张图\n是什么？"));
+        for media in ["image", "file", "video"] {
+            let m = callback(json!({"msgtype": media, media: {"url": "https://x/1"}}));
+            assert_eq!(m.question(), None, "{media}");
+        }
+        let quoted = callback(
+            json!({"msgtype": "text", "text": {"content": "@bot 总结一下"},
+            "quote": {"msgtype": "text", "text": {"content": "这是今日的测试情况\n全部通过"}}}),
+        );
+        assert_eq!(
+            quoted.question().as_deref(),
+            Some("> 这是今日的测试情况\n> 全部通过\n\n@bot 总结一下")
+        );
+        let quoted_image = callback(json!({"msgtype": "text", "text": {"content": "这是什么"},
+            "quote": {"msgtype": "image", "image": {"url": "https://x/1"}}}));
+        assert_eq!(
+            quoted_image.question().as_deref(),
+            Some("> [图片]\n\n这是什么")
+        );
+    }
 }

@@ -12,7 +12,9 @@
 //!
 //! Control API (JSON):
 //! * `POST /sim/aibot/{bot_id}/messages` `{"chattype","chatid"?,"userid","text","msgid"?}` →
-//!   `{"msgid","req_id"}` — pushes `aibot_msg_callback` (or drives the webhook callback).
+//!   `{"msgid","req_id"}` — pushes `aibot_msg_callback` (or drives the webhook callback); other
+//!   message types with `"msgtype"` and their fields as WeCom sends them (`"voice":{"content"}`,
+//!   `"mixed":{"msg_item":[…]}`, `"image":{"url"}`, …), any of them with a `"quote"`.
 //! * `POST /sim/aibot/{bot_id}/events` `{"eventtype","chattype"?,"chatid"?,"userid"}` → `{"msgid","req_id"}`.
 //! * `GET /sim/aibot/{bot_id}/replies?req_id=` → `{"frames":[…],"acks":[…]}` (whole frames, in order).
 //! * `GET /sim/aibot/{bot_id}` → `{"connected","connections","subscribes","pings","mode"}`.

@@ -285,15 +285,27 @@ pub(super) fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// `POST /sim/aibot/{bot_id}/messages` body.
+/// `POST /sim/aibot/{bot_id}/messages` body: a text message (`text`), or any message type
+/// with its fields as WeCom sends them (`msgtype` plus e.g. `voice`, `mixed`, `image`, `file`,
+/// and an optional `quote`; AI-bot 接收消息, path/100719).
 #[derive(Deserialize)]
 pub(super) struct PushMessage {
     #[serde(default = "single")]
     chattype: String,
     chatid: Option<String>,
     userid: String,
+    #[serde(default = "text")]
+    msgtype: String,
+    #[serde(default)]
     text: String,
     msgid: Option<String>,
+    /// The message type's own fields (`voice`, `mixed`, `image`, …) and `quote`, verbatim.
+    #[serde(flatten)]
+    fields: serde_json::Map<String, Value>,
+}
+
+fn text() -> String {
+    "text".into()
 }
 
 fn single() -> String {
@@ -369,9 +381,14 @@ pub(super) async fn push_message(
         "aibotid": bot_id,
         "chattype": m.chattype,
         "from": {"userid": m.userid},
-        "msgtype": "text",
-        "text": {"content": m.text},
+        "msgtype": m.msgtype,
     });
+    if m.msgtype == "text" {
+        body["text"] = json!({"content": m.text});
+    }
+    for (k, v) in m.fields {
+        body[k] = v;
+    }
     if m.chattype == "group" {
         body["chatid"] = json!(m.chatid.unwrap_or_else(|| "simgroup".into()));
     }
