@@ -667,14 +667,43 @@ impl Actor for BotPump {
                             return;
                         }
                     }
-                    BotEvent::Event { req_id, msg } => {
-                        if msg.event_type() == Some("enter_chat") {
+                    BotEvent::Event { req_id, msg } => match msg.event_type() {
+                        Some("enter_chat") => {
                             let _ = a
                                 .handle
                                 .respond_welcome(&req_id, wecom_edge_actors::session::help_text())
                                 .await;
                         }
-                    }
+                        // A rating of an answer: its feedback id is the answered callback's
+                        // req_id (set on the stream's first frame).
+                        Some("feedback_event") => {
+                            if let Some((id, kind, reasons)) = msg.feedback() {
+                                a.metrics
+                                    .feedback
+                                    .get_or_create(&vec![("type".into(), kind.into())])
+                                    .inc();
+                                wecom_edge_actors::audit::record(
+                                    "feedback",
+                                    "wecom",
+                                    &id,
+                                    json!({"endpoint": a.bot_id, "req_id": id, "type": kind,
+                                           "reasons": reasons, "userid": msg.from.userid}),
+                                );
+                            }
+                        }
+                        Some(kind @ "template_card_event") => {
+                            let card = msg.extra.get("event").and_then(|e| e.get(kind));
+                            wecom_edge_actors::audit::record(
+                                kind,
+                                "wecom",
+                                &msg.msgid,
+                                json!({"endpoint": a.bot_id, "userid": msg.from.userid,
+                                       "event_key": card.and_then(|c| c.get("event_key")),
+                                       "task_id": card.and_then(|c| c.get("task_id"))}),
+                            );
+                        }
+                        _ => {}
+                    },
                     BotEvent::Disconnected { reason, .. } => {
                         a.health.set(&name, Err(format!("disconnected: {reason}")));
                     }

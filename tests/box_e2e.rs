@@ -530,6 +530,54 @@ async fn the_box_answers_through_the_simulator() {
     .await;
     assert!(rows_of(&rows(&tmp), "generation_started", "mt-image-1").is_empty());
 
+    // The answer's first frame asked for the rating buttons (feedback.id = its req_id); a
+    // dislike comes back as a feedback_event: audited with that id and counted.
+    let frames: Value = h
+        .get(&format!("/sim/aibot/{DEMO_BOT_ID}/replies?req_id={voice}"))
+        .await;
+    assert_eq!(
+        frames["frames"][0]["body"]["stream"]["feedback"]["id"], voice,
+        "{frames}"
+    );
+    let r: Value = h
+        .http
+        .post(format!("{}/sim/aibot/{DEMO_BOT_ID}/events", h.sim))
+        .json(&json!({"eventtype": "feedback_event", "userid": "mt-voice",
+                      "fields": {"id": voice, "type": 2, "inaccurate_reason_list": [1]}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(r["req_id"].is_string(), "{r}");
+    until(
+        "the rating in the audit trail",
+        Duration::from_secs(10),
+        || async {
+            rows(&tmp)
+                .iter()
+                .any(|r| {
+                    r.kind == "feedback" && r.subject == voice && r.detail["type"] == "inaccurate"
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    let metrics = h
+        .http
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("wecom_edge_feedback_total{type=\"inaccurate\"} 1"),
+        "{metrics}"
+    );
+
     // Every accepted message was answered; the chain verifies; no message text in the audit.
     let store = AuditStore::open_read_only(&tmp).unwrap();
     until(

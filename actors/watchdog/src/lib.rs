@@ -349,6 +349,9 @@ pub struct Metrics {
     /// 1 while a health check fails, 0 while it passes, by `check` and `kind`
     /// (`liveness` / `readiness`); kept current from [`Health`] at each scrape.
     pub health_check_failing: Family<Vec<(String, String)>, Gauge>,
+    /// Users' ratings of answers (AI-bot `feedback_event`), by `type`: `accurate`,
+    /// `inaccurate`, `cancelled`.
+    pub feedback: Family<Vec<(String, String)>, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -426,6 +429,12 @@ impl Metrics {
             "1 while the health check fails (kind: liveness stops the watchdog, readiness degrades)",
             health_check_failing.clone(),
         );
+        let feedback = Family::<Vec<(String, String)>, Counter>::default();
+        reg.register(
+            "feedback",
+            "Users' ratings of answers (the like / dislike under an AI-bot answer)",
+            feedback.clone(),
+        );
         let queue_depth = Gauge::default();
         reg.register(
             "queue_depth",
@@ -449,6 +458,7 @@ impl Metrics {
             outbox_delivered,
             outbox_abandoned,
             health_check_failing,
+            feedback,
         }
     }
 

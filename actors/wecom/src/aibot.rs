@@ -178,6 +178,23 @@ impl Callback {
         self.extra.get("event")?.get("eventtype")?.as_str()
     }
 
+    /// A `feedback_event`'s rating: the feedback id the answer carried and `accurate` (type 1),
+    /// `inaccurate` (2) or `cancelled` (3), with the number of reasons given (path/101027).
+    pub fn feedback(&self) -> Option<(String, &'static str, usize)> {
+        let f = self.extra.get("event")?.get("feedback_event")?;
+        let kind = match f.get("type")?.as_i64()? {
+            1 => "accurate",
+            2 => "inaccurate",
+            3 => "cancelled",
+            _ => return None,
+        };
+        let reasons = f
+            .get("inaccurate_reason_list")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        Some((f.get("id")?.as_str()?.to_string(), kind, reasons))
+    }
+
     /// The stream id of a webhook stream-refresh callback.
     pub fn stream_id(&self) -> Option<&str> {
         (self.msgtype == "stream").then(|| self.extra.get("stream")?.get("id")?.as_str())?

@@ -323,11 +323,14 @@ impl StreamReply {
             }
             return Ok(());
         }
+        let mut body = aibot::stream_body(&self.stream_id, content, finish);
         if !self.opened {
             self.conn.pacer.acquire(&self.conversation).await;
             self.opened = true;
+            // The first frame asks WeCom for the like / dislike buttons; a rating comes back
+            // as a feedback_event with this id (the callback's req_id).
+            body["stream"]["feedback"] = serde_json::json!({"id": self.req_id});
         }
-        let body = aibot::stream_body(&self.stream_id, content, finish);
         match self
             .conn
             .request(cmd::RESPOND_MSG, &self.req_id, Some(body))

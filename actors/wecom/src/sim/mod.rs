@@ -15,7 +15,8 @@
 //!   `{"msgid","req_id"}` — pushes `aibot_msg_callback` (or drives the webhook callback); other
 //!   message types with `"msgtype"` and their fields as WeCom sends them (`"voice":{"content"}`,
 //!   `"mixed":{"msg_item":[…]}`, `"image":{"url"}`, …), any of them with a `"quote"`.
-//! * `POST /sim/aibot/{bot_id}/events` `{"eventtype","chattype"?,"chatid"?,"userid"}` → `{"msgid","req_id"}`.
+//! * `POST /sim/aibot/{bot_id}/events` `{"eventtype","chattype"?,"chatid"?,"userid","fields"?}` →
+//!   `{"msgid","req_id"}` (`fields`: the event's own object, e.g. a feedback_event's `id`, `type`).
 //! * `GET /sim/aibot/{bot_id}/replies?req_id=` → `{"frames":[…],"acks":[…]}` (whole frames, in order).
 //! * `GET /sim/aibot/{bot_id}` → `{"connected","connections","subscribes","pings","mode"}`.
 //! * `POST /sim/aibot/{bot_id}/drop` — drops the live socket (network failure).

@@ -403,6 +403,9 @@ pub(super) struct PushEvent {
     chattype: String,
     chatid: Option<String>,
     userid: String,
+    /// The event's own fields (`event.<eventtype>`, e.g. a feedback_event's `id`, `type`).
+    #[serde(default)]
+    fields: serde_json::Map<String, Value>,
 }
 
 pub(super) async fn push_event(
@@ -417,7 +420,7 @@ pub(super) async fn push_event(
         "chattype": e.chattype,
         "from": {"userid": e.userid},
         "msgtype": "event",
-        "event": {"eventtype": e.eventtype, e.eventtype.clone(): {}},
+        "event": {"eventtype": e.eventtype, e.eventtype.clone(): e.fields},
     });
     if let Some(c) = e.chatid {
         body["chatid"] = json!(c);
