@@ -43,6 +43,14 @@ pub const AIBOT_CONVERSATION: [Window; 2] = [
 /// App messages per member: 30 a minute and 1000 an hour (/document/path/90236).
 pub const APP_MEMBER: [Window; 2] = AIBOT_CONVERSATION;
 
+/// The window the sender keeps for a quota window of `w`: 5 % longer. The sender records a
+/// message when it leaves, WeCom counts it when it arrives; with unequal transit times two
+/// messages can arrive closer together than they left, so a window kept exactly would let
+/// the server see one message too many now and then (45009).
+pub fn kept_window(w: Duration) -> Duration {
+    w + w / 20
+}
+
 /// The send times of one key within its longest window.
 #[derive(Debug, Default)]
 struct Log(VecDeque<Instant>);
@@ -50,7 +58,11 @@ struct Log(VecDeque<Instant>);
 impl Log {
     /// How long a message sent at `now` must wait to fit every window (zero: now).
     fn wait(&mut self, windows: &[Window], now: Instant) -> Duration {
-        let longest = windows.iter().map(|w| w.window).max().unwrap_or_default();
+        let longest = windows
+            .iter()
+            .map(|w| kept_window(w.window))
+            .max()
+            .unwrap_or_default();
         while self
             .0
             .front()
@@ -61,16 +73,17 @@ impl Log {
         let mut wait = Duration::ZERO;
         for w in windows {
             let max = w.max.max(1);
+            let window = kept_window(w.window);
             // Sends within this window, newest last; the one `max` from the end must leave it.
             let inside = self
                 .0
                 .iter()
                 .rev()
-                .take_while(|t| now.saturating_duration_since(**t) < w.window)
+                .take_while(|t| now.saturating_duration_since(**t) < window)
                 .count();
             if inside >= max {
                 let oldest_that_counts = self.0[self.0.len() - max];
-                wait = wait.max(w.window - now.saturating_duration_since(oldest_that_counts));
+                wait = wait.max(window - now.saturating_duration_since(oldest_that_counts));
             }
         }
         wait
@@ -138,7 +151,7 @@ impl Pacer {
         let longest = self
             .windows
             .iter()
-            .map(|w| w.window)
+            .map(|w| kept_window(w.window))
             .max()
             .unwrap_or_default();
         let now = Instant::now();
@@ -170,10 +183,11 @@ mod tests {
             tokio::time::advance(Duration::from_secs(1)).await;
             assert_eq!(p.acquire("g1").await, Duration::ZERO, "message {i}");
         }
-        // The 31st (at t0+30 s) waits until the first (t0+1 s) is a minute old.
+        // The 31st (at t0+30 s) waits until the first (t0+1 s) is a minute old, plus the 5 %
+        // kept for transit (3 s).
         let waited = p.acquire("g1").await;
-        assert_eq!(waited, Duration::from_secs(31));
-        assert_eq!(Instant::now() - t0, Duration::from_secs(61));
+        assert_eq!(waited, Duration::from_secs(34));
+        assert_eq!(Instant::now() - t0, Duration::from_secs(64));
         // Another conversation is not affected.
         assert_eq!(p.acquire("g2").await, Duration::ZERO);
     }
@@ -188,10 +202,11 @@ mod tests {
         for _ in 0..5 {
             p.acquire("k").await;
         }
-        // 3 in the first second, 2 in the next, then the 100-s window is full.
-        assert_eq!(Instant::now() - t0, Duration::from_secs(1));
+        // 3 in the first second, 2 in the next (each window kept 5 % longer), then the 100-s
+        // window is full.
+        assert_eq!(Instant::now() - t0, Duration::from_millis(1050));
         p.acquire("k").await;
-        assert_eq!(Instant::now() - t0, Duration::from_secs(100));
+        assert_eq!(Instant::now() - t0, Duration::from_secs(105));
     }
 
     #[tokio::test(start_paused = true)]
