@@ -51,20 +51,7 @@ impl Harness {
         if let Some(m) = msgid {
             body["msgid"] = json!(m);
         }
-        let r: Value = self
-            .http
-            .post(format!("{}/sim/aibot/{DEMO_BOT_ID}/messages", self.sim))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        r["req_id"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{r}"))
-            .to_string()
+        self.push(body).await
     }
 
     /// Pushes a message as WeCom sends it (`POST /sim/aibot/{bot_id}/messages` with its own
@@ -564,15 +551,7 @@ async fn the_box_answers_through_the_simulator() {
         },
     )
     .await;
-    let metrics = h
-        .http
-        .get(format!("{admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics(&h.http, &admin).await;
     assert!(
         metrics.contains("wecom_edge_feedback_total{type=\"inaccurate\"} 1"),
         "{metrics}"

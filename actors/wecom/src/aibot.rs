@@ -143,16 +143,15 @@ impl Callback {
     ///
     /// Source: AI-bot 接收消息 (work.weixin.qq.com/api/doc/path/100719), the message types.
     pub fn text(&self) -> Option<String> {
-        let mut obj = self.extra.clone();
-        obj.insert("msgtype".into(), Value::String(self.msgtype.clone()));
-        item_text(&obj)
+        item_text(&self.msgtype, &self.extra)
     }
 
     /// The quoted message of a reply (引用, the optional `quote` field: msgtype text, image,
     /// mixed, voice or file) as text: its text, or `[图片]` / `[文件]` for media.
     pub fn quoted(&self) -> Option<String> {
         let q = self.extra.get("quote")?.as_object()?;
-        item_text(q).or_else(|| match q.get("msgtype")?.as_str()? {
+        let msgtype = q.get("msgtype")?.as_str()?;
+        item_text(msgtype, q).or_else(|| match msgtype {
             "image" => Some("[图片]".into()),
             "file" => Some("[文件]".into()),
             "video" => Some("[视频]".into()),
@@ -210,12 +209,12 @@ impl Callback {
     }
 }
 
-/// The text of one message object (`{"msgtype", "<msgtype>": {…}}`, as a callback or its
-/// `quote` carries it): `text.content`, `voice.content`, or the text items of `mixed` joined
-/// by newlines.
-fn item_text(obj: &Map<String, Value>) -> Option<String> {
+/// The text of a message of type `msgtype` whose fields are `obj` (`"<msgtype>": {…}`, as a
+/// callback or its `quote` carries them): `text.content`, `voice.content`, or the text items
+/// of `mixed` joined by newlines.
+fn item_text(msgtype: &str, obj: &Map<String, Value>) -> Option<String> {
     let content = |k: &str| obj.get(k)?.get("content")?.as_str().map(str::to_string);
-    match obj.get("msgtype")?.as_str()? {
+    match msgtype {
         "text" => content("text"),
         "voice" => content("voice"),
         "mixed" => {
@@ -286,5 +285,22 @@ mod tests {
             quoted_image.question().as_deref(),
             Some("> [图片]\n\n这是什么")
         );
+    }
+
+    /// feedback_event (path/101027): the id the answer carried and its rating.
+    #[test]
+    fn feedback_events_give_their_id_and_rating() {
+        let f = |t: i64| {
+            callback(
+                json!({"msgtype": "event", "event": {"eventtype": "feedback_event",
+                "feedback_event": {"id": "req-1", "type": t, "content": "x",
+                                   "inaccurate_reason_list": [1, 3]}}}),
+            )
+            .feedback()
+        };
+        assert_eq!(f(1), Some(("req-1".into(), "accurate", 2)));
+        assert_eq!(f(2).unwrap().1, "inaccurate");
+        assert_eq!(f(3).unwrap().1, "cancelled");
+        assert_eq!(f(9), None);
     }
 }

@@ -89,6 +89,30 @@ pub trait Format: Send + Sync + 'static {
 /// Token tiles of at most this many tokens ([`Format::dot_tile`]).
 pub const TILE: usize = 4;
 
+/// Runs an AVX2 tile kernel over `xs` in tiles of at most [`TILE`] tokens: `$rows($ty, tile)`
+/// ([`q8_rows`] / [`q8k_rows`]) gives a tile's activation rows and `$tile` is the format's
+/// `unsafe fn tile<const C: usize>(row, [&[A]; C], &mut [f32; C])`, each token's value the
+/// same as with `C = 1`. The caller has checked AVX2, FMA and F16C at run time.
+#[cfg(target_arch = "x86_64")]
+macro_rules! avx2_tiles {
+    ($ty:expr, $rows:ident, $($tile:ident)::+, $row:expr, $xs:expr, $out:expr) => {
+        for (xs, out) in $xs.chunks(TILE).zip($out.chunks_mut(TILE)) {
+            let (x, n) = $rows($ty, xs);
+            // SAFETY: AVX2, FMA and F16C are present (checked at run time by the caller).
+            unsafe {
+                match n {
+                    4 => $($tile)::+::<4>($row, x, out.try_into().unwrap()),
+                    3 => $($tile)::+::<3>($row, [x[0], x[1], x[2]], out.try_into().unwrap()),
+                    2 => $($tile)::+::<2>($row, [x[0], x[1]], out.try_into().unwrap()),
+                    _ => $($tile)::+::<1>($row, [x[0]], out.try_into().unwrap()),
+                }
+            }
+        }
+    };
+}
+#[cfg(target_arch = "x86_64")]
+pub(crate) use avx2_tiles;
+
 /// The Q8_K rows of `xs` (a tile of at most [`TILE`] tokens), for the K-quant tile kernels.
 ///
 /// # Panics

@@ -11,6 +11,8 @@
 //! `Σ = d_x·(d·Σ_j sc_j·Σ_{i∈j} q_i·q8_i − dmin·Σ_j m_j·bsum_j)`: the minimum term reads the
 //! activation's `bsums` (8 multiply-adds per 256 weights); the inner loop stays u8 × i8.
 
+#[cfg(target_arch = "x86_64")]
+use super::avx2_tiles;
 use super::{blocks, h, q8k_rows, Act, ActRow, BlockQ8K, Format, TILE};
 use crate::kernels::cpu::has_avx2;
 use crate::quant::GgmlType;
@@ -113,18 +115,7 @@ impl Format for Q4K {
                 *o = one[0];
                 return;
             }
-            for (xs, out) in xs.chunks(TILE).zip(out.chunks_mut(TILE)) {
-                let (x, n) = q8k_rows(GgmlType::Q4_K, xs);
-                // SAFETY: AVX2, FMA and F16C are present (checked at run time).
-                unsafe {
-                    match n {
-                        4 => avx2::tile::<4>(row, x, out.try_into().unwrap()),
-                        3 => avx2::tile::<3>(row, [x[0], x[1], x[2]], out.try_into().unwrap()),
-                        2 => avx2::tile::<2>(row, [x[0], x[1]], out.try_into().unwrap()),
-                        _ => avx2::tile::<1>(row, [x[0]], out.try_into().unwrap()),
-                    }
-                }
-            }
+            avx2_tiles!(GgmlType::Q4_K, q8k_rows, avx2::tile, row, xs, out);
             return;
         }
         for (o, &x) in out.iter_mut().zip(xs) {

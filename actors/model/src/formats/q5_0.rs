@@ -8,6 +8,8 @@
 //! `bytes_from_bits_32`, and ORs `0xF0` into weights whose fifth bit is clear: that byte read as
 //! signed is `q − 16`).
 
+#[cfg(target_arch = "x86_64")]
+use super::avx2_tiles;
 use super::{blocks, h, q8_rows, Act, ActRow, Format, TILE};
 use crate::kernels::cpu::{has_avx2, BlockQ8};
 use crate::quant::GgmlType;
@@ -90,18 +92,7 @@ impl Format for Q5_0 {
         #[cfg(target_arch = "x86_64")]
         if has_avx2() {
             let row = blocks(row);
-            for (xs, out) in xs.chunks(TILE).zip(out.chunks_mut(TILE)) {
-                let (x, n) = q8_rows(GgmlType::Q5_0, xs);
-                // SAFETY: AVX2, FMA and F16C are present (checked at run time).
-                unsafe {
-                    match n {
-                        4 => avx2::tile::<4>(row, x, out.try_into().unwrap()),
-                        3 => avx2::tile::<3>(row, [x[0], x[1], x[2]], out.try_into().unwrap()),
-                        2 => avx2::tile::<2>(row, [x[0], x[1]], out.try_into().unwrap()),
-                        _ => avx2::tile::<1>(row, [x[0]], out.try_into().unwrap()),
-                    }
-                }
-            }
+            avx2_tiles!(GgmlType::Q5_0, q8_rows, avx2::tile, row, xs, out);
             return;
         }
         for (o, &x) in out.iter_mut().zip(xs) {

@@ -12,6 +12,8 @@
 //! (0..63) goes into the integer products and the `−32` offset is applied once per super-block
 //! as `32·Σ_s sc_s·bsum_s`.
 
+#[cfg(target_arch = "x86_64")]
+use super::avx2_tiles;
 use super::{blocks, h, q8k_rows, Act, ActRow, BlockQ8K, Format, TILE};
 use crate::kernels::cpu::has_avx2;
 use crate::quant::GgmlType;
@@ -108,18 +110,7 @@ impl Format for Q6K {
                 *o = one[0];
                 return;
             }
-            for (xs, out) in xs.chunks(TILE).zip(out.chunks_mut(TILE)) {
-                let (x, n) = q8k_rows(GgmlType::Q6_K, xs);
-                // SAFETY: AVX2, FMA and F16C are present (checked at run time).
-                unsafe {
-                    match n {
-                        4 => avx2::tile::<4>(row, x, out.try_into().unwrap()),
-                        3 => avx2::tile::<3>(row, [x[0], x[1], x[2]], out.try_into().unwrap()),
-                        2 => avx2::tile::<2>(row, [x[0], x[1]], out.try_into().unwrap()),
-                        _ => avx2::tile::<1>(row, [x[0]], out.try_into().unwrap()),
-                    }
-                }
-            }
+            avx2_tiles!(GgmlType::Q6_K, q8k_rows, avx2::tile, row, xs, out);
             return;
         }
         for (o, &x) in out.iter_mut().zip(xs) {
