@@ -174,6 +174,7 @@ async fn run(users: usize, questions: usize, max_tokens: usize, load: bool) -> R
         threads: 0,
         max_tokens,
         temperature: 0.0,
+        base: None,
     };
     let mut cfg = demo::config(&opts, &sim);
     if load {

@@ -14,6 +14,10 @@ scripts/fetch-model.sh gemma3-270m
 # llama.cpp's tokenizer test vocabularies (tests/tokenizer_vocab.rs).
 scripts/fetch-vocab.sh
 
+# No incremental caches in a one-shot run: they only cost disk (a CI machine once had little).
+export CARGO_INCREMENTAL=0
+df -h . | tail -n 1 | awk '{print "test.sh: disk free before the build: " $4}'
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"

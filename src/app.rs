@@ -27,15 +27,16 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::json;
 use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinHandle;
+use wecom_edge_actors::audit::knowledge::Knowledge;
 use wecom_edge_actors::audit::{AuditActor, AuditArgs, AuditMsg, AUDIT_ACTOR};
 use wecom_edge_actors::limiter::{LimiterActor, LIMITER_ACTOR};
 use wecom_edge_actors::model::{
-    self, GenerateParams, ModelActor, ModelArgs, Progress, QuantBackend, SamplingParams,
-    SchedulerConfig, MODEL_ACTOR,
+    self, ModelActor, ModelArgs, Progress, QuantBackend, SchedulerConfig, MODEL_ACTOR,
 };
 use wecom_edge_actors::session::{
-    InboundMsg, Origin, Outbound, OutboxActor, OutboxArgs, ReplyTo, RouterActor, RouterArgs,
-    RouterMsg, Scope, SessionContext, SessionSettings, OUTBOX_ACTOR, ROUTER_ACTOR, SESSION_SUP,
+    FilterHandle, InboundMsg, KnowledgeBase, Origin, Outbound, OutboxActor, OutboxArgs, ReplyTo,
+    RouterActor, RouterArgs, RouterMsg, Scope, SessionContext, SessionSettings, OUTBOX_ACTOR,
+    ROUTER_ACTOR, SESSION_SUP,
 };
 use wecom_edge_actors::supervisor::{
     ChildSpec, Strategy, Supervisor, SupervisorEvent, SupervisorMsg, SupervisorSpec,
@@ -48,6 +49,7 @@ use wecom_edge_actors::wecom::callback::{
 use wecom_edge_actors::wecom::longconn::{self, BotEvent, LongConnConfig, LongConnHandle};
 use wecom_edge_actors::wecom::MsgCrypt;
 
+use crate::alerts::Alerter;
 use crate::config::{AiBotMode, Config, SessionScope};
 
 /// The box, running.
@@ -64,7 +66,11 @@ pub struct Running {
     root_done: JoinHandle<()>,
     conns: Vec<LongConnHandle>,
     tasks: Vec<JoinHandle<()>>,
+    alerter: Option<Alerter>,
 }
+
+/// How long the last alerts may take to go out when the box stops.
+const ALERT_FLUSH: Duration = Duration::from_secs(5);
 
 impl Running {
     /// Waits until the tree ends on its own (root escalation); `Err` says why.
@@ -86,6 +92,9 @@ impl Running {
         }
         for t in self.tasks {
             t.abort();
+        }
+        if let Some(a) = self.alerter {
+            a.flush(ALERT_FLUSH).await;
         }
     }
 }
@@ -139,12 +148,31 @@ where
     ))
 }
 
-/// Starts the box described by `cfg`.
+/// Starts the box described by `cfg`; its alerts go to the `alerts = true` robots from the
+/// first step, and a start that fails is itself an alert, sent before this returns.
 ///
 /// # Errors
 /// A listener that cannot bind, the data directory, the model file, a child that fails to
 /// start.
 pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
+    let api = Api::new(&cfg.api_base).map_err(|e| anyhow::anyhow!("api_base: {e}"))?;
+    let alerter = Alerter::spawn(cfg, &api);
+    match start_tree(cfg, api).await {
+        Ok(mut r) => {
+            r.alerter = alerter;
+            Ok(r)
+        }
+        Err(e) => {
+            tracing::error!(alert = true, error = %format!("{e:#}"), "the box failed to start");
+            if let Some(a) = alerter {
+                a.flush(ALERT_FLUSH).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn start_tree(cfg: &Config, api: Api) -> anyhow::Result<Running> {
     let health = Health::new();
     let metrics = Metrics::new();
     let mut tasks = Vec::new();
@@ -167,6 +195,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         health.clone(),
         notifier,
         interval,
+        cfg.alerts.after,
     )));
 
     if cfg.threads > 0 {
@@ -174,7 +203,6 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     }
 
     // WeCom connections (outside the tree: they heal themselves).
-    let api = Api::new(&cfg.api_base).map_err(|e| anyhow::anyhow!("api_base: {e}"))?;
     let mut outbound = Outbound {
         api: Some(api.clone()),
         ..Default::default()
@@ -235,7 +263,8 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         let mut server = CallbackServer::durable(record).rejections(rej_tx);
         for (bot, agent, c) in crypts {
             if let Some(b) = bot {
-                server = server.aibot(&b, c);
+                let welcome = cfg.personas.get("aibot", &b).welcome.clone();
+                server = server.aibot(&b, c).welcome(&b, &welcome);
             } else if let Some(a) = agent {
                 server = server.app(a, c);
             }
@@ -284,6 +313,9 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
                         reason,
                     } => {
                         metrics.actor_restarts.inc();
+                        // Repeats of one child's crash fold into one alert with a count: a
+                        // child that keeps crashing says so.
+                        tracing::warn!(alert = true, %supervisor, %child, %reason, "an actor crashed and was restarted");
                         wecom_edge_actors::audit::record(
                             "actor_restarted",
                             &supervisor,
@@ -292,6 +324,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
                         );
                     }
                     SupervisorEvent::Escalated { supervisor, child } => {
+                        tracing::error!(alert = true, %supervisor, %child, "restart intensity exceeded: the supervisor stopped its children and escalated");
                         wecom_edge_actors::audit::record(
                             "supervisor_escalated",
                             &supervisor,
@@ -304,14 +337,22 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         }));
     }
 
+    // The content filter and the knowledge base; SIGHUP (`systemctl reload`) reads the
+    // filter's term files again and mirrors `[knowledge] dir` again.
+    let filter = FilterHandle::load(cfg.filter.clone()).context("content filter")?;
+    let knowledge = match Knowledge::open(&cfg.data_dir) {
+        Ok(k) => Some(KnowledgeBase::new(k, cfg.knowledge.clone())),
+        Err(e) => {
+            // The box still answers, without the documents.
+            tracing::error!(alert = true, error = %e, "the knowledge base cannot be opened; answering without it");
+            None
+        }
+    };
+    tasks.push(tokio::spawn(reload_on_hangup(
+        filter.clone(),
+        knowledge.clone(),
+    )));
     let settings = SessionSettings {
-        generate: GenerateParams {
-            max_tokens: cfg.max_tokens,
-            sampling: SamplingParams {
-                temperature: cfg.temperature,
-                ..Default::default()
-            },
-        },
         idle_timeout: cfg.idle_timeout,
         max_prompt_tokens: cfg.max_prompt_tokens,
         max_message_tokens: cfg.max_message_tokens,
@@ -329,6 +370,9 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         settings,
         outbound: outbound.clone(),
         metrics: metrics.clone(),
+        personas: cfg.personas.clone(),
+        filter: filter.clone(),
+        knowledge,
         accepting,
     };
 
@@ -438,6 +482,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         }));
     for (bot_id, handle, events) in pumps {
         let args = BotPumpArgs {
+            welcome: cfg.personas.get("aibot", &bot_id).welcome.clone(),
             bot_id: bot_id.clone(),
             handle,
             events,
@@ -536,10 +581,113 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         root_done,
         conns,
         tasks,
+        alerter: None,
     })
 }
 
 /// One real write through the audit actor ([`AuditMsg::Probe`]).
+/// Mirrors `[knowledge] dir` once the audit actor runs, then at each SIGHUP reloads the
+/// content filter (a failed reload keeps the rules in force) and mirrors the folder again.
+/// Every outcome is audited (`filter_reloaded` with the sizes, `filter_reload_failed` with
+/// the reason; [`sync_knowledge`]'s rows).
+async fn reload_on_hangup(filter: FilterHandle, knowledge: Option<KnowledgeBase>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Caught before anything else: an uncaught SIGHUP would end the process.
+    let hup = signal(SignalKind::hangup());
+    if let Some(kb) = &knowledge {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while ractor::registry::where_is(AUDIT_ACTOR.into()).is_none()
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        sync_knowledge(kb).await;
+    }
+    let Ok(mut hup) = hup else {
+        tracing::warn!("SIGHUP cannot be caught; the content filter reloads only at restart");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        if let Some(kb) = &knowledge {
+            sync_knowledge(kb).await;
+        }
+        match filter.reload() {
+            Ok((terms, regexes)) => {
+                tracing::info!(terms, regexes, "content filter reloaded");
+                wecom_edge_actors::audit::record(
+                    "filter_reloaded",
+                    "filter",
+                    "",
+                    json!({"terms": terms, "regexes": regexes}),
+                );
+            }
+            Err(e) => {
+                tracing::error!(alert = true, error = %e, "content filter reload failed; the rules in force stay");
+                wecom_edge_actors::audit::record(
+                    "filter_reload_failed",
+                    "filter",
+                    "",
+                    json!({"error": e.to_string()}),
+                );
+            }
+        }
+    }
+}
+
+/// Mirrors `[knowledge] dir` into the knowledge base (nothing when no folder is configured):
+/// `knowledge_synced` with what was added, updated and removed, `knowledge_import_failed`
+/// for each file that could not be read (an alert), `knowledge_sync_failed` when the folder
+/// or the store failed.
+async fn sync_knowledge(kb: &KnowledgeBase) {
+    let kb = kb.clone();
+    let Ok(outcome) = tokio::task::spawn_blocking(move || kb.sync()).await else {
+        return;
+    };
+    let audit = wecom_edge_actors::audit::record;
+    match outcome {
+        None => {}
+        Some(Ok(r)) => {
+            for (doc, error) in &r.failed {
+                tracing::error!(
+                    alert = true,
+                    doc,
+                    error,
+                    "a knowledge document could not be imported"
+                );
+                audit(
+                    "knowledge_import_failed",
+                    "knowledge",
+                    doc,
+                    json!({"error": error}),
+                );
+            }
+            tracing::info!(
+                added = r.added.len(),
+                updated = r.updated.len(),
+                removed = r.removed.len(),
+                failed = r.failed.len(),
+                "knowledge folder mirrored"
+            );
+            audit(
+                "knowledge_synced",
+                "knowledge",
+                "",
+                json!({"added": r.added, "updated": r.updated, "removed": r.removed,
+                       "unchanged": r.unchanged, "failed": r.failed.len()}),
+            );
+        }
+        Some(Err(e)) => {
+            tracing::error!(alert = true, error = %e, "the knowledge folder could not be mirrored");
+            audit(
+                "knowledge_sync_failed",
+                "knowledge",
+                "",
+                json!({"error": e.to_string()}),
+            );
+        }
+    }
+}
+
 async fn write_probe() -> Result<(), String> {
     match ractor::registry::where_is(AUDIT_ACTOR.into()) {
         Some(c) => write_probe_on(&c.into()).await,
@@ -586,6 +734,8 @@ struct BotPump;
 #[derive(Clone)]
 struct BotPumpArgs {
     bot_id: String,
+    /// The persona's answer to `enter_chat`.
+    welcome: String,
     handle: LongConnHandle,
     events: Arc<Mutex<mpsc::Receiver<BotEvent>>>,
     health: Health,
@@ -669,10 +819,7 @@ impl Actor for BotPump {
                     }
                     BotEvent::Event { req_id, msg } => match msg.event_type() {
                         Some("enter_chat") => {
-                            let _ = a
-                                .handle
-                                .respond_welcome(&req_id, wecom_edge_actors::session::help_text())
-                                .await;
+                            let _ = a.handle.respond_welcome(&req_id, &a.welcome).await;
                         }
                         // A rating of an answer: its feedback id is the answered callback's
                         // req_id (set on the stream's first frame).

@@ -9,7 +9,12 @@ use std::time::Duration;
 use serde::Deserialize;
 pub use wecom_edge_actors::limiter::Limits;
 use wecom_edge_actors::model::llama::CacheType;
-use wecom_edge_actors::session::ReasoningMode;
+use wecom_edge_actors::model::{GenerateParams, SamplingParams};
+use wecom_edge_actors::session::{
+    Action, ContentFilter, FilterSpec, KnowledgeSettings, Language, Persona, Personas,
+    ReasoningMode, RegexRule,
+};
+use wecom_edge_actors::watchdog::alert::AlertPolicy;
 use wecom_edge_actors::wecom::crypto;
 
 /// The default path on the box.
@@ -44,6 +49,67 @@ struct RawConfig {
     app: Vec<RawApp>,
     #[serde(default)]
     webhook: Vec<RawWebhook>,
+    #[serde(default)]
+    persona: RawPersona,
+    #[serde(default)]
+    filter: RawFilter,
+    #[serde(default)]
+    knowledge: RawKnowledge,
+    #[serde(default)]
+    alerts: RawAlerts,
+}
+
+/// `[alerts]`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAlerts {
+    after: Option<String>,
+    window: Option<String>,
+    max_per_hour: Option<usize>,
+}
+
+/// `[knowledge]`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawKnowledge {
+    dir: Option<PathBuf>,
+    top_k: Option<usize>,
+    max_tokens: Option<usize>,
+}
+
+/// `[persona]`, or a bot's or app's own `persona` table (its fields override the default's).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPersona {
+    system_prompt: Option<String>,
+    system_prompt_file: Option<PathBuf>,
+    description: Option<String>,
+    welcome: Option<String>,
+    language: Option<String>,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    max_tokens: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFilter {
+    #[serde(default)]
+    block: Vec<PathBuf>,
+    #[serde(default)]
+    mask: Vec<PathBuf>,
+    #[serde(default)]
+    flag: Vec<PathBuf>,
+    #[serde(default)]
+    regex: Vec<RawRegex>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegex {
+    id: String,
+    pattern: String,
+    action: String,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -86,6 +152,7 @@ struct RawAiBot {
     secret: Option<String>,
     token: Option<String>,
     encoding_aes_key: Option<String>,
+    persona: Option<RawPersona>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,6 +163,7 @@ struct RawApp {
     secret: String,
     token: String,
     encoding_aes_key: String,
+    persona: Option<RawPersona>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -181,6 +249,26 @@ pub struct Webhook {
     pub alerts: bool,
 }
 
+/// `[alerts]`: what reaches the group robots with `alerts = true`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Alerts {
+    /// How long the box must be ready and not healthy before that is an alert (`after`,
+    /// default 30 s): a reconnect that heals sooner stays in the journal.
+    pub after: Duration,
+    /// Deduplication window and hourly limit (`window`, default 10 min; `max_per_hour`,
+    /// default 20).
+    pub policy: AlertPolicy,
+}
+
+impl Default for Alerts {
+    fn default() -> Self {
+        Alerts {
+            after: Duration::from_secs(30),
+            policy: AlertPolicy::default(),
+        }
+    }
+}
+
 /// Whose context a message joins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionScope {
@@ -237,6 +325,17 @@ pub struct Config {
     pub apps: Vec<App>,
     /// Group robots.
     pub webhooks: Vec<Webhook>,
+    /// Who answers: the default persona and each bot's or app's own.
+    pub personas: Personas,
+    /// The content filter's rules (term files resolved against the config's directory).
+    pub filter: FilterSpec,
+    /// Distinct terms and regexes of `filter`, as loaded by the check.
+    pub filter_sizes: (usize, usize),
+    /// The company knowledge base's use (`[knowledge]`; the base itself is
+    /// `data_dir/knowledge.sqlite3`, its folder resolved against the config's directory).
+    pub knowledge: KnowledgeSettings,
+    /// When and how often alerts go to the `alerts = true` group robots (`[alerts]`).
+    pub alerts: Alerts,
     /// Non-fatal findings (e.g. a group-readable file).
     pub warnings: Vec<String>,
 }
@@ -298,6 +397,39 @@ impl Config {
                 self.limits.max_wait_seconds
             ),
         ];
+        let d = self.personas.default_persona();
+        out.push(format!(
+            "persona          language {}, system prompt {} chars, max_tokens {}, temperature {}, top_p {}",
+            d.language.name(),
+            d.system_prompt.chars().count(),
+            d.generate.max_tokens,
+            d.generate.sampling.temperature,
+            d.generate.sampling.top_p
+        ));
+        let (terms, regexes) = self.filter_sizes;
+        out.push(if self.filter.is_empty() {
+            "filter           (none)".to_string()
+        } else {
+            format!(
+                "filter           {terms} terms from {} file(s) (block {}, mask {}, flag {}), {regexes} regex(es)",
+                self.filter.block.len() + self.filter.mask.len() + self.filter.flag.len(),
+                self.filter.block.len(),
+                self.filter.mask.len(),
+                self.filter.flag.len()
+            )
+        });
+        let k = &self.knowledge;
+        out.push(format!(
+            "knowledge        {} (folder {}), top_k {}, max_tokens {}",
+            self.data_dir
+                .join(wecom_edge_actors::audit::knowledge::KB_FILE)
+                .display(),
+            k.dir
+                .as_ref()
+                .map_or("(none)".to_string(), |d| d.display().to_string()),
+            k.top_k,
+            k.max_tokens
+        ));
         for b in &self.aibots {
             let mode = match &b.mode {
                 AiBotMode::LongConnection { secret } => {
@@ -312,7 +444,12 @@ impl Config {
                     encoding_aes_key.expose().len()
                 ),
             };
-            out.push(format!("aibot            {} — {mode}", b.bot_id));
+            let own = if *self.personas.get("aibot", &b.bot_id) != *d {
+                ", own persona"
+            } else {
+                ""
+            };
+            out.push(format!("aibot            {} — {mode}{own}", b.bot_id));
         }
         for a in &self.apps {
             out.push(format!(
@@ -324,6 +461,14 @@ impl Config {
                 a.encoding_aes_key.expose().len()
             ));
         }
+        let a = &self.alerts;
+        out.push(format!(
+            "alerts           to {} group robot(s), after {} unhealthy, repeats folded for {}, at most {}/hour",
+            self.webhooks.iter().filter(|w| w.alerts).count(),
+            humantime::format_duration(a.after),
+            humantime::format_duration(a.policy.window),
+            a.policy.max_per_hour
+        ));
         for w in &self.webhooks {
             out.push(format!(
                 "group robot      {}{} (key {} bytes)",
@@ -446,6 +591,33 @@ impl Config {
         warnings: Vec<String>,
         config_dir: Option<&Path>,
     ) -> Result<Config, Vec<String>> {
+        Self::parse_with(text, credentials, warnings, config_dir, Purpose::Serve)
+    }
+
+    /// Reads `path` for `wecom-edge demo --config`: its persona, filter, knowledge, model, sessions and
+    /// limits sections count; it may have no bot or app (the demo's `demo-bot` answers), and
+    /// with `[model] path` unset [`Config::model_path`] is empty (the demo's own model).
+    ///
+    /// # Errors
+    /// Every problem found, each prefixed with the path.
+    pub fn load_for_demo(path: &Path) -> Result<Config, Vec<String>> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| vec![format!("{}: {e}", path.display())])?;
+        Self::parse_with(&text, None, Vec::new(), path.parent(), Purpose::Demo).map_err(|p| {
+            p.into_iter()
+                .map(|m| format!("{}: {m}", path.display()))
+                .collect()
+        })
+    }
+
+    fn parse_with(
+        text: &str,
+        credentials: Option<&Path>,
+        warnings: Vec<String>,
+        config_dir: Option<&Path>,
+        purpose: Purpose,
+    ) -> Result<Config, Vec<String>> {
+        let demo = purpose == Purpose::Demo;
         let raw: RawConfig = toml::from_str(text).map_err(|e| vec![syntax_error(text, &e)])?;
         let mut p = Vec::new();
         let state_dir = std::env::var_os("STATE_DIRECTORY").map(PathBuf::from);
@@ -463,8 +635,9 @@ impl Config {
             .model
             .path
             .or(imported)
-            .unwrap_or_else(|| PathBuf::from(BUILTIN_MODEL));
-        if !model_path.exists() {
+            .unwrap_or_else(|| PathBuf::from(if demo { "" } else { BUILTIN_MODEL }));
+        let demo_default = demo && model_path.as_os_str().is_empty();
+        if !demo_default && !model_path.exists() {
             p.push(format!(
                 "model.path: {} does not exist",
                 model_path.display()
@@ -630,7 +803,43 @@ impl Config {
                 alerts: w.alerts,
             })
             .collect();
-        if aibots.is_empty() && apps.is_empty() && p.is_empty() {
+        let base = Persona {
+            generate: GenerateParams {
+                max_tokens,
+                sampling: SamplingParams {
+                    temperature,
+                    ..Default::default()
+                },
+            },
+            ..Persona::default()
+        };
+        let default_persona = persona("persona", &raw.persona, &base, config_dir, &mut p);
+        let mut personas = Personas::new(default_persona.clone());
+        for b in &raw.aibot {
+            if let Some(own) = &b.persona {
+                let at = format!("aibot ({}).persona", b.bot_id);
+                let own = persona(&at, own, &default_persona, config_dir, &mut p);
+                personas = personas.with("aibot", &b.bot_id, own);
+            }
+        }
+        for a in &raw.app {
+            if let Some(own) = &a.persona {
+                let at = format!("app ({}).persona", a.agentid);
+                let own = persona(&at, own, &default_persona, config_dir, &mut p);
+                personas = personas.with("app", &a.agentid.to_string(), own);
+            }
+        }
+        let filter = filter_spec(&raw.filter, config_dir, &mut p);
+        let knowledge = knowledge_settings(&raw.knowledge, config_dir, &mut p);
+        let alerts = alert_settings(&raw.alerts, &mut p);
+        let filter_sizes = match ContentFilter::load(&filter) {
+            Ok(f) => f.sizes(),
+            Err(e) => {
+                p.push(e.to_string());
+                (0, 0)
+            }
+        };
+        if aibots.is_empty() && apps.is_empty() && p.is_empty() && !demo {
             p.push("no [[aibot]] or [[app]]: the box would have nobody to answer".into());
         }
         if needs_callback && raw.box_.callback_listen.is_none() {
@@ -670,9 +879,174 @@ impl Config {
             aibots,
             apps,
             webhooks,
+            personas,
+            filter,
+            filter_sizes,
+            knowledge,
+            alerts,
             warnings,
         })
     }
+}
+
+/// `path` as written, or relative to the config's directory.
+fn relative_to(config_dir: Option<&Path>, path: &Path) -> PathBuf {
+    match config_dir {
+        Some(d) if path.is_relative() => d.join(path),
+        _ => path.to_path_buf(),
+    }
+}
+
+/// A persona: `base` with the fields `raw` sets.
+fn persona(
+    at: &str,
+    raw: &RawPersona,
+    base: &Persona,
+    config_dir: Option<&Path>,
+    p: &mut Vec<String>,
+) -> Persona {
+    let mut out = base.clone();
+    match (&raw.system_prompt, &raw.system_prompt_file) {
+        (Some(_), Some(_)) => p.push(format!(
+            "{at}: system_prompt and system_prompt_file are both set; keep one"
+        )),
+        (Some(s), None) => out.system_prompt.clone_from(s),
+        (None, Some(f)) => {
+            let f = relative_to(config_dir, f);
+            match std::fs::read_to_string(&f) {
+                Ok(s) => out.system_prompt = s.trim_end().to_string(),
+                Err(e) => p.push(format!("{at}.system_prompt_file: {}: {e}", f.display())),
+            }
+        }
+        (None, None) => {}
+    }
+    if let Some(d) = &raw.description {
+        out.description.clone_from(d);
+    }
+    if let Some(w) = &raw.welcome {
+        if w.trim().is_empty() {
+            p.push(format!("{at}.welcome is empty"));
+        }
+        out.welcome.clone_from(w);
+    }
+    if let Some(l) = &raw.language {
+        match Language::parse(l) {
+            Some(l) => out.language = l,
+            None => p.push(format!("{at}.language: {l:?} is not auto, zh or en")),
+        }
+    }
+    if let Some(t) = raw.temperature {
+        if !(0.0..=2.0).contains(&t) {
+            p.push(format!("{at}.temperature: {t} is outside 0..=2"));
+        }
+        out.generate.sampling.temperature = t;
+    }
+    if let Some(t) = raw.top_p {
+        if !(t > 0.0 && t <= 1.0) {
+            p.push(format!("{at}.top_p: {t} is outside (0, 1]"));
+        }
+        out.generate.sampling.top_p = t;
+    }
+    if let Some(n) = raw.max_tokens {
+        if n == 0 {
+            p.push(format!("{at}.max_tokens must be at least 1"));
+        }
+        out.generate.max_tokens = n;
+    }
+    out
+}
+
+/// `[filter]`: term files resolved against the config's directory, regex actions parsed.
+fn filter_spec(raw: &RawFilter, config_dir: Option<&Path>, p: &mut Vec<String>) -> FilterSpec {
+    let files = |v: &[PathBuf]| v.iter().map(|f| relative_to(config_dir, f)).collect();
+    let mut regex = Vec::new();
+    for (i, r) in raw.regex.iter().enumerate() {
+        let Some(action) = Action::parse(&r.action) else {
+            p.push(format!(
+                "filter.regex[{i}] ({}).action: {:?} is not block, mask or flag",
+                r.id, r.action
+            ));
+            continue;
+        };
+        if raw.regex[..i].iter().any(|o| o.id == r.id) {
+            p.push(format!("filter.regex[{i}]: id {:?} appears twice", r.id));
+        }
+        regex.push(RegexRule {
+            id: r.id.clone(),
+            pattern: r.pattern.clone(),
+            action,
+        });
+    }
+    FilterSpec {
+        block: files(&raw.block),
+        mask: files(&raw.mask),
+        flag: files(&raw.flag),
+        regex,
+    }
+}
+
+/// `[knowledge]`: `top_k` 1–20 (default 3), `max_tokens` 32–8192 (default 512), `dir` an
+/// existing folder (relative to the config's directory).
+fn knowledge_settings(
+    raw: &RawKnowledge,
+    config_dir: Option<&Path>,
+    p: &mut Vec<String>,
+) -> KnowledgeSettings {
+    let mut k = KnowledgeSettings::default();
+    if let Some(n) = raw.top_k {
+        if (1..=20).contains(&n) {
+            k.top_k = n;
+        } else {
+            p.push(format!("knowledge.top_k: {n} is not between 1 and 20"));
+        }
+    }
+    if let Some(n) = raw.max_tokens {
+        if (32..=8192).contains(&n) {
+            k.max_tokens = n;
+        } else {
+            p.push(format!(
+                "knowledge.max_tokens: {n} is not between 32 and 8192"
+            ));
+        }
+    }
+    if let Some(d) = &raw.dir {
+        let d = relative_to(config_dir, d);
+        if !d.is_dir() {
+            p.push(format!("knowledge.dir: {} is not a folder", d.display()));
+        }
+        k.dir = Some(d);
+    }
+    k
+}
+
+fn alert_settings(raw: &RawAlerts, p: &mut Vec<String>) -> Alerts {
+    let mut a = Alerts::default();
+    if let Some(v) = &raw.after {
+        a.after = parse_duration("alerts.after", v, p);
+    }
+    if let Some(v) = &raw.window {
+        a.policy.window = parse_duration("alerts.window", v, p);
+        if a.policy.window < Duration::from_secs(1) {
+            p.push(format!("alerts.window: {v:?} is shorter than 1 s"));
+        }
+    }
+    if let Some(n) = raw.max_per_hour {
+        if (1..=600).contains(&n) {
+            a.policy.max_per_hour = n;
+        } else {
+            p.push(format!("alerts.max_per_hour: {n} is not between 1 and 600"));
+        }
+    }
+    a
+}
+
+/// What a configuration is read for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// `serve` and `config check`: complete.
+    Serve,
+    /// `demo --config`: the sections the demo takes.
+    Demo,
 }
 
 /// Whether a config line writes a secret literally (not as an env:/credential: reference).
@@ -780,6 +1154,7 @@ mod tests {
         assert_eq!(c.idle_timeout, Duration::from_secs(600));
         assert_eq!(c.reasoning, ReasoningMode::Hidden);
         assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.alerts, Alerts::default());
         assert!(
             !format!("{c:?}").contains("s3cret"),
             "secrets stay out of Debug"
@@ -790,6 +1165,7 @@ mod tests {
     fn every_problem_is_reported_once() {
         let text = format!(
             "{}[sessions]\nscope = \"team\"\nidle_timeout = \"soon\"\nreasoning = \"shown\"\n[limits]\nmax_queued = 0\n\
+             [alerts]\nafter = \"later\"\nmax_per_hour = 0\n\
              [[aibot]]\nbot_id = \"b\"\nsecret = \"env:WECOM_EDGE_TEST_UNSET_VAR\"\n\
              [[aibot]]\nbot_id = \"b\"\nsecret = \"x\"\n\
              [[aibot]]\nbot_id = \"w\"\nmode = \"webhook\"\ntoken = \"t\"\nencoding_aes_key = \"short\"\n\
@@ -802,6 +1178,8 @@ mod tests {
             "sessions.idle_timeout",
             "sessions.reasoning",
             "limits.max_queued",
+            "alerts.after",
+            "alerts.max_per_hour",
             "WECOM_EDGE_TEST_UNSET_VAR is not set",
             "bot_id appears twice",
             "aibot[2] (w).encoding_aes_key",
@@ -903,6 +1281,74 @@ mod tests {
         let c = Config::parse_in(&format!("{}{bot}", model()), None, vec![], Some(&dir)).unwrap();
         assert_eq!(c.model_path, Path::new(real));
         assert!(!c.model_imported);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn personas_and_filter_from_files_beside_the_config() {
+        let dir = std::env::temp_dir().join(format!("wecom-edge-persona-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("filter")).unwrap();
+        std::fs::write(dir.join("persona.txt"), "你是财务部的助手。\n").unwrap();
+        std::fs::write(dir.join("filter/block.txt"), "机密\n内部代号\n").unwrap();
+        std::fs::write(dir.join("filter/mask.txt"), "工资\n").unwrap();
+        let text = format!(
+            "{}[persona]\nsystem_prompt_file = \"persona.txt\"\nlanguage = \"zh\"\nwelcome = \"欢迎\"\ntemperature = 0.2\n\
+             [filter]\nblock = [\"filter/block.txt\"]\nmask = [\"filter/mask.txt\"]\n\
+             regex = [{{ id = \"phone\", pattern = '1[3-9]\\d{{9}}', action = \"mask\" }}]\n\
+             [[aibot]]\nbot_id = \"hr\"\nsecret = \"s\"\n[aibot.persona]\ndescription = \"HR 助手\"\nmax_tokens = 64\n\
+             [[aibot]]\nbot_id = \"plain\"\nsecret = \"s\"\n",
+            model()
+        );
+        let c = Config::parse_in(&text, None, vec![], Some(&dir)).unwrap();
+        let d = c.personas.default_persona();
+        assert_eq!(d.system_prompt, "你是财务部的助手。");
+        assert_eq!(d.language, Language::Chinese);
+        assert_eq!(d.welcome, "欢迎");
+        assert_eq!(d.generate.sampling.temperature, 0.2);
+        assert_eq!(d.generate.max_tokens, 512);
+        // The bot's own table overrides the default field by field.
+        let hr = c.personas.get("aibot", "hr");
+        assert_eq!(hr.description, "HR 助手");
+        assert_eq!(hr.generate.max_tokens, 64);
+        assert_eq!(hr.system_prompt, d.system_prompt);
+        assert_eq!(*c.personas.get("aibot", "plain"), *d);
+        assert_eq!(c.filter.block, vec![dir.join("filter/block.txt")]);
+        assert_eq!(c.filter_sizes, (3, 1));
+        let sum = c.summary();
+        assert!(
+            sum.contains("3 terms from 2 file(s) (block 1, mask 1, flag 0), 1 regex(es)"),
+            "{sum}"
+        );
+        assert!(
+            sum.contains("hr — long connection (secret: 1 bytes), own persona"),
+            "{sum}"
+        );
+        assert!(sum.contains("persona          language zh"), "{sum}");
+
+        // One message per problem.
+        let text = format!(
+            "{}[persona]\nsystem_prompt = \"a\"\nsystem_prompt_file = \"b\"\nlanguage = \"fr\"\ntop_p = 0\n\
+             [filter]\nflag = [\"filter/missing.txt\"]\nregex = [{{ id = \"r\", pattern = \"x\", action = \"drop\" }}]\n\
+             [[aibot]]\nbot_id = \"b\"\nsecret = \"s\"\n[aibot.persona]\nwelcome = \"\"\n",
+            model()
+        );
+        let p = Config::parse_in(&text, None, vec![], Some(&dir)).unwrap_err();
+        let want = [
+            "persona: system_prompt and system_prompt_file are both set",
+            "persona.language: \"fr\"",
+            "persona.top_p",
+            "filter.regex[0] (r).action",
+            "missing.txt",
+            "aibot (b).persona.welcome is empty",
+        ];
+        for w in want {
+            assert_eq!(
+                p.iter().filter(|m| m.contains(w)).count(),
+                1,
+                "{w} in {p:#?}"
+            );
+        }
+        assert_eq!(p.len(), want.len(), "{p:#?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -12,15 +12,20 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use wecom_edge_actors::model::{GenerateParams, SamplingParams};
+use wecom_edge_actors::session::{FilterSpec, Persona, Personas};
 use wecom_edge_actors::wecom::sim::{self, AiBotSpec, SimConfig, SimHandle};
 
 use crate::app::{self, Running};
-use crate::config::{AiBot, AiBotMode, Config, Limits, Secret, SessionScope};
+use crate::config::{AiBot, AiBotMode, Config, Limits, Secret, SessionScope, Webhook};
 
 /// The demo bot's id.
 pub const DEMO_BOT_ID: &str = "demo-bot";
 /// The demo bot's long-connection secret (the simulator's, not a real one).
 pub const DEMO_BOT_SECRET: &str = "demo-secret";
+/// The webhook key of the demo's group robot `demo-alerts` (`alerts = true`): the box's alerts
+/// land in the simulator's outbox (`GET /sim/outbox`).
+pub const DEMO_ALERTS_KEY: &str = "demo-alerts-key";
 /// The group the interactive user writes in.
 pub const DEMO_GROUP: &str = "demo-group";
 
@@ -43,6 +48,10 @@ pub struct DemoOptions {
     pub max_tokens: usize,
     /// Sampling temperature.
     pub temperature: f32,
+    /// `demo --config FILE`: the persona, filter, knowledge, model, sessions and limits sections of
+    /// FILE ([`Config::load_for_demo`], its model path already settled); `max_tokens` and
+    /// `temperature` above are then unused (FILE's own apply).
+    pub base: Option<Config>,
 }
 
 /// The simulator and the box, running.
@@ -53,8 +62,40 @@ pub struct Demo {
     pub running: Running,
 }
 
-/// The configuration the demo runs the box with.
+/// The configuration the demo runs the box with: `o.base`'s sections (if any) with the
+/// simulator's `demo-bot` as the only bot.
 pub fn config(o: &DemoOptions, sim: &SimHandle) -> Config {
+    let bots = vec![AiBot {
+        bot_id: DEMO_BOT_ID.into(),
+        mode: AiBotMode::LongConnection {
+            secret: Secret::new(DEMO_BOT_SECRET),
+        },
+    }];
+    if let Some(base) = &o.base {
+        let mut c = base.clone();
+        c.data_dir.clone_from(&o.data_dir);
+        c.admin_listen = o.admin_listen;
+        c.callback_listen = None;
+        c.api_base = sim.base_url();
+        c.ws_url = sim.ws_url();
+        if c.model_path.as_os_str().is_empty() {
+            c.model_path.clone_from(&o.model);
+        }
+        c.aibots = bots;
+        c.apps = Vec::new();
+        c.webhooks = demo_webhooks();
+        return c;
+    }
+    let persona = Persona {
+        generate: GenerateParams {
+            max_tokens: o.max_tokens,
+            sampling: SamplingParams {
+                temperature: o.temperature,
+                ..Default::default()
+            },
+        },
+        ..Persona::default()
+    };
     Config {
         data_dir: o.data_dir.clone(),
         admin_listen: o.admin_listen,
@@ -74,16 +115,25 @@ pub fn config(o: &DemoOptions, sim: &SimHandle) -> Config {
         scope: SessionScope::User,
         idle_timeout: Duration::from_secs(600),
         limits: Limits::default(),
-        aibots: vec![AiBot {
-            bot_id: DEMO_BOT_ID.into(),
-            mode: AiBotMode::LongConnection {
-                secret: Secret::new(DEMO_BOT_SECRET),
-            },
-        }],
+        aibots: bots,
         apps: Vec::new(),
-        webhooks: Vec::new(),
+        webhooks: demo_webhooks(),
+        personas: Personas::new(persona),
+        filter: FilterSpec::default(),
+        filter_sizes: (0, 0),
+        knowledge: Default::default(),
+        alerts: Default::default(),
         warnings: Vec::new(),
     }
+}
+
+/// The demo's only group robot: `demo-alerts`, which gets the alerts.
+fn demo_webhooks() -> Vec<Webhook> {
+    vec![Webhook {
+        name: "demo-alerts".into(),
+        key: Secret::new(DEMO_ALERTS_KEY),
+        alerts: true,
+    }]
 }
 
 /// Starts the simulator, then the box connected to it.
@@ -99,6 +149,7 @@ pub async fn start(o: &DemoOptions) -> anyhow::Result<Demo> {
                 bot_id: DEMO_BOT_ID.into(),
                 secret: DEMO_BOT_SECRET.into(),
             }],
+            webhooks: vec![DEMO_ALERTS_KEY.into()],
             ..Default::default()
         },
         o.sim_listen,

@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 mod audit_cmd;
+mod kb_cmd;
 mod model_cmd;
 mod sim_cmd;
 mod wecom_cmd;
@@ -56,8 +57,17 @@ enum Command {
     Config(ConfigCommand),
     /// Read the audit trail: tail, verify the hash chain, export as JSON lines or CSV.
     Audit(audit_cmd::AuditArgs),
+    /// The company knowledge base: add, list, remove documents; search them as a turn does.
+    Kb(kb_cmd::KbArgs),
     /// Run the WeCom simulator (API, AI-bot long connection, control API) until SIGTERM.
     Sim(sim_cmd::SimArgs),
+    /// Ask a running box to reload its content-filter term files (SIGHUP to PID, systemd's
+    /// `$MAINPID`: the service's ExecReload, so `systemctl reload` needs no `kill` binary).
+    Reload {
+        /// The process id of `wecom-edge serve`.
+        #[arg(long)]
+        pid: i32,
+    },
     /// WXBizMsgCrypt diagnostics: decrypt or encrypt a callback by hand.
     #[command(subcommand)]
     Wecom(wecom_cmd::WecomCommand),
@@ -158,6 +168,11 @@ struct DemoArgs {
     /// Sampling temperature; 0 is greedy.
     #[arg(long, default_value_t = 0.3)]
     temperature: f32,
+    /// A configuration file whose persona, filter, knowledge, model, sessions and limits sections the
+    /// demo runs with (its bots are ignored: the simulator's demo-bot answers); `--model`
+    /// still overrides its `[model] path`, `--max-tokens` and `--temperature` are the file's.
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -375,7 +390,28 @@ fn run_demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
     if let Some(0) = a.model.threads {
         bail!("--threads must be at least 1");
     }
-    let model = a.model.model.clone().unwrap_or_else(default_model);
+    let base = match &a.config {
+        Some(path) => match config::Config::load_for_demo(path) {
+            Ok(c) => Some(c),
+            Err(problems) => {
+                for p in &problems {
+                    eprintln!("{p}");
+                }
+                bail!("{} problem(s) in {}", problems.len(), path.display());
+            }
+        },
+        None => None,
+    };
+    let from_file = base
+        .as_ref()
+        .map(|c| c.model_path.clone())
+        .filter(|p| !p.as_os_str().is_empty());
+    let model = a
+        .model
+        .model
+        .clone()
+        .or(from_file)
+        .unwrap_or_else(default_model);
     if !model.exists() {
         bail!(
             "model file {} not found; fetch the default model with `scripts/fetch-model.sh`, \
@@ -383,6 +419,10 @@ fn run_demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
             model.display()
         );
     }
+    let base = base.map(|mut c| {
+        c.model_path.clone_from(&model);
+        c
+    });
     let opts = demo::DemoOptions {
         sim_listen: a.sim_listen,
         admin_listen: a.admin_listen,
@@ -397,6 +437,7 @@ fn run_demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
         threads: a.model.threads.unwrap_or(0),
         max_tokens: a.max_tokens,
         temperature: a.temperature,
+        base,
     };
     runtime()?.block_on(async move {
         let mut d = demo::start(&opts).await?;
@@ -459,19 +500,33 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Wecom(c) => wecom_cmd::run(c),
         Command::Sim(a) => sim_cmd::run(a).map(|()| ExitCode::SUCCESS),
         Command::Audit(a) => audit_cmd::run(a),
+        Command::Kb(a) => kb_cmd::run(a),
         Command::Config(ConfigCommand::Check { config }) => Ok(config_check(&config)),
+        Command::Reload { pid } => {
+            use nix::sys::signal::{kill, Signal};
+            kill(nix::unistd::Pid::from_raw(pid), Signal::SIGHUP)
+                .map_err(|e| anyhow::anyhow!("SIGHUP to process {pid}: {e}"))?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let log = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         // Colour only for a terminal: under systemd stderr is the journal.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        );
+    // Alert events reach the group robots whatever RUST_LOG says.
+    tracing_subscriber::registry()
+        .with(log)
+        .with(wecom_edge_actors::watchdog::alert::AlertLayer)
         .init();
     let cli = Cli::parse();
     match run(cli) {

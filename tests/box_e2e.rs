@@ -152,6 +152,7 @@ async fn the_box_answers_through_the_simulator() {
         threads: 0,
         max_tokens: 96,
         temperature: 0.0,
+        base: None,
     };
     let mut cfg: Config = demo::config(&opts, &sim);
     // Sessions stop when idle for a moment and rehydrate from SQLite on the next message, so

@@ -109,9 +109,18 @@ async fn an_undelivered_answer_is_kept_and_delivered_also_after_a_restart() {
     .await;
     assert_eq!(count(&dir, "reply_deferred"), 1);
     assert_eq!(count(&dir, "reply_failed"), 0, "nothing given up");
-    let m = common::metrics(&http, &admin).await;
-    assert!(m.contains("wecom_edge_outbox_delivered_total 1"), "{m}");
-    assert!(m.contains("wecom_edge_outbox_pending 0"), "{m}");
+    // The counters follow the audit row within the same outbox pass.
+    until(
+        "outbox_delivered 1, pending 0",
+        Duration::from_secs(30),
+        || async {
+            let m = common::metrics(&http, &admin).await;
+            (m.contains("wecom_edge_outbox_delivered_total 1")
+                && m.contains("wecom_edge_outbox_pending 0"))
+            .then_some(())
+        },
+    )
+    .await;
 
     // 2. WeCom refuses everything; the answer waits in the outbox; the box is SIGKILLed.
     fault(&http, &sim, "aibot_send_msg", 10_000).await;
@@ -120,8 +129,12 @@ async fn an_undelivered_answer_is_kept_and_delivered_also_after_a_restart() {
         (count(&dir, "reply_deferred") == 2).then_some(())
     })
     .await;
-    let m = common::metrics(&http, &admin).await;
-    assert!(m.contains("wecom_edge_outbox_pending 1"), "{m}");
+    // The gauge is the outbox pass's count: it follows the audit row at the next pass.
+    until("outbox_pending 1", Duration::from_secs(30), || async {
+        let m = common::metrics(&http, &admin).await;
+        m.contains("wecom_edge_outbox_pending 1").then_some(())
+    })
+    .await;
     child.kill().await.unwrap();
 
     // 3. Started again (a fresh simulator: WeCom works again): the start-up sweep delivers it,

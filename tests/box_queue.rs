@@ -43,6 +43,7 @@ async fn waiting_questions_see_their_place_and_only_past_the_bound_are_refused()
         threads: 0,
         max_tokens: 64,
         temperature: 0.0,
+        base: None,
     };
     let mut cfg = demo::config(&opts, &sim);
     cfg.limits = Limits {

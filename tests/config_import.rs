@@ -225,3 +225,107 @@ fn a_pinned_model_path_is_reported() {
         EDGE_TOML
     );
 }
+
+/// Term files and documents: with edge.toml they land beside it; a stick with only `filter/`
+/// or `knowledge/` replaces them (subfolders kept), checked against the box's edge.toml, and
+/// reloads the service instead of restarting it; term files the box's edge.toml cannot load
+/// are rejected and the old ones stay.
+#[test]
+fn term_files_and_documents_are_imported_and_reloaded() {
+    let qwen2 = data("synthetic/qwen2-q4_k_m.gguf");
+    let toml = format!(
+        "[model]\npath = \"{}\"\n[filter]\nblock = [\"filter/block.txt\"]\n\
+         [knowledge]\ndir = \"knowledge\"\n[[aibot]]\nbot_id = \"b\"\nsecret = \"s\"\n",
+        qwen2.display()
+    );
+    let b = Box_::new(&toml);
+    // 1. edge.toml with its filter/, knowledge/ (and a persona/ directory).
+    let s1 = stick("filter1", &[], Some(&toml));
+    std::fs::create_dir_all(s1.0.join("filter")).unwrap();
+    std::fs::create_dir_all(s1.0.join("persona")).unwrap();
+    std::fs::create_dir_all(s1.0.join("knowledge/hr")).unwrap();
+    std::fs::write(s1.0.join("filter/block.txt"), "机密\n").unwrap();
+    std::fs::write(s1.0.join("persona/p.txt"), "你是助手。\n").unwrap();
+    std::fs::write(s1.0.join("knowledge/hr/leave.md"), "# 请假\n年假五天。\n").unwrap();
+    let r = b.import(&s1.0);
+    assert!(r.ok, "{}", r.out);
+    assert_eq!(
+        std::fs::read_to_string(b.etc().join("filter/block.txt")).unwrap(),
+        "机密\n"
+    );
+    assert!(b.etc().join("persona/p.txt").exists());
+    assert!(b.etc().join("knowledge/hr/leave.md").exists());
+    assert_eq!(
+        r.systemctl.last().map(String::as_str),
+        Some("--no-block try-restart wecom-edge.service")
+    );
+    // Left in: nothing to do.
+    let r = b.import(&s1.0);
+    assert!(r.out.contains("nothing to do"), "{}", r.out);
+    assert!(r.systemctl.is_empty(), "{:?}", r.systemctl);
+
+    // 2. Only new term files: replaced, the service reloaded (not restarted).
+    let s2 = stick("filter2", &[], None);
+    std::fs::create_dir_all(s2.0.join("filter")).unwrap();
+    std::fs::write(s2.0.join("filter/block.txt"), "机密\n内部代号\n").unwrap();
+    let r = b.import(&s2.0);
+    assert!(r.ok, "{}", r.out);
+    assert!(r.out.contains("imported 1 file(s) of filter/"), "{}", r.out);
+    assert_eq!(
+        r.systemctl,
+        ["--no-block reload-or-restart wecom-edge.service"]
+    );
+    assert_eq!(
+        std::fs::read_to_string(b.etc().join("filter/block.txt")).unwrap(),
+        "机密\n内部代号\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(b.etc().join("filter.previous/block.txt")).unwrap(),
+        "机密\n"
+    );
+    let r = b.import(&s2.0);
+    assert!(r.out.contains("filter/ matches the box's"), "{}", r.out);
+    assert!(r.systemctl.is_empty(), "{:?}", r.systemctl);
+
+    // Only new documents (a subfolder changed): replaced, the service reloaded.
+    let s4 = stick("knowledge4", &[], None);
+    std::fs::create_dir_all(s4.0.join("knowledge/hr")).unwrap();
+    std::fs::write(s4.0.join("knowledge/hr/leave.md"), "# 请假\n年假十天。\n").unwrap();
+    std::fs::write(s4.0.join("knowledge/it.md"), "# 网络\nWi-Fi 密码在前台。\n").unwrap();
+    let r = b.import(&s4.0);
+    assert!(r.ok, "{}", r.out);
+    assert!(
+        r.out.contains("imported 2 file(s) of knowledge/"),
+        "{}",
+        r.out
+    );
+    assert_eq!(
+        r.systemctl,
+        ["--no-block reload-or-restart wecom-edge.service"]
+    );
+    assert_eq!(
+        std::fs::read_to_string(b.etc().join("knowledge/hr/leave.md")).unwrap(),
+        "# 请假\n年假十天。\n"
+    );
+    assert!(b.etc().join("knowledge.previous/hr/leave.md").exists());
+    let r = b.import(&s4.0);
+    assert!(r.out.contains("knowledge/ matches the box's"), "{}", r.out);
+    assert!(r.systemctl.is_empty(), "{:?}", r.systemctl);
+
+    // 3. Term files without the one edge.toml names: rejected, the old ones stay.
+    let s3 = stick("filter3", &[], None);
+    std::fs::create_dir_all(s3.0.join("filter")).unwrap();
+    std::fs::write(s3.0.join("filter/other.txt"), "x\n").unwrap();
+    let r = b.import(&s3.0);
+    assert!(!r.ok, "{}", r.out);
+    assert!(
+        r.out.contains("rejected") && r.out.contains("block.txt"),
+        "{}",
+        r.out
+    );
+    assert_eq!(
+        std::fs::read_to_string(b.etc().join("filter/block.txt")).unwrap(),
+        "机密\n内部代号\n"
+    );
+    assert!(r.systemctl.is_empty(), "{:?}", r.systemctl);
+}

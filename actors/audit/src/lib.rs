@@ -45,6 +45,8 @@
 //! * **Outbox** — answers generated but not delivered, with what is still to send, kept until
 //!   the outbox actor delivers them or gives up ([`AuditStore::outbox_put`]).
 //! * **History** — each session's turns, so a restarted session continues its conversation.
+//! * **Knowledge** — the company's documents in chunks, retrieved by BM25 over jieba-segmented
+//!   words ([`knowledge`]; its own file, written by `wecom-edge kb` and the start-up import).
 //!
 //! All access goes through one writer (the audit actor); readers (the CLI) open read-only.
 #![warn(missing_docs)]
@@ -55,6 +57,7 @@ use std::time::{Duration, Instant};
 mod chain;
 mod head;
 mod key;
+pub mod knowledge;
 mod outbox;
 mod report;
 pub mod writer;

@@ -3,7 +3,7 @@
 //!
 //! * [`ConversationKey`] — (channel, bot or agent, chat, user); in a group each member has their
 //!   own context by default, or one shared context per group ([`Scope::Group`]).
-//! * [`Command`] — `#help`, `#reset`, `#status` (also `/help` …), after the `@bot` mention that
+//! * [`Command`] — `#help`, `#reset`, `#status`, `#stop` (also `/help` …), after the `@bot` mention that
 //!   WeCom keeps in group text; answered without the model.
 //! * [`fit_history`] — the newest turns whose tokens, with the new question and room for the
 //!   answer, fit the context window; whole user/assistant pairs are dropped oldest first.
@@ -13,13 +13,20 @@
 #![warn(missing_docs)]
 
 pub mod actor;
+pub mod filter;
+pub mod knowledge;
 pub mod outbox;
+pub mod persona;
 pub mod reasoning;
 pub mod reply;
 pub mod router;
+pub mod turn;
 
 pub use actor::{Job, SessionActor, SessionArgs, SessionContext, SessionMsg, SessionSettings};
+pub use filter::{Action, ContentFilter, FilterError, FilterHandle, FilterSpec, RegexRule};
+pub use knowledge::{KnowledgeBase, KnowledgeSettings};
 pub use outbox::{OutboxActor, OutboxArgs, OutboxMsg, OUTBOX_ACTOR};
+pub use persona::{Language, Persona, Personas};
 pub use reasoning::ReasoningMode;
 pub use reply::{Origin, Outbound, Replier, ReplyTo, Undelivered};
 pub use router::{InboundMsg, RouterActor, RouterArgs, RouterMsg, ROUTER_ACTOR, SESSION_SUP};
@@ -108,6 +115,8 @@ pub enum Command {
     Reset,
     /// Queue, model and session state.
     Status,
+    /// Stop the answer in progress (the conversation is kept).
+    Stop,
 }
 
 /// Removes leading `@name` mentions (WeCom keeps `@RobotA ` at the start of group text).
@@ -122,8 +131,8 @@ pub fn strip_mentions(text: &str) -> &str {
     t.trim_end()
 }
 
-/// The command in `text`, if it is one: `#help`/`/help`, `#reset`/`/reset`, `#status`/`/status`
-/// (any case, full-width `＃` too), after any leading mentions; trailing words are ignored. An
+/// The command in `text`, if it is one: `#help`/`/help`, `#reset`/`/reset`, `#status`/`/status`,
+/// `#stop`/`/stop` (any case, full-width `＃` too), after any leading mentions; trailing words are ignored. An
 /// empty or mention-only message is [`Command::Help`]: there is nothing to ask the model.
 pub fn parse_command(text: &str) -> Option<Command> {
     let t = strip_mentions(text);
@@ -139,17 +148,9 @@ pub fn parse_command(text: &str) -> Option<Command> {
         "help" | "帮助" => Some(Command::Help),
         "reset" | "重置" => Some(Command::Reset),
         "status" | "状态" => Some(Command::Status),
+        "stop" | "停止" => Some(Command::Stop),
         _ => None,
     }
-}
-
-/// The `#help` answer.
-pub fn help_text() -> &'static str {
-    "我是部署在公司内部的 AI 助手，对话不会离开本机。\n\
-     直接提问即可（群聊中请 @我）。\n\
-     #reset 清空我们的对话 · #status 查看状态 · #help 本帮助\n\
-     (I am the company's on-prem AI assistant; conversations never leave this box. Ask away — \
-     @-mention me in groups. #reset forgets our conversation, #status shows the box's state.)"
 }
 
 /// One turn of history (`role`: `user` or `assistant`; `content`), as stored in SQLite.
@@ -226,6 +227,7 @@ mod tests {
         );
         assert_eq!(parse_command("＃帮助"), Some(Command::Help));
         assert_eq!(parse_command("#resetting"), None);
+        assert_eq!(parse_command("@RobotA /Stop"), Some(Command::Stop));
         assert_eq!(parse_command("what is #reset?"), None);
         // Nothing but mentions, or nothing at all: the help, not the model.
         assert_eq!(parse_command("@RobotA"), Some(Command::Help));

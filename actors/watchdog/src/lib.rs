@@ -13,11 +13,15 @@
 //!   `WATCHDOG=1`, `STATUS=…`, `STOPPING=1`; abstract (`@…`) and path sockets.
 //! * [`run`] — the watchdog loop: pets systemd's watchdog (half of `$WATCHDOG_USEC`) only while
 //!   every liveness check passes (`WATCHDOG=1` means "this process is alive and making
-//!   progress"), keeps `STATUS=` saying `healthy`, `degraded: …` or `unhealthy: …`, and logs
-//!   an alert line (`alert = true`) at each change.
+//!   progress"), keeps `STATUS=` saying `healthy`, `degraded: …` or `unhealthy: …`, logs each
+//!   change, and raises an alert (`alert = true`) when the box has been unhealthy for a while
+//!   and when it recovers.
+//! * [`alert`] — alert events deduplicated and rate-limited for the group robots.
 //! * [`router`] — `GET /livez` (the process answers), `GET /readyz` (200 once ready and healthy,
 //!   else 503 with one reason per line), `GET /metrics` (OpenMetrics text of [`Metrics`]).
 #![warn(missing_docs)]
+
+pub mod alert;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -266,10 +270,20 @@ pub fn watchdog_interval_from_env() -> Option<Duration> {
 /// The watchdog loop: every `interval` and at once when health changes, sends `READY=1` the
 /// first time the box is ready, `WATCHDOG=1` only while ready and every liveness check passes,
 /// and a `STATUS=` line (`starting`, `healthy`, `degraded: …`, `unhealthy: …`) whenever the
-/// summary changes, with an alert line in the log. Runs until the task is dropped.
-pub async fn run(health: Health, notifier: Option<Notifier>, interval: Duration) {
+/// summary changes, with a log line. A box that has been ready and not healthy for
+/// `alert_after` raises an alert (`alert = true`, `status`; again when the status changes
+/// while not healthy), and one more when it is healthy again: a reconnect that heals within
+/// `alert_after` stays in the log. Runs until the task is dropped.
+pub async fn run(
+    health: Health,
+    notifier: Option<Notifier>,
+    interval: Duration,
+    alert_after: Duration,
+) {
     let mut said_ready = false;
     let mut last_status = String::new();
+    let mut bad_since: Option<Instant> = None;
+    let mut alerted: Option<String> = None;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -299,12 +313,30 @@ pub async fn run(health: Health, notifier: Option<Notifier>, interval: Duration)
         }
         if status != last_status {
             if !failures.is_empty() {
-                tracing::warn!(alert = true, %status, "health changed");
+                tracing::warn!(%status, "health changed");
             } else {
                 tracing::info!(%status, "health changed");
             }
             msg.push(format!("STATUS={status}"));
-            last_status = status;
+            last_status = status.clone();
+        }
+        let bad = ready && !failures.is_empty();
+        if bad {
+            let since = *bad_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= alert_after && alerted.as_ref() != Some(&status) {
+                tracing::warn!(
+                    alert = true,
+                    %status,
+                    for_s = since.elapsed().as_secs(),
+                    "the box is not healthy"
+                );
+                alerted = Some(status);
+            }
+        } else {
+            bad_since = None;
+            if ready && alerted.take().is_some() {
+                tracing::info!(alert = true, "the box is healthy again");
+            }
         }
         if let (Some(n), false) = (&notifier, msg.is_empty()) {
             if let Err(e) = n.notify(&msg.join("\n")) {
@@ -352,6 +384,11 @@ pub struct Metrics {
     /// Users' ratings of answers (AI-bot `feedback_event`), by `type`: `accurate`,
     /// `inaccurate`, `cancelled`.
     pub feedback: Family<Vec<(String, String)>, Counter>,
+    /// Content-filter decisions, by `stage` (`in`, `out`) and `action` (`block`, `mask`,
+    /// `flag`): one per turn and stage that matched a rule of that action.
+    pub filter_decisions: Family<Vec<(String, String)>, Counter>,
+    /// Turns ended by a stage that panicked (the user got a notice; the session goes on).
+    pub turns_failed: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -435,6 +472,17 @@ impl Metrics {
             "Users' ratings of answers (the like / dislike under an AI-bot answer)",
             feedback.clone(),
         );
+        let filter_decisions = Family::<Vec<(String, String)>, Counter>::default();
+        reg.register(
+            "filter_decisions",
+            "Content-filter decisions by stage (in, out) and action (block, mask, flag)",
+            filter_decisions.clone(),
+        );
+        let turns_failed = c(
+            &mut reg,
+            "turns_failed",
+            "Turns ended by a failing stage (the user got a notice)",
+        );
         let queue_depth = Gauge::default();
         reg.register(
             "queue_depth",
@@ -459,6 +507,8 @@ impl Metrics {
             outbox_abandoned,
             health_check_failing,
             feedback,
+            filter_decisions,
+            turns_failed,
         }
     }
 

@@ -3,7 +3,16 @@
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
+use wecom_edge_watchdog::alert::{self, AlertLayer};
 use wecom_edge_watchdog::{router, run, Health, Metrics, Notifier};
+
+/// The next alert, within 10 s.
+async fn next(rx: &mut tokio::sync::mpsc::Receiver<alert::Alert>) -> alert::Alert {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("an alert within 10 s")
+        .unwrap()
+}
 
 fn recv(sock: &UnixDatagram) -> String {
     let mut buf = [0u8; 4096];
@@ -37,6 +46,7 @@ async fn pets_the_watchdog_only_while_healthy() {
         health.clone(),
         Some(notifier),
         Duration::from_millis(20),
+        Duration::from_secs(3600),
     ));
 
     assert_eq!(recv(&sock), "STATUS=starting");
@@ -84,6 +94,7 @@ async fn readiness_failures_degrade_but_keep_petting() {
         health.clone(),
         Some(notifier),
         Duration::from_millis(20),
+        Duration::from_secs(3600),
     ));
     assert_eq!(recv(&sock), "STATUS=starting");
     health.set_ready(true);
@@ -130,6 +141,67 @@ async fn readiness_failures_degrade_but_keep_petting() {
     let _ = std::fs::remove_file(&path);
 }
 
+/// A failure that lasts `alert_after` raises one alert (with the status), its recovery
+/// another; a failure that heals sooner is only logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lasting_failure_alerts_and_so_does_its_recovery() {
+    use tracing_subscriber::layer::SubscriberExt;
+    // The only test here that sets a subscriber or a route.
+    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(AlertLayer))
+        .unwrap();
+    let mut alerts = alert::route(16);
+
+    // alert_after of an hour: a failure and its healing are logged and notified, not alerted.
+    let (sock, path, notifier) = listener("-alerts");
+    let health = Health::new();
+    let task = tokio::spawn(run(
+        health.clone(),
+        Some(notifier),
+        Duration::from_millis(20),
+        Duration::from_secs(3600),
+    ));
+    health.set_ready(true);
+    health.set("aibot/b1", Err("disconnected: connection reset".into()));
+    while !recv(&sock).contains("STATUS=degraded") {}
+    health.set("aibot/b1", Ok(()));
+    while !recv(&sock).contains("STATUS=healthy") {}
+    task.abort();
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        alerts.try_recv().is_err(),
+        "a short failure is not an alert"
+    );
+
+    // alert_after of 300 ms: the kicked bot alerts once, not before 300 ms; healing alerts.
+    let health = Health::new();
+    let hold = Duration::from_millis(300);
+    let task = tokio::spawn(run(health.clone(), None, Duration::from_millis(20), hold));
+    health.set_ready(true);
+    let t0 = std::time::Instant::now();
+    health.set(
+        "aibot/b1",
+        Err("another connection took this bot over".into()),
+    );
+    let a = next(&mut alerts).await;
+    assert!(t0.elapsed() >= hold, "{:?}", t0.elapsed());
+    assert_eq!(
+        (a.level.as_str(), a.message.as_str()),
+        ("WARN", "the box is not healthy")
+    );
+    assert_eq!(
+        a.key(),
+        "the box is not healthy status=degraded: aibot/b1: another connection took this bot over"
+    );
+    health.set("aibot/b1", Ok(()));
+    let b = next(&mut alerts).await;
+    assert_eq!(
+        (b.level.as_str(), b.message.as_str()),
+        ("INFO", "the box is healthy again")
+    );
+    task.abort();
+    assert!(alerts.try_recv().is_err(), "one alert each");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_is_sent_at_once_not_at_the_next_tick() {
     let (sock, path, notifier) = listener("-ready");
@@ -138,6 +210,7 @@ async fn ready_is_sent_at_once_not_at_the_next_tick() {
     let task = tokio::spawn(run(
         health.clone(),
         Some(notifier),
+        Duration::from_secs(3600),
         Duration::from_secs(3600),
     ));
     assert_eq!(recv(&sock), "STATUS=starting");

@@ -304,7 +304,7 @@ pub struct CallbackServer {
     streams: Arc<Mutex<HashMap<String, (WebhookStream, Instant)>>>,
     by_msgid: Arc<Mutex<HashMap<String, String>>>,
     max_skew: Duration,
-    welcome: Option<String>,
+    welcome: Arc<HashMap<String, String>>,
 }
 
 impl CallbackServer {
@@ -318,7 +318,7 @@ impl CallbackServer {
             streams: Arc::default(),
             by_msgid: Arc::default(),
             max_skew: Duration::from_secs(600),
-            welcome: None,
+            welcome: Arc::default(),
         }
     }
 
@@ -367,9 +367,10 @@ impl CallbackServer {
         self
     }
 
-    /// Text answered to an AI bot's `enter_chat` event.
-    pub fn welcome(mut self, text: &str) -> Self {
-        self.welcome = Some(text.to_string());
+    /// Text answered to AI bot `bot_id`'s `enter_chat` event (a user opening the chat); a bot
+    /// without one answers the event with an empty body.
+    pub fn welcome(mut self, bot_id: &str, text: &str) -> Self {
+        Arc::make_mut(&mut self.welcome).insert(bot_id.to_string(), text.to_string());
         self
     }
 
@@ -667,7 +668,7 @@ async fn bot_post(
     }
     if msg.msgtype == "event" {
         let welcome = (msg.event_type() == Some("enter_chat"))
-            .then_some(srv.welcome.clone())
+            .then(|| srv.welcome.get(&bot_id).cloned())
             .flatten();
         let _ = srv
             .accept(

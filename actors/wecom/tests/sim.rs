@@ -683,7 +683,7 @@ async fn aibot_webhook_streams_through_refresh_callbacks_and_response_url_is_sin
     let base = serve_callbacks(
         CallbackServer::new(tx)
             .aibot("hookbot", crypt)
-            .welcome("hi, I am the box"),
+            .welcome("hookbot", "hi, I am the box"),
     )
     .await;
     let v = ctl

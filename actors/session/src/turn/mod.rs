@@ -1,0 +1,217 @@
+//! A turn — one question answered — as named stages over one context ([`TurnCtx`]):
+//!
+//! 1. **admit** ([`admit`]): the limiter's per-user and per-chat rates and its fair queue
+//!    ("queued, N ahead" shown while waiting);
+//! 2. **filter_in** ([`filter::inbound`]): the content filter on the question — a blocked term
+//!    is refused politely without a model call, a masked one reaches the model masked;
+//! 3. **retrieve** ([`retrieve`]): the company documents' chunks that match the question
+//!    (`knowledge_retrieved` audited by document, no text);
+//! 4. **prompt** ([`prompt`]): the persona's system message, the history that fits, the
+//!    question with the excerpts that fit `[knowledge] max_tokens`, within the turn's and the
+//!    model's token budgets;
+//! 5. **generate** ([`generate`]): the model's answer streamed through **filter_out**
+//!    ([`filter::OutputFilter`]: the last few characters held back until they are safe, a
+//!    blocked term stops the answer) — again once if the model actor restarted mid-answer;
+//! 6. **deliver** ([`deliver`]): the final frame (or the durable outbox) — naming the
+//!    documents the excerpts came from —, the audit row, the inbound row settled, the exchange
+//!    kept as history (without the excerpts or the sources line).
+//!
+//! Runtime rules:
+//! * A stage ends the turn early with a [`Stop`]: the notice the user is told, after the stage
+//!   has audited why. Every path out of a turn delivers exactly one final frame and settles
+//!   its inbound row.
+//! * One exit guard per turn ([`TurnCtx::run`]): a stage that panics ends the turn with
+//!   [`TURN_FAILED`], a `turn_failed` audit row naming the stage, and
+//!   `wecom_edge_turns_failed_total`; the session goes on with its next message.
+//! * The stages know nothing of WeCom beyond the [`Replier`]: the same stages serve the long
+//!   connection, AI-bot webhooks and app callbacks.
+
+mod admit;
+mod deliver;
+pub mod filter;
+mod generate;
+mod prompt;
+mod retrieve;
+
+pub use deliver::SOURCES;
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use futures::FutureExt;
+use serde_json::json;
+use wecom_edge_audit::knowledge::Hit;
+
+use crate::actor::{Job, SessionContext};
+use crate::filter::ContentFilter;
+use crate::persona::Persona;
+use crate::reply::Replier;
+use crate::{strip_mentions, Turn};
+
+/// The stages, in order (their names appear in audit rows and logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Rate limits and the fair queue.
+    Admit,
+    /// The content filter on the question.
+    FilterIn,
+    /// The knowledge base searched.
+    Retrieve,
+    /// The prompt.
+    Prompt,
+    /// The model's answer, streamed through the output filter.
+    Generate,
+    /// The final frame and the records.
+    Deliver,
+}
+
+impl Stage {
+    /// `admit`, `filter_in`, `retrieve`, `prompt`, `generate`, `deliver`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Admit => "admit",
+            Stage::FilterIn => "filter_in",
+            Stage::Retrieve => "retrieve",
+            Stage::Prompt => "prompt",
+            Stage::Generate => "generate",
+            Stage::Deliver => "deliver",
+        }
+    }
+}
+
+/// A turn ends early: what the user is told (the stage has recorded why).
+#[derive(Debug)]
+pub struct Stop(pub String);
+
+/// What the user is told when a stage failed unexpectedly.
+pub const TURN_FAILED: &str = "⚠️ 抱歉，处理这条消息时出了错，我已记录下来；请再问一次。\
+     (Sorry — something went wrong while answering this message; it has been recorded. \
+     Please ask again.)";
+
+/// One turn's context, owned by its task.
+pub struct TurnCtx {
+    /// The conversation key (history key).
+    pub key: String,
+    /// What every session shares.
+    pub ctx: SessionContext,
+    /// The conversation so far (as loaded when the turn started).
+    pub history: Vec<Turn>,
+    /// Set by `#reset` / `#stop`: the turn ends at its next step.
+    pub cancel: Arc<AtomicBool>,
+    /// The message.
+    pub job: Job,
+    /// Who answers.
+    pub persona: Arc<Persona>,
+    /// The content filter in force when the turn started.
+    pub filter: Arc<ContentFilter>,
+    /// The question (mentions stripped; masked by filter_in).
+    pub question: String,
+    /// The knowledge base's chunks for the question, best first (retrieve).
+    pub knowledge: Vec<Hit>,
+    /// How many of [`TurnCtx::knowledge`] (from the first) the last prompt carried.
+    pub knowledge_used: usize,
+    replier: Replier,
+    stage: Stage,
+    permit: Option<wecom_edge_limiter::Permit>,
+    depth: Option<admit::DepthGuard>,
+}
+
+impl TurnCtx {
+    /// A turn for `job`.
+    pub fn new(
+        key: String,
+        ctx: SessionContext,
+        history: Vec<Turn>,
+        cancel: Arc<AtomicBool>,
+        job: Job,
+    ) -> TurnCtx {
+        let persona = ctx.personas.for_origin(&job.origin);
+        let filter = ctx.filter.current();
+        TurnCtx {
+            question: strip_mentions(&job.origin.text).to_string(),
+            replier: Replier::new(job.reply.clone()),
+            key,
+            ctx,
+            history,
+            cancel,
+            job,
+            persona,
+            filter,
+            knowledge: Vec::new(),
+            knowledge_used: 0,
+            stage: Stage::Admit,
+            permit: None,
+            depth: None,
+        }
+    }
+
+    /// Runs the stages; the exchange to remember when the model answered.
+    pub async fn run(mut self) -> Option<(String, String)> {
+        let outcome = AssertUnwindSafe(self.stages()).catch_unwind().await;
+        // The generation slot goes back before the final frame is sent.
+        self.permit = None;
+        self.depth = None;
+        match outcome {
+            Ok(Ok(exchange)) => Some(exchange),
+            Ok(Err(Stop(notice))) => {
+                deliver::send(&mut self, notice).await;
+                None
+            }
+            Err(panic) => {
+                let error = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic without a message".into());
+                let stage = self.stage.name();
+                tracing::error!(alert = true, session = %self.key, msgid = %self.job.msgid, stage, %error, "a turn's stage failed; the user is told");
+                self.ctx.metrics.turns_failed.inc();
+                record(
+                    "turn_failed",
+                    &self.key,
+                    json!({"msgid": self.job.msgid, "stage": stage, "error": error}),
+                );
+                deliver::send(&mut self, TURN_FAILED.to_string()).await;
+                None
+            }
+        }
+    }
+
+    async fn stages(&mut self) -> Result<(String, String), Stop> {
+        self.enter(Stage::Admit);
+        admit::run(self).await?;
+        self.enter(Stage::FilterIn);
+        filter::inbound(self)?;
+        self.enter(Stage::Retrieve);
+        retrieve::run(self).await;
+        let answer = generate::run(self).await?;
+        self.enter(Stage::Deliver);
+        Ok(deliver::answer(self, answer).await)
+    }
+
+    /// Marks the stage the turn is in (named in a `turn_failed` row).
+    fn enter(&mut self, stage: Stage) {
+        self.stage = stage;
+        fault_point(stage, &self.question);
+    }
+}
+
+/// Debug builds only: `WECOM_EDGE_FAULT=STAGE:MARKER` makes `STAGE` panic for a question that
+/// contains `MARKER` (how the tests check the exit guard end to end).
+fn fault_point(stage: Stage, question: &str) {
+    #[cfg(debug_assertions)]
+    if let Ok(f) = std::env::var("WECOM_EDGE_FAULT") {
+        if let Some((s, marker)) = f.split_once(':') {
+            if s == stage.name() && !marker.is_empty() && question.contains(marker) {
+                panic!("fault injected into stage {s}");
+            }
+        }
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = (stage, question);
+}
+
+pub(crate) fn record(kind: &str, key: &str, detail: serde_json::Value) {
+    wecom_edge_audit::record(kind, "session", key, detail);
+}
