@@ -34,9 +34,9 @@ use wecom_edge_actors::model::{
     self, ModelActor, ModelArgs, Progress, QuantBackend, SchedulerConfig, MODEL_ACTOR,
 };
 use wecom_edge_actors::session::{
-    FilterHandle, InboundMsg, KnowledgeBase, Origin, Outbound, OutboxActor, OutboxArgs, ReplyTo,
-    RouterActor, RouterArgs, RouterMsg, Scope, SessionContext, SessionSettings, OUTBOX_ACTOR,
-    ROUTER_ACTOR, SESSION_SUP,
+    Admin, FilterHandle, InboundMsg, KnowledgeBase, Origin, Outbound, OutboxActor, OutboxArgs,
+    ReplyTo, RouterActor, RouterArgs, RouterMsg, Scope, SessionContext, SessionSettings,
+    OUTBOX_ACTOR, ROUTER_ACTOR, SESSION_SUP,
 };
 use wecom_edge_actors::supervisor::{
     ChildSpec, Strategy, Supervisor, SupervisorEvent, SupervisorMsg, SupervisorSpec,
@@ -366,6 +366,7 @@ async fn start_tree(cfg: &Config, api: Api) -> anyhow::Result<Running> {
         health.clone(),
         accepting.clone(),
     )));
+    let admin = admin_commands(cfg, &health, &metrics, &filter, knowledge.as_ref());
     let ctx = SessionContext {
         settings,
         outbound: outbound.clone(),
@@ -374,6 +375,7 @@ async fn start_tree(cfg: &Config, api: Api) -> anyhow::Result<Running> {
         filter: filter.clone(),
         knowledge,
         accepting,
+        admin,
     };
 
     let outbox_args = OutboxArgs {
@@ -585,11 +587,60 @@ async fn start_tree(cfg: &Config, api: Api) -> anyhow::Result<Running> {
     })
 }
 
+/// `[admin] users` and what their `#status all` and `#reload` run.
+fn admin_commands(
+    cfg: &Config,
+    health: &Health,
+    metrics: &Metrics,
+    filter: &FilterHandle,
+    knowledge: Option<&KnowledgeBase>,
+) -> Admin {
+    let started = std::time::Instant::now();
+    let (health, metrics, f) = (health.clone(), metrics.clone(), filter.clone());
+    let kb = knowledge.cloned();
+    let status = move || {
+        let failures = health.failures();
+        let mut lines = vec![format!(
+            "wecom-edge {} · up {} · {}",
+            env!("CARGO_PKG_VERSION"),
+            humantime::format_duration(Duration::from_secs(started.elapsed().as_secs())),
+            if failures.is_empty() {
+                "healthy".to_string()
+            } else {
+                format!("degraded: {}", failures.join("; "))
+            }
+        )];
+        let checks: Vec<String> = health
+            .snapshot()
+            .into_iter()
+            .map(|(name, _, failing)| format!("{name} {}", if failing { "FAILING" } else { "ok" }))
+            .collect();
+        lines.push(format!("checks: {}", checks.join(" · ")));
+        let (terms, regexes) = f.current().sizes();
+        lines.push(format!(
+            "outbox: {} answer(s) waiting · filter: {terms} term(s), {regexes} regex(es) · knowledge: {}",
+            metrics.outbox_pending.get(),
+            kb.as_ref().map_or("not configured".to_string(), |k| match k.documents() {
+                Ok(n) => format!("{n} document(s)"),
+                Err(e) => format!("unreadable ({e})"),
+            })
+        ));
+        lines.join("\n")
+    };
+    let (f, kb) = (filter.clone(), knowledge.cloned());
+    let reload = move || {
+        let (f, kb) = (f.clone(), kb.clone());
+        Box::pin(async move { reload(&f, kb.as_ref()).await })
+            as std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>>
+    };
+    Admin::new(cfg.admins.iter().cloned())
+        .with_status(Arc::new(status))
+        .with_reload(Arc::new(reload))
+}
+
 /// One real write through the audit actor ([`AuditMsg::Probe`]).
-/// Mirrors `[knowledge] dir` once the audit actor runs, then at each SIGHUP reloads the
-/// content filter (a failed reload keeps the rules in force) and mirrors the folder again.
-/// Every outcome is audited (`filter_reloaded` with the sizes, `filter_reload_failed` with
-/// the reason; [`sync_knowledge`]'s rows).
+/// Mirrors `[knowledge] dir` once the audit actor runs, then at each SIGHUP does what
+/// [`reload`] does.
 async fn reload_on_hangup(filter: FilterHandle, knowledge: Option<KnowledgeBase>) {
     use tokio::signal::unix::{signal, SignalKind};
     // Caught before anything else: an uncaught SIGHUP would end the process.
@@ -608,45 +659,64 @@ async fn reload_on_hangup(filter: FilterHandle, knowledge: Option<KnowledgeBase>
         return;
     };
     while hup.recv().await.is_some() {
-        if let Some(kb) = &knowledge {
-            sync_knowledge(kb).await;
-        }
-        match filter.reload() {
-            Ok((terms, regexes)) => {
-                tracing::info!(terms, regexes, "content filter reloaded");
-                wecom_edge_actors::audit::record(
-                    "filter_reloaded",
-                    "filter",
-                    "",
-                    json!({"terms": terms, "regexes": regexes}),
-                );
-            }
-            Err(e) => {
-                tracing::error!(alert = true, error = %e, "content filter reload failed; the rules in force stay");
-                wecom_edge_actors::audit::record(
-                    "filter_reload_failed",
-                    "filter",
-                    "",
-                    json!({"error": e.to_string()}),
-                );
-            }
+        reload(&filter, knowledge.as_ref()).await;
+    }
+}
+
+/// SIGHUP's and `#reload`'s work: mirrors `[knowledge] dir` again ([`sync_knowledge`]), then
+/// reloads the content filter's term files (a failed reload keeps the rules in force). Every
+/// outcome is audited (`filter_reloaded` with the sizes, `filter_reload_failed` with the
+/// reason; [`sync_knowledge`]'s rows). Returns a summary for `#reload`'s answer.
+async fn reload(filter: &FilterHandle, knowledge: Option<&KnowledgeBase>) -> String {
+    let mut out = Vec::new();
+    if let Some(kb) = knowledge {
+        if let Some(s) = sync_knowledge(kb).await {
+            out.push(s);
         }
     }
+    match filter.reload() {
+        Ok((terms, regexes)) => {
+            tracing::info!(terms, regexes, "content filter reloaded");
+            wecom_edge_actors::audit::record(
+                "filter_reloaded",
+                "filter",
+                "",
+                json!({"terms": terms, "regexes": regexes}),
+            );
+            out.insert(
+                0,
+                format!(
+                    "过滤规则已重新加载 (filter reloaded): {terms} term(s), {regexes} regex(es)"
+                ),
+            );
+        }
+        Err(e) => {
+            tracing::error!(alert = true, error = %e, "content filter reload failed; the rules in force stay");
+            wecom_edge_actors::audit::record(
+                "filter_reload_failed",
+                "filter",
+                "",
+                json!({"error": e.to_string()}),
+            );
+            out.insert(
+                0,
+                format!("⚠️ 过滤规则未能重新加载，原规则继续生效 (filter reload failed, the rules in force stay): {e}"),
+            );
+        }
+    }
+    out.join("\n")
 }
 
 /// Mirrors `[knowledge] dir` into the knowledge base (nothing when no folder is configured):
 /// `knowledge_synced` with what was added, updated and removed, `knowledge_import_failed`
 /// for each file that could not be read (an alert), `knowledge_sync_failed` when the folder
-/// or the store failed.
-async fn sync_knowledge(kb: &KnowledgeBase) {
+/// or the store failed. Returns a one-line summary (`None`: no folder).
+async fn sync_knowledge(kb: &KnowledgeBase) -> Option<String> {
     let kb = kb.clone();
-    let Ok(outcome) = tokio::task::spawn_blocking(move || kb.sync()).await else {
-        return;
-    };
+    let outcome = tokio::task::spawn_blocking(move || kb.sync()).await.ok()?;
     let audit = wecom_edge_actors::audit::record;
-    match outcome {
-        None => {}
-        Some(Ok(r)) => {
+    match outcome? {
+        Ok(r) => {
             for (doc, error) in &r.failed {
                 tracing::error!(
                     alert = true,
@@ -675,8 +745,16 @@ async fn sync_knowledge(kb: &KnowledgeBase) {
                 json!({"added": r.added, "updated": r.updated, "removed": r.removed,
                        "unchanged": r.unchanged, "failed": r.failed.len()}),
             );
+            Some(format!(
+                "知识库已同步 (knowledge folder mirrored): {} added, {} updated, {} removed, {} unchanged, {} failed",
+                r.added.len(),
+                r.updated.len(),
+                r.removed.len(),
+                r.unchanged,
+                r.failed.len()
+            ))
         }
-        Some(Err(e)) => {
+        Err(e) => {
             tracing::error!(alert = true, error = %e, "the knowledge folder could not be mirrored");
             audit(
                 "knowledge_sync_failed",
@@ -684,6 +762,9 @@ async fn sync_knowledge(kb: &KnowledgeBase) {
                 "",
                 json!({"error": e.to_string()}),
             );
+            Some(format!(
+                "⚠️ 知识库未能同步 (the knowledge folder could not be mirrored): {e}"
+            ))
         }
     }
 }
@@ -784,18 +865,13 @@ impl Actor for BotPump {
                     }
                     BotEvent::Message { req_id, msg } => {
                         let Some(text) = msg.question() else {
-                            // Images, files, video: not for a text model; say so, and record it.
-                            wecom_edge_actors::audit::record(
-                                "message_unsupported",
-                                "wecom",
-                                &msg.msgid,
-                                json!({"channel": "aibot", "endpoint": a.bot_id,
-                                       "msgtype": msg.msgtype, "msgid": msg.msgid}),
-                            );
-                            let mut s = a.handle.stream(&req_id, msg.conversation());
-                            let _ = s
-                                .finish("抱歉，我目前只能读文字消息（语音会按转写的文字回答）。(Sorry, I can only read text messages; voice is answered from its transcript.)")
-                                .await;
+                            let to = ReplyTo::LongConnection {
+                                conn: a.handle.clone(),
+                                req_id,
+                                conversation: msg.conversation().to_string(),
+                            };
+                            let u = Unsupported::new("aibot", &a.bot_id, &msg.msgid, &msg.msgtype);
+                            u.answer(to, AIBOT_TEXT_ONLY).await;
                             continue;
                         };
                         let origin = Origin::aibot(&a.bot_id, &msg, text, Some(req_id.clone()));
@@ -879,35 +955,107 @@ impl Actor for BotPump {
     }
 }
 
-/// The router's message for an accepted callback; `None` for what the box does not answer
-/// (events, non-text messages).
-fn callback_message(inb: Inbound, api: &Api, outbound: &Outbound) -> Option<InboundMsg> {
+/// What an AI bot answers to a message without text (image, file, video).
+const AIBOT_TEXT_ONLY: &str = "抱歉，我目前只能读文字消息（语音会按转写的文字回答）。\
+    (Sorry, I can only read text messages; voice is answered from its transcript.)";
+/// What an app answers to a message without text (image, voice, video, location, link).
+const APP_TEXT_ONLY: &str = "抱歉，我目前只能读文字消息。(Sorry, I can only read text messages.)";
+
+/// A message the text model cannot read: answered with a notice and audited
+/// (`message_unsupported`), never handed to the model.
+struct Unsupported {
+    channel: &'static str,
+    endpoint: String,
+    msgid: String,
+    msgtype: String,
+}
+
+impl Unsupported {
+    fn new(channel: &'static str, endpoint: &str, msgid: &str, msgtype: &str) -> Self {
+        Unsupported {
+            channel,
+            endpoint: endpoint.into(),
+            msgid: msgid.into(),
+            msgtype: msgtype.into(),
+        }
+    }
+
+    /// Sends `notice` to `to` and audits the message.
+    async fn answer(self, to: ReplyTo, notice: &str) {
+        wecom_edge_actors::audit::record(
+            "message_unsupported",
+            "wecom",
+            &self.msgid,
+            json!({"channel": self.channel, "endpoint": self.endpoint,
+                   "msgtype": self.msgtype, "msgid": self.msgid}),
+        );
+        if let Err(e) = wecom_edge_actors::session::Replier::new(to)
+            .finish(notice)
+            .await
+        {
+            tracing::warn!(channel = self.channel, msgid = %self.msgid, error = %e, "the text-only notice was not delivered");
+        }
+    }
+}
+
+/// What the box does with an accepted callback.
+enum Callback {
+    /// A question for the router.
+    Route(InboundMsg),
+    /// A message without text: the notice goes to `ReplyTo`.
+    Unsupported(Unsupported, ReplyTo, &'static str),
+    /// Nothing to answer (events; an AI-bot stream refresh).
+    Ignore,
+}
+
+/// What to do with an accepted callback.
+fn callback_message(inb: Inbound, api: &Api, outbound: &Outbound) -> Callback {
     let received = std::time::Instant::now();
     match inb {
         Inbound::AiBot { bot_id, msg, reply } => {
-            let text = msg.question()?;
             let AiBotReply::Webhook {
                 stream,
                 response_url,
             } = reply
             else {
-                return None;
+                return Callback::Ignore;
             };
-            Some(InboundMsg {
+            let reply = ReplyTo::Webhook {
+                stream,
+                response_url,
+                api: Some(api.clone()),
+            };
+            let Some(text) = msg.question() else {
+                let u = Unsupported::new("aibot", &bot_id, &msg.msgid, &msg.msgtype);
+                return Callback::Unsupported(u, reply, AIBOT_TEXT_ONLY);
+            };
+            Callback::Route(InboundMsg {
                 msgid: msg.msgid.clone(),
                 origin: Origin::aibot(&bot_id, &msg, text, None),
-                reply: ReplyTo::Webhook {
-                    stream,
-                    response_url,
-                    api: Some(api.clone()),
-                },
+                reply,
                 received,
                 accepted: None,
             })
         }
         Inbound::App { agentid, msg } => {
+            if msg.msg_type == "event" {
+                return Callback::Ignore;
+            }
             if msg.msg_type != "text" {
-                return None;
+                let origin = Origin {
+                    channel: "app".into(),
+                    endpoint: agentid.to_string(),
+                    user: msg.from.clone(),
+                    chat: None,
+                    text: String::new(),
+                    req_id: None,
+                };
+                let u = Unsupported::new("app", &origin.endpoint, &msg.dedupe_key(), &msg.msg_type);
+                return Callback::Unsupported(
+                    u,
+                    ReplyTo::for_origin(&origin, outbound),
+                    APP_TEXT_ONLY,
+                );
             }
             let origin = Origin {
                 channel: "app".into(),
@@ -918,7 +1066,7 @@ fn callback_message(inb: Inbound, api: &Api, outbound: &Outbound) -> Option<Inbo
                 text: msg.content.clone().unwrap_or_default(),
                 req_id: None,
             };
-            Some(InboundMsg {
+            Callback::Route(InboundMsg {
                 msgid: msg.dedupe_key(),
                 reply: ReplyTo::for_origin(&origin, outbound),
                 origin,
@@ -929,10 +1077,16 @@ fn callback_message(inb: Inbound, api: &Api, outbound: &Outbound) -> Option<Inbo
     }
 }
 
-/// Hands a callback to the router and waits until it is recorded in SQLite.
+/// Hands a callback to the router and waits until it is recorded in SQLite; a message
+/// without text is answered with the notice, off the acknowledgement's path.
 async fn record_callback(inb: Inbound, api: Api, outbound: Arc<Outbound>) -> bool {
-    let Some(mut m) = callback_message(inb, &api, &outbound) else {
-        return true; // nothing to answer, nothing to lose
+    let mut m = match callback_message(inb, &api, &outbound) {
+        Callback::Route(m) => m,
+        Callback::Unsupported(u, to, notice) => {
+            tokio::spawn(u.answer(to, notice));
+            return true;
+        }
+        Callback::Ignore => return true, // nothing to answer, nothing to lose
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
     m.accepted = Some(tx);

@@ -57,6 +57,16 @@ struct RawConfig {
     knowledge: RawKnowledge,
     #[serde(default)]
     alerts: RawAlerts,
+    #[serde(default)]
+    admin: RawAdmin,
+}
+
+/// `[admin]`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    #[serde(default)]
+    users: Vec<String>,
 }
 
 /// `[alerts]`.
@@ -336,6 +346,8 @@ pub struct Config {
     pub knowledge: KnowledgeSettings,
     /// When and how often alerts go to the `alerts = true` group robots (`[alerts]`).
     pub alerts: Alerts,
+    /// WeCom userids allowed to run `#status all` and `#reload` (`[admin] users`).
+    pub admins: Vec<String>,
     /// Non-fatal findings (e.g. a group-readable file).
     pub warnings: Vec<String>,
 }
@@ -461,6 +473,14 @@ impl Config {
                 a.encoding_aes_key.expose().len()
             ));
         }
+        out.push(format!(
+            "admins           {}",
+            if self.admins.is_empty() {
+                "(none: #status all and #reload are refused)".to_string()
+            } else {
+                self.admins.join(", ")
+            }
+        ));
         let a = &self.alerts;
         out.push(format!(
             "alerts           to {} group robot(s), after {} unhealthy, repeats folded for {}, at most {}/hour",
@@ -832,6 +852,15 @@ impl Config {
         let filter = filter_spec(&raw.filter, config_dir, &mut p);
         let knowledge = knowledge_settings(&raw.knowledge, config_dir, &mut p);
         let alerts = alert_settings(&raw.alerts, &mut p);
+        let mut admins: Vec<String> = Vec::new();
+        for u in &raw.admin.users {
+            let u = u.trim();
+            if u.is_empty() {
+                p.push("admin.users: an empty userid".into());
+            } else if !admins.iter().any(|a| a == u) {
+                admins.push(u.to_string());
+            }
+        }
         let filter_sizes = match ContentFilter::load(&filter) {
             Ok(f) => f.sizes(),
             Err(e) => {
@@ -884,6 +913,7 @@ impl Config {
             filter_sizes,
             knowledge,
             alerts,
+            admins,
             warnings,
         })
     }

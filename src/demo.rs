@@ -123,6 +123,7 @@ pub fn config(o: &DemoOptions, sim: &SimHandle) -> Config {
         filter_sizes: (0, 0),
         knowledge: Default::default(),
         alerts: Default::default(),
+        admins: Vec::new(),
         warnings: Vec::new(),
     }
 }

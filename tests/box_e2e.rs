@@ -391,6 +391,44 @@ async fn the_box_answers_through_the_simulator() {
         1,
         "one answer for the message and its retry"
     );
+    // An image to the app: the text-only notice through message/send, audited, no generation.
+    let v: Value = h
+        .http
+        .post(format!("{}/sim/app/{AGENT}/messages", h.sim))
+        .json(&json!({"from": "frank", "msgtype": "image", "msgid": 7_000_009u64}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["delivered"], true, "{v}");
+    until(
+        "the app's text-only notice",
+        Duration::from_secs(30),
+        || async {
+            let v = h.get("/sim/outbox").await;
+            v["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| {
+                    m["body"]["touser"] == "frank"
+                        && m["body"]["text"]["content"]
+                            .as_str()
+                            .is_some_and(|t| t.contains("I can only read text messages"))
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    let all = rows(&tmp);
+    let un = rows_of(&all, "message_unsupported", "7000009");
+    assert_eq!(un.len(), 1, "{un:?}");
+    assert_eq!(
+        (&un[0].detail["channel"], &un[0].detail["msgtype"]),
+        (&json!("app"), &json!("image"))
+    );
 
     // 7b. message/send failing past the client's own retries (−1 ×5: four tries of the first
     //     delivery, one more in the outbox): the answer is kept in the outbox and delivered.

@@ -13,7 +13,8 @@
 //!   mirrored from `[knowledge] dir` answer questions: `knowledge_retrieved` names the
 //!   document, `generation_started` counts the excerpts, the final frame ends with the sources
 //!   line; `kb search --json` and `kb list --json` work beside the running box; a file added
-//!   to or removed from the folder is mirrored at SIGHUP;
+//!   to or removed from the folder is mirrored at SIGHUP, and by an admin's `#reload`
+//!   (`[admin] users`; anyone else is refused, audited); `#status all` likewise;
 //! * alerts (item 6): a kicked bot (`disconnected_event`), a failing filter reload and a
 //!   folder that cannot be mirrored each reach the demo's `demo-alerts` robot once, repeats
 //!   folded, each sent alert audited.
@@ -301,7 +302,8 @@ async fn company_knowledge_is_retrieved_and_cited() {
     .unwrap();
     std::fs::write(
         conf.join("edge.toml"),
-        "[model]\nmax_tokens = 24\ntemperature = 0\n[knowledge]\ndir = \"knowledge\"\ntop_k = 2\n",
+        "[model]\nmax_tokens = 24\ntemperature = 0\n[knowledge]\ndir = \"knowledge\"\ntop_k = 2\n\
+         [admin]\nusers = [\"ann\"]\n",
     )
     .unwrap();
     let data = dir.0.join("data");
@@ -435,6 +437,35 @@ async fn company_knowledge_is_retrieved_and_cited() {
         !text.contains("《差旅报销制度》"),
         "a removed document is not cited: {text:?}"
     );
+
+    // `#reload` and `#status all`: for `[admin] users` only.
+    std::fs::write(
+        folder.join("hr/travel.md"),
+        "# 差旅报销制度\n\n住宿每晚不超过六百元。\n",
+    )
+    .unwrap();
+    let (refused, _) = b.ask("bob", "m-adm-1", "#reload").await;
+    assert!(refused.contains("Only the box's admins"), "{refused}");
+    let r = b.rows_for("command_refused", "m-adm-1");
+    assert_eq!((r.len(), &r[0].detail["command"]), (1, &json!("reload")));
+    assert_eq!(b.rows("knowledge_synced").len(), 2, "nothing reloaded");
+    let (done, _) = b.ask("ann", "m-adm-2", "#reload").await;
+    assert!(
+        done.contains("filter reloaded") && done.contains("1 added"),
+        "{done}"
+    );
+    assert_eq!(
+        b.rows("knowledge_synced")[2].detail["added"],
+        json!(["hr/travel.md"])
+    );
+    let (status, _) = b.ask("ann", "m-adm-3", "#status all").await;
+    assert!(status.contains("knowledge: 3 document(s)"), "{status}");
+    assert!(
+        status.contains("checks: ") && status.contains("aibot/demo-bot ok"),
+        "{status}"
+    );
+    let (status, _) = b.ask("bob", "m-adm-4", "#status all").await;
+    assert!(status.contains("Only the box's admins"), "{status}");
     drop(child);
 }
 

@@ -27,6 +27,7 @@ use wecom_edge_limiter::{LimiterMsg, LIMITER_ACTOR};
 use wecom_edge_model::MODEL_ACTOR;
 use wecom_edge_watchdog::Metrics;
 
+use crate::admin::NOT_ADMIN;
 use crate::filter::FilterHandle;
 use crate::persona::Personas;
 use crate::reasoning::ReasoningMode;
@@ -92,6 +93,8 @@ pub struct SessionContext {
     /// Whether new messages are taken (false while the data partition is nearly full: they are
     /// answered with a polite refusal instead of being accepted with nowhere to record them).
     pub accepting: Arc<std::sync::atomic::AtomicBool>,
+    /// Who may run `#status all` and `#reload`, and what they run.
+    pub admin: crate::admin::Admin,
 }
 
 /// One accepted message for a session.
@@ -365,6 +368,16 @@ impl SessionState {
 
     async fn command(&mut self, cmd: Command, job: Job) -> Result<(), ActorProcessingErr> {
         let key = self.args.key.clone();
+        let name = format!("{cmd:?}").to_lowercase();
+        let admin = self.args.ctx.admin.clone();
+        if cmd.is_admin() && !admin.allows(&job.origin.user) {
+            record(
+                "command_refused",
+                &key,
+                json!({"msgid": job.msgid, "command": name, "userid": job.origin.user}),
+            );
+            return self.answer(job, async { NOT_ADMIN.to_string() });
+        }
         let text = match cmd {
             Command::Help => self.args.ctx.personas.for_origin(&job.origin).help(),
             Command::Stop => {
@@ -395,7 +408,15 @@ impl SessionState {
                 "好的，我已忘记我们之前的对话。(Done: I have forgotten our conversation.)"
                     .to_string()
             }
-            Command::Status => {
+            Command::Reload => {
+                record(
+                    "command",
+                    &key,
+                    json!({"msgid": job.msgid, "command": name}),
+                );
+                return self.answer(job, async move { admin.reload().await });
+            }
+            Command::Status | Command::StatusAll => {
                 let (active, waiting) = match ractor::registry::where_is(LIMITER_ACTOR.into()) {
                     Some(c) => {
                         let l: ActorRef<LimiterMsg> = c.into();
@@ -408,22 +429,38 @@ impl SessionState {
                 } else {
                     "restarting"
                 };
-                format!(
+                let own = format!(
                     "状态 (status): model {model} · {active} generation(s) running, {waiting} \
                      waiting · \
                      {} turn(s) of history in this conversation · {} question(s) waiting here",
                     self.history.as_ref().map_or(0, Vec::len),
                     self.queue.len() + usize::from(self.current.is_some()),
-                )
+                );
+                if cmd == Command::StatusAll {
+                    format!("{own}\n{}", admin.status())
+                } else {
+                    own
+                }
             }
         };
         record(
             "command",
             &key,
-            json!({"msgid": job.msgid, "command": format!("{cmd:?}").to_lowercase()}),
+            json!({"msgid": job.msgid, "command": name}),
         );
+        self.answer(job, async move { text })
+    }
+
+    /// Sends the text `text` resolves to as `job`'s answer, off the actor (a reply, or a
+    /// `#reload`, may take a while), and settles the inbound row.
+    fn answer(
+        &self,
+        job: Job,
+        text: impl std::future::Future<Output = String> + Send + 'static,
+    ) -> Result<(), ActorProcessingErr> {
         let id = job.inbound_id;
         tokio::spawn(async move {
+            let text = text.await;
             let mut r = Replier::new(job.reply);
             let ok = match r.finish(&text).await {
                 Ok(()) => true,

@@ -86,6 +86,14 @@ impl KnowledgeBase {
         Some(self.lock().sync_dir(dir))
     }
 
+    /// How many documents are stored (a quick SQLite count).
+    ///
+    /// # Errors
+    /// [`KnowledgeError::Sqlite`].
+    pub fn documents(&self) -> Result<usize, KnowledgeError> {
+        Ok(self.lock().list()?.len())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Knowledge> {
         // A panic while holding the lock cannot leave SQLite half-written (each change is
         // one transaction): the connection is still good.

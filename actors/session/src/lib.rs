@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod actor;
+pub mod admin;
 pub mod filter;
 pub mod knowledge;
 pub mod outbox;
@@ -23,6 +24,7 @@ pub mod router;
 pub mod turn;
 
 pub use actor::{Job, SessionActor, SessionArgs, SessionContext, SessionMsg, SessionSettings};
+pub use admin::Admin;
 pub use filter::{Action, ContentFilter, FilterError, FilterHandle, FilterSpec, RegexRule};
 pub use knowledge::{KnowledgeBase, KnowledgeSettings};
 pub use outbox::{OutboxActor, OutboxArgs, OutboxMsg, OUTBOX_ACTOR};
@@ -117,6 +119,17 @@ pub enum Command {
     Status,
     /// Stop the answer in progress (the conversation is kept).
     Stop,
+    /// `#status all`: the whole box (admins only, [`admin`]).
+    StatusAll,
+    /// `#reload`: the filter's term files and the knowledge folder again (admins only).
+    Reload,
+}
+
+impl Command {
+    /// Whether only `[admin] users` may run it.
+    pub fn is_admin(self) -> bool {
+        matches!(self, Command::StatusAll | Command::Reload)
+    }
 }
 
 /// Removes leading `@name` mentions (WeCom keeps `@RobotA ` at the start of group text).
@@ -131,9 +144,10 @@ pub fn strip_mentions(text: &str) -> &str {
     t.trim_end()
 }
 
-/// The command in `text`, if it is one: `#help`/`/help`, `#reset`/`/reset`, `#status`/`/status`,
-/// `#stop`/`/stop` (any case, full-width `＃` too), after any leading mentions; trailing words are ignored. An
-/// empty or mention-only message is [`Command::Help`]: there is nothing to ask the model.
+/// The command in `text`, if it is one: `#help`/`/help`, `#reset`/`/reset`, `#status`/`/status`
+/// (`#status all`: [`Command::StatusAll`]), `#stop`/`/stop`, `#reload` (any case, full-width
+/// `＃` too), after any leading mentions; other trailing words are ignored. An empty or
+/// mention-only message is [`Command::Help`]: there is nothing to ask the model.
 pub fn parse_command(text: &str) -> Option<Command> {
     let t = strip_mentions(text);
     if t.trim().is_empty() {
@@ -143,12 +157,17 @@ pub fn parse_command(text: &str) -> Option<Command> {
         .strip_prefix('#')
         .or_else(|| t.strip_prefix('/'))
         .or_else(|| t.strip_prefix('＃'))?;
-    let word = rest.split_whitespace().next()?.to_ascii_lowercase();
+    let mut words = rest.split_whitespace();
+    let word = words.next()?.to_ascii_lowercase();
     match word.as_str() {
         "help" | "帮助" => Some(Command::Help),
         "reset" | "重置" => Some(Command::Reset),
-        "status" | "状态" => Some(Command::Status),
+        "status" | "状态" => match words.next().map(str::to_ascii_lowercase).as_deref() {
+            Some("all" | "全部") => Some(Command::StatusAll),
+            _ => Some(Command::Status),
+        },
         "stop" | "停止" => Some(Command::Stop),
+        "reload" | "重载" => Some(Command::Reload),
         _ => None,
     }
 }
@@ -228,6 +247,11 @@ mod tests {
         assert_eq!(parse_command("＃帮助"), Some(Command::Help));
         assert_eq!(parse_command("#resetting"), None);
         assert_eq!(parse_command("@RobotA /Stop"), Some(Command::Stop));
+        assert_eq!(parse_command("#status ALL"), Some(Command::StatusAll));
+        assert_eq!(parse_command("#状态 全部"), Some(Command::StatusAll));
+        assert_eq!(parse_command("#status now"), Some(Command::Status));
+        assert_eq!(parse_command("@RobotA #reload"), Some(Command::Reload));
+        assert!(Command::Reload.is_admin() && !Command::Status.is_admin());
         assert_eq!(parse_command("what is #reset?"), None);
         // Nothing but mentions, or nothing at all: the help, not the model.
         assert_eq!(parse_command("@RobotA"), Some(Command::Help));

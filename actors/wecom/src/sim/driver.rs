@@ -188,8 +188,12 @@ pub(super) async fn set_aibot_callback(
 #[derive(Deserialize)]
 pub(super) struct AppMessage {
     from: String,
+    #[serde(default)]
     text: String,
     msgid: Option<u64>,
+    /// `text` (default), or `image`, `voice`, `video`, `location`, `link`: sent with a
+    /// `MediaId` (and `PicUrl` for an image) instead of `Content`.
+    msgtype: Option<String>,
 }
 
 /// `POST /sim/app/{agentid}/messages`: a member writes to the app; delivered as WeCom would.
@@ -215,10 +219,18 @@ pub(super) async fn app_message(
     };
     let msgid = m.msgid.unwrap_or_else(|| rand::random::<u64>() >> 1);
     let now = unix_now();
+    let msgtype = m.msgtype.as_deref().unwrap_or("text");
+    let payload = match msgtype {
+        "text" => format!("<Content><![CDATA[{}]]></Content>", escape_cdata(&m.text)),
+        "image" => format!(
+            "<PicUrl><![CDATA[https://sim.invalid/pic/{msgid}.jpg]]></PicUrl>\n<MediaId><![CDATA[sim-media-{msgid}]]></MediaId>"
+        ),
+        _ => format!("<MediaId><![CDATA[sim-media-{msgid}]]></MediaId>"),
+    };
     let plain = format!(
-        "<xml><ToUserName><![CDATA[{corpid}]]></ToUserName>\n<FromUserName><![CDATA[{}]]></FromUserName>\n<CreateTime>{now}</CreateTime>\n<MsgType><![CDATA[text]]></MsgType>\n<Content><![CDATA[{}]]></Content>\n<MsgId>{msgid}</MsgId>\n<AgentID>{agentid}</AgentID>\n</xml>",
+        "<xml><ToUserName><![CDATA[{corpid}]]></ToUserName>\n<FromUserName><![CDATA[{}]]></FromUserName>\n<CreateTime>{now}</CreateTime>\n<MsgType><![CDATA[{}]]></MsgType>\n{payload}\n<MsgId>{msgid}</MsgId>\n<AgentID>{agentid}</AgentID>\n</xml>",
         escape_cdata(&m.from),
-        escape_cdata(&m.text)
+        escape_cdata(msgtype)
     );
     let encrypt = crypt.encrypt(plain.as_bytes());
     let ts = now.to_string();

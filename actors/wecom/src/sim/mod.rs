@@ -23,7 +23,8 @@
 //! * `POST /sim/aibot/{bot_id}/acks` `{"ping":bool}` — stop/resume acking pings (zombie link).
 //! * `PUT /sim/aibot/{bot_id}/callback`, `PUT /sim/app/{agentid}/callback` `{"url"}` — saves a
 //!   callback URL after WeCom's GET verification; → `{"verified":bool,"detail"}`.
-//! * `POST /sim/app/{agentid}/messages` `{"from","text","msgid"?}` → `{"msgid","delivered","attempts"}`.
+//! * `POST /sim/app/{agentid}/messages` `{"from","text","msgid"?,"msgtype"?}` →
+//!   `{"msgid","delivered","attempts"}` (`msgtype` `image`, `voice`, … sends a media message).
 //! * `GET /sim/app/{agentid}` → `{"gettoken_calls","token_valid"}`.
 //! * `POST /sim/faults` `{"path","errcode","times"}` — the next `times` calls of `path` fail.
 //!   `path` is an API path (`/cgi-bin/message/send`) or a long-connection command
