@@ -17,9 +17,15 @@
 //! loaded), at its peak (VmHWM) and once idle again (sessions stopped, parked KV caches
 //! released: the bench's idle timeout is 2 s).
 //!
+//! Then (phase `stages`) the same 1-user and 8-user runs with the turn's optional stages on: a
+//! content filter of 5,000 mask terms and one regex (in and out, streamed hold-back) and a
+//! knowledge base whose documents match every question (retrieval adds up to 3 excerpts to each
+//! prompt, within 512 tokens); printed beside the plain runs (issue 13: with both on, aggregate
+//! ≥ 3× one user's tok/s and first frame p95 < 1 s with 8 users).
+//!
 //! Frames are observed by polling the simulator's control API every 25 ms (100 ms in the load
 //! test), so the latencies carry up to that much observation delay. Environment: `PIPELINE_USERS` (8),
-//! `PIPELINE_QUESTIONS` (4), `PIPELINE_MAX_TOKENS` (96); `PIPELINE_PHASES` (`scaling,load`).
+//! `PIPELINE_QUESTIONS` (4), `PIPELINE_MAX_TOKENS` (96); `PIPELINE_PHASES` (`scaling,stages,load`).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -28,6 +34,7 @@ use serde_json::{json, Value};
 use wecom_edge::app;
 use wecom_edge::config::Limits;
 use wecom_edge::demo::{self, DemoOptions, DEMO_BOT_ID, DEMO_BOT_SECRET};
+use wecom_edge_actors::session::{Action, FilterSpec, KnowledgeSettings, RegexRule};
 use wecom_edge_actors::wecom::sim::{self, AiBotSpec, SimConfig};
 
 const QUESTIONS: [&str; 4] = [
@@ -145,7 +152,56 @@ struct Run {
     rss: (f64, f64, f64),
 }
 
-async fn run(users: usize, questions: usize, max_tokens: usize, load: bool) -> Run {
+/// Writes the `stages` phase's filter terms and documents under `dir`; the settings for them.
+fn stages(dir: &std::path::Path) -> (FilterSpec, KnowledgeSettings) {
+    // Terms that do not occur in the answers (the work is the matching, not the masking):
+    // 5,000 two- to four-character CJK words and made-up English code names.
+    let mut terms = String::new();
+    for i in 0..5000u32 {
+        if i % 2 == 0 {
+            let a = char::from_u32(0x4E00 + (i * 7919) % 20000).unwrap();
+            let b = char::from_u32(0x4E00 + (i * 104_729) % 20000).unwrap();
+            let c = char::from_u32(0x4E00 + (i * 1_299_709) % 20000).unwrap();
+            terms.push_str(&format!("{a}{b}{c}\n"));
+        } else {
+            terms.push_str(&format!("project-zx{i:05}\n"));
+        }
+    }
+    let mask = dir.join("mask.txt");
+    std::fs::write(&mask, terms).unwrap();
+    let kdir = dir.join("knowledge");
+    std::fs::create_dir_all(&kdir).unwrap();
+    for (name, text) in [
+        ("indexes.md", "# Database indexes\n\nA database index is a sorted structure over one or more columns that lets queries find rows without scanning the table. Index the columns used in WHERE and JOIN clauses; composite indexes follow the leftmost-prefix rule.\n"),
+        ("email.md", "# Writing emails\n\nClear emails state the request in the first sentence, keep one topic per email, and end with the action and the deadline. Tips: short subject lines, bullet points, and a named owner.\n"),
+        ("firewall.md", "# Firewalls\n\nA firewall filters network traffic between zones by rules on addresses, ports and protocols. The office firewall blocks inbound connections except VPN and allows outbound web traffic.\n"),
+        ("sky.md", "# Why the sky is blue\n\nSunlight is scattered by air molecules; shorter blue wavelengths scatter much more than red (Rayleigh scattering), so the sky looks blue.\n"),
+    ] {
+        std::fs::write(kdir.join(name), text).unwrap();
+    }
+    let filter = FilterSpec {
+        mask: vec![mask],
+        regex: vec![RegexRule {
+            id: "card".into(),
+            pattern: r"\b\d{16}\b".into(),
+            action: Action::Mask,
+        }],
+        ..FilterSpec::default()
+    };
+    let knowledge = KnowledgeSettings {
+        dir: Some(kdir),
+        ..KnowledgeSettings::default()
+    };
+    (filter, knowledge)
+}
+
+async fn run(
+    users: usize,
+    questions: usize,
+    max_tokens: usize,
+    load: bool,
+    with_stages: bool,
+) -> Run {
     let dir = std::env::temp_dir().join(format!("wecom-edge-bench-{}-{users}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -177,6 +233,9 @@ async fn run(users: usize, questions: usize, max_tokens: usize, load: bool) -> R
         base: None,
     };
     let mut cfg = demo::config(&opts, &sim);
+    if with_stages {
+        (cfg.filter, cfg.knowledge) = stages(&dir);
+    }
     if load {
         // The box's defaults, but sessions idle (and their caches released) after 2 s.
         cfg.idle_timeout = Duration::from_secs(2);
@@ -203,6 +262,13 @@ async fn run(users: usize, questions: usize, max_tokens: usize, load: bool) -> R
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if with_stages {
+        // The folder is mirrored once the audit actor runs: wait for its four documents.
+        let kb = wecom_edge_actors::audit::knowledge::Knowledge::open(&dir).unwrap();
+        while kb.list().map_or(0, |d| d.len()) < 4 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
     // 50 pollers at 25 ms would be 2000 HTTP requests a second on the box's own 2 cores.
     let poll = Duration::from_millis(if load { 100 } else { 25 });
@@ -302,24 +368,30 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let phases = std::env::var("PIPELINE_PHASES").unwrap_or_else(|_| "scaling,load".into());
+    let phases = std::env::var("PIPELINE_PHASES").unwrap_or_else(|_| "scaling,stages,load".into());
     rt.block_on(async {
-        if phases.contains("scaling") {
-            let single = run(1, questions, max_tokens, false).await;
-            report("1 user", single.tps, &single.samples);
-            let multi = run(users, questions, max_tokens, false).await;
-            report(&format!("{users} users"), multi.tps, &multi.samples);
+        for (phase, with_stages, label) in [
+            ("scaling", false, ""),
+            ("stages", true, " (filter + knowledge)"),
+        ] {
+            if !phases.split(',').any(|p| p == phase) {
+                continue;
+            }
+            let single = run(1, questions, max_tokens, false, with_stages).await;
+            report(&format!("1 user{label}"), single.tps, &single.samples);
+            let multi = run(users, questions, max_tokens, false, with_stages).await;
+            report(&format!("{users} users{label}"), multi.tps, &multi.samples);
             println!(
-                "aggregate/single: {:.2}x ({:.1} / {:.1} tok/s; target >= 3x)",
+                "aggregate/single{label}: {:.2}x ({:.1} / {:.1} tok/s; target >= 3x)",
                 multi.tps / single.tps,
                 multi.tps,
                 single.tps
             );
         }
-        if phases.contains("load") {
+        if phases.split(',').any(|p| p == "load") {
             let users = env("PIPELINE_LOAD_USERS", 50);
             let questions = env("PIPELINE_LOAD_QUESTIONS", 3);
-            let r = run(users, questions, max_tokens, true).await;
+            let r = run(users, questions, max_tokens, true, false).await;
             report_load(users, questions, &r);
         }
     });

@@ -22,7 +22,7 @@ pub struct KbArgs {
 
 #[derive(Subcommand)]
 enum KbCommand {
-    /// Store documents (.md, .markdown, .txt, .text, .docx), each under its file name; a
+    /// Store documents (.md, .markdown, .txt, .text, .docx, .pdf), each under its file name; a
     /// document of that name is replaced when its content changed. Exits 1 if any failed.
     Add {
         /// The files.

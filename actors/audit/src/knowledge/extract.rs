@@ -1,8 +1,11 @@
 //! A document file's text: Markdown and plain text (UTF-8, with or without a BOM, else
 //! GB18030 — the superset of GBK that Chinese Windows tools still save), and Word `.docx`
 //! (its `word/document.xml`: paragraphs in order, Heading styles as Markdown headings, tables
-//! cell by cell). Sources: ECMA-376 Part 1 §17.3 (paragraphs, runs, `w:t`, `w:tab`, `w:br`),
-//! §17.7.2 (paragraph styles); the WHATWG Encoding Standard's gb18030 decoder.
+//! cell by cell), and PDF's text layer (the `pdf-extract` crate: simple and Type0/CID fonts
+//! through their `ToUnicode` CMaps, so Chinese PDFs from Word or WPS read; a scan without a
+//! text layer is refused as empty). Sources: ECMA-376 Part 1 §17.3 (paragraphs, runs, `w:t`,
+//! `w:tab`, `w:br`), §17.7.2 (paragraph styles); ISO 32000-1 §9.10 (extraction of text
+//! content); the WHATWG Encoding Standard's gb18030 decoder.
 
 use std::io::Read;
 use std::path::Path;
@@ -26,6 +29,8 @@ pub enum Kind {
     Text,
     /// `.docx`.
     Docx,
+    /// `.pdf`.
+    Pdf,
 }
 
 impl Kind {
@@ -43,12 +48,12 @@ impl Kind {
             "md" | "markdown" => Ok(Kind::Markdown),
             "txt" | "text" => Ok(Kind::Text),
             "docx" => Ok(Kind::Docx),
+            "pdf" => Ok(Kind::Pdf),
             other => Err(KnowledgeError::Unsupported {
                 path: path.display().to_string(),
                 why: match other {
-                    "pdf" => "PDF is not read yet: save it as .docx, .md or .txt".into(),
                     "doc" => "old Word .doc is not read: save it as .docx".into(),
-                    _ => "only .md, .markdown, .txt, .text and .docx are read".into(),
+                    _ => "only .md, .markdown, .txt, .text, .docx and .pdf are read".into(),
                 },
             }),
         }
@@ -79,7 +84,30 @@ pub fn text(path: &Path) -> Result<String, KnowledgeError> {
             path: path.display().to_string(),
             why: format!("not a readable .docx: {why}"),
         }),
+        Kind::Pdf => pdf(&bytes).map_err(|why| KnowledgeError::Unsupported {
+            path: path.display().to_string(),
+            why: format!("not a readable PDF: {why}"),
+        }),
     }
+}
+
+/// The text layer of a PDF held in `bytes`, pages in order. The parser panics on some
+/// malformed files: that is caught and reported as an error like any other.
+fn pdf(bytes: &[u8]) -> Result<String, String> {
+    let r =
+        std::panic::catch_unwind(|| pdf_extract::extract_text_from_mem(bytes)).map_err(|p| {
+            let why = p
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "the parser gave up".into());
+            format!("the parser gave up ({why})")
+        })?;
+    let text = r.map_err(|e| e.to_string())?;
+    if text.trim().is_empty() {
+        return Err("it has no text layer (a scan?): run OCR on it, or save it as .docx".into());
+    }
+    Ok(text)
 }
 
 /// UTF-8 (a BOM dropped), else GB18030.
@@ -161,7 +189,7 @@ fn document_xml(xml: &[u8]) -> Result<String, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -186,8 +214,127 @@ mod tests {
 
     #[test]
     fn unsupported_kinds_say_what_to_do() {
-        let e = Kind::of(Path::new("/x/手册.pdf")).unwrap_err().to_string();
-        assert!(e.contains("PDF") && e.contains(".docx"), "{e}");
+        let e = Kind::of(Path::new("/x/手册.doc")).unwrap_err().to_string();
+        assert!(e.contains(".doc is not read") && e.contains(".docx"), "{e}");
+        let e = Kind::of(Path::new("/x/a.rtf")).unwrap_err().to_string();
+        assert!(e.contains(".pdf"), "{e}");
         assert!(Kind::of(Path::new("a.MD")).is_ok());
+        assert_eq!(Kind::of(Path::new("手册.PDF")).unwrap(), Kind::Pdf);
+    }
+
+    /// A PDF as Word or WPS writes Chinese text: a Type0 font (Identity-H, two-byte CIDs in
+    /// hex strings) whose `ToUnicode` CMap maps each CID to its character (ISO 32000-1 §9.7,
+    /// §9.10.3); one page per entry of `pages`, one text line per string.
+    pub(crate) fn cid_pdf(pages: &[&[&str]]) -> Vec<u8> {
+        let mut chars: Vec<char> = Vec::new();
+        for c in pages.iter().flat_map(|p| p.iter()).flat_map(|l| l.chars()) {
+            if !chars.contains(&c) {
+                chars.push(c);
+            }
+        }
+        let cid = |c: char| chars.iter().position(|&x| x == c).unwrap() + 1;
+        let stream =
+            |body: &str| format!("<< /Length {} >>\nstream\n{body}\nendstream", body.len());
+        let mut cmap = String::from(
+            "/CIDInit /ProcSet findresource begin\n12 dict begin\nbegincmap\n\
+             /CIDSystemInfo << /Registry (Adobe) /Ordering (UCS) /Supplement 0 >> def\n\
+             /CMapName /Adobe-Identity-UCS def\n/CMapType 2 def\n\
+             1 begincodespacerange\n<0000> <FFFF>\nendcodespacerange\n",
+        );
+        for block in chars.chunks(100) {
+            cmap += &format!("{} beginbfchar\n", block.len());
+            for &c in block {
+                let mut u = [0u16; 2];
+                let hex: String = c
+                    .encode_utf16(&mut u)
+                    .iter()
+                    .map(|w| format!("{w:04X}"))
+                    .collect();
+                cmap += &format!("<{:04X}> <{hex}>\n", cid(c));
+            }
+            cmap += "endbfchar\n";
+        }
+        cmap += "endcmap\nCMapName currentdict /CMap defineresource pop\nend\nend";
+        let kids: Vec<String> = (0..pages.len())
+            .map(|i| format!("{} 0 R", 6 + 2 * i))
+            .collect();
+        let mut objs =
+            vec![
+            "<< /Type /Catalog /Pages 2 0 R >>".to_string(),
+            format!("<< /Type /Pages /Kids [{}] /Count {} >>", kids.join(" "), pages.len()),
+            "<< /Type /Font /Subtype /Type0 /BaseFont /SimSun /Encoding /Identity-H \
+             /DescendantFonts [4 0 R] /ToUnicode 5 0 R >>"
+                .to_string(),
+            "<< /Type /Font /Subtype /CIDFontType2 /BaseFont /SimSun /CIDSystemInfo << /Registry \
+             (Adobe) /Ordering (Identity) /Supplement 0 >> /DW 1000 /FontDescriptor << /Type \
+             /FontDescriptor /FontName /SimSun /Flags 4 /FontBBox [0 -120 1000 880] \
+             /ItalicAngle 0 /Ascent 880 /Descent -120 /CapHeight 700 /StemV 80 >> >>"
+                .to_string(),
+            stream(&cmap),
+        ];
+        for (i, lines) in pages.iter().enumerate() {
+            let shown: Vec<String> = lines
+                .iter()
+                .map(|l| {
+                    let hex: String = l.chars().map(|c| format!("{:04X}", cid(c))).collect();
+                    format!("<{hex}> Tj 0 -16 Td")
+                })
+                .collect();
+            objs.push(format!(
+                "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << \
+                 /F1 3 0 R >> >> /Contents {} 0 R >>",
+                7 + 2 * i
+            ));
+            objs.push(stream(&format!(
+                "BT /F1 12 Tf 72 720 Td {} ET",
+                shown.join(" ")
+            )));
+        }
+        let mut out = b"%PDF-1.4\n".to_vec();
+        let mut offsets = Vec::new();
+        for (i, o) in objs.iter().enumerate() {
+            offsets.push(out.len());
+            out.extend_from_slice(format!("{} 0 obj\n{o}\nendobj\n", i + 1).as_bytes());
+        }
+        let xref = out.len();
+        out.extend_from_slice(
+            format!("xref\n0 {}\n0000000000 65535 f \n", objs.len() + 1).as_bytes(),
+        );
+        for o in offsets {
+            out.extend_from_slice(format!("{o:010} 00000 n \n").as_bytes());
+        }
+        out.extend_from_slice(
+            format!(
+                "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+                objs.len() + 1
+            )
+            .as_bytes(),
+        );
+        out
+    }
+
+    #[test]
+    fn a_chinese_pdf_is_read_and_a_broken_one_refused() {
+        let bytes = cid_pdf(&[
+            &["差旅报销制度", "出差住宿标准：一线城市每晚不超过六百元。"],
+            &["报销须在出差结束后三十天内提交。"],
+        ]);
+        let text = pdf(&bytes).unwrap();
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "差旅报销制度",
+                "出差住宿标准：一线城市每晚不超过六百元。",
+                "报销须在出差结束后三十天内提交。"
+            ]
+        );
+        assert!(pdf(b"%PDF-1.7 not really").is_err());
+        let e = pdf(&cid_pdf(&[&[]])).unwrap_err();
+        assert!(e.contains("no text layer"), "{e}");
     }
 }

@@ -656,4 +656,27 @@ mod tests {
         assert_eq!(r.unchanged, 1);
         std::fs::remove_dir_all(dir).ok();
     }
+
+    #[test]
+    fn a_chinese_pdf_is_stored_and_found() {
+        let dir = tmp();
+        let pdf = dir.join("差旅.pdf");
+        std::fs::write(
+            &pdf,
+            extract::tests::cid_pdf(&[
+                &["差旅报销制度", "出差住宿标准：一线城市每晚不超过六百元。"],
+                &["报销须在出差结束后三十天内提交。"],
+            ]),
+        )
+        .unwrap();
+        let mut kb = Knowledge::open(&dir.join("data")).unwrap();
+        let a = kb.add_file(&pdf, "差旅.pdf", "cli").unwrap();
+        assert_eq!(a.document().title, "差旅");
+        let hits = kb
+            .retrieve("出差住宿标准是多少？", 3, MIN_RELATIVE_SCORE)
+            .unwrap();
+        assert_eq!(hits[0].doc, "差旅.pdf", "{hits:?}");
+        assert!(hits[0].text.contains("六百元"), "{:?}", hits[0].text);
+        std::fs::remove_dir_all(dir).ok();
+    }
 }
