@@ -376,6 +376,7 @@ async fn start_tree(cfg: &Config, api: Api) -> anyhow::Result<Running> {
         knowledge,
         accepting,
         admin,
+        generator: Arc::new(model::serve::local::Local),
     };
 
     let outbox_args = OutboxArgs {

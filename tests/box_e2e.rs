@@ -422,8 +422,16 @@ async fn the_box_answers_through_the_simulator() {
         },
     )
     .await;
-    let all = rows(&tmp);
-    let un = rows_of(&all, "message_unsupported", "7000009");
+    // The audit row is written by the audit actor, not before the notice goes out.
+    let un = until("message_unsupported", Duration::from_secs(10), || async {
+        let all = rows(&tmp);
+        let un: Vec<AuditRow> = rows_of(&all, "message_unsupported", "7000009")
+            .into_iter()
+            .cloned()
+            .collect();
+        (!un.is_empty()).then_some(un)
+    })
+    .await;
     assert_eq!(un.len(), 1, "{un:?}");
     assert_eq!(
         (&un[0].detail["channel"], &un[0].detail["msgtype"]),

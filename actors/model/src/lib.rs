@@ -20,6 +20,7 @@ pub mod llama;
 pub mod quant;
 pub mod sampler;
 pub mod scheduler;
+pub mod serve;
 pub mod tokenizer;
 
 pub use actor::{ModelActor, ModelArgs, ModelInfo, ModelMsg, MODEL_ACTOR};

@@ -95,6 +95,9 @@ pub struct SessionContext {
     pub accepting: Arc<std::sync::atomic::AtomicBool>,
     /// Who may run `#status all` and `#reload`, and what they run.
     pub admin: crate::admin::Admin,
+    /// What generates the answers ([`wecom_edge_model::serve::local::Local`]: this process's
+    /// model).
+    pub generator: Arc<dyn wecom_edge_model::serve::Generator>,
 }
 
 /// One accepted message for a session.

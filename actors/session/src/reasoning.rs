@@ -48,7 +48,8 @@ pub struct Reasoning {
 }
 
 impl Reasoning {
-    /// `opened`: the prompt itself ended inside `<think>` ([`prompt_opens_think`]).
+    /// `opened`: the prompt itself ended inside `<think>`
+    /// ([`wecom_edge_model::serve::Submitted::opens_think`]).
     pub fn new(mode: ReasoningMode, opened: bool) -> Self {
         let mut r = Self {
             mode,
@@ -164,11 +165,6 @@ impl Reasoning {
     }
 }
 
-/// Whether a rendered prompt ends inside `<think>` (the template opened it for the model).
-pub fn prompt_opens_think(prompt_tail: &str) -> bool {
-    prompt_tail.trim_end().ends_with(OPEN)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,12 +260,5 @@ mod tests {
         r.finish();
         assert_eq!(r.display(), "never closed");
         assert_eq!(r.thinking(), "");
-    }
-
-    #[test]
-    fn prompt_tail_detection() {
-        assert!(prompt_opens_think("<｜Assistant｜><think>\n"));
-        assert!(!prompt_opens_think("<｜Assistant｜><think>\n</think>"));
-        assert!(!prompt_opens_think("<|im_start|>assistant\n"));
     }
 }

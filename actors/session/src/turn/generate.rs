@@ -12,20 +12,18 @@
 //!   the answer is kept as history.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ractor::ActorRef;
 use serde_json::json;
-use tokio::sync::mpsc;
 use wecom_edge_audit::AuditMsg;
-use wecom_edge_model::{
-    GenEvent, GenFailure, GenRequest, GenStats, ModelInfo, ModelMsg, StopReason, MODEL_ACTOR,
-};
+use wecom_edge_model::serve::{ChatRequest, Ready, SubmitError};
+use wecom_edge_model::{ChatMessage, GenEvent, GenFailure, GenStats, StopReason};
 
 use super::filter::{audit as audit_filter, OutputFilter, BLOCKED_OUT};
 use super::prompt::{self, PromptError};
 use super::{record, Stage, Stop, TurnCtx};
-use crate::reasoning::{prompt_opens_think, Phase, Reasoning, ReasoningMode, THINKING};
+use crate::reasoning::{Phase, Reasoning, ReasoningMode, THINKING};
 
 /// Generations a message may start; one more and it is settled with [`GAVE_UP`] instead (it
 /// crashed or stalled the model each time: the model actor died mid-answer, or the process
@@ -77,19 +75,18 @@ enum Attempt {
 /// The notice to deliver instead (audited here as `generation_failed`, or as `filter`).
 pub(super) async fn run(t: &mut TurnCtx) -> Result<Answer, Stop> {
     let mut attempt_no = 0;
+    let generator = t.ctx.generator.clone();
     let outcome = loop {
         attempt_no += 1;
         t.enter(Stage::Prompt);
-        let Some((model, info)) = wait_model(t.ctx.settings.model_wait).await else {
+        let Some(gen) = generator.ready(t.ctx.settings.model_wait).await else {
             break Attempt::Lost;
         };
-        let prompt = match prompt::build(t, &info) {
-            Ok(p) => {
-                t.knowledge_used = p.knowledge_used;
-                p.tokens
-            }
+        let prompt = match prompt::build(t, &*gen) {
+            Ok(p) => p,
             Err(e) => break Attempt::Prompt(e),
         };
+        t.knowledge_used = prompt.knowledge_used;
         t.enter(Stage::Generate);
         // Durable before the model sees it: a message that keeps killing the model (or the
         // process) is settled, not replayed at every restart.
@@ -101,15 +98,10 @@ pub(super) async fn run(t: &mut TurnCtx) -> Result<Answer, Stop> {
         record(
             "generation_started",
             &t.key,
-            json!({"msgid": t.job.msgid, "prompt_tokens": prompt.len(), "attempt": attempt_no, "knowledge": t.knowledge_used}),
+            json!({"msgid": t.job.msgid, "prompt_tokens": prompt.tokens, "attempt": attempt_no,
+                   "knowledge": t.knowledge_used, "generator": generator.name()}),
         );
-        let tail_from = prompt.len().saturating_sub(8);
-        let opened = info
-            .tokenizer
-            .decode(&prompt[tail_from..])
-            .is_ok_and(|s| prompt_opens_think(&s));
-        let reasoning = Reasoning::new(t.ctx.settings.reasoning, opened);
-        match stream(t, &model, prompt, reasoning, attempt_no).await {
+        match stream(t, &*gen, prompt.messages, attempt_no).await {
             (Attempt::Lost, _) if attempt_no < 2 && !t.cancel.load(Ordering::Relaxed) => {
                 tracing::warn!(session = %t.key, "the model went away mid-answer; generating again");
                 record("generation_retried", &t.key, json!({"msgid": t.job.msgid}));
@@ -119,7 +111,7 @@ pub(super) async fn run(t: &mut TurnCtx) -> Result<Answer, Stop> {
                 }
                 continue;
             }
-            (Attempt::Done(stats), r) => return finished(t, &info, stats, r),
+            (Attempt::Done(stats), r) => return finished(t, &*gen, stats, r),
             (other, _) => break other,
         }
     };
@@ -171,15 +163,16 @@ pub(super) async fn run(t: &mut TurnCtx) -> Result<Answer, Stop> {
 /// A finished generation: its records, and the answer (or the cancelled stream's end).
 fn finished(
     t: &mut TurnCtx,
-    info: &ModelInfo,
+    gen: &dyn Ready,
     stats: GenStats,
     mut r: Reasoning,
 ) -> Result<Answer, Stop> {
     let metrics = &t.ctx.metrics;
-    let thinking_tokens = info
-        .tokenizer
-        .encode_plain(r.thinking())
-        .map_or(0, |v| v.len());
+    let thinking_tokens = if r.thinking().is_empty() {
+        0
+    } else {
+        gen.text_tokens(r.thinking())
+    };
     metrics.generations.inc();
     metrics.tokens.inc_by(stats.tokens as u64);
     metrics
@@ -234,24 +227,28 @@ fn finished(
 /// the text.
 async fn stream(
     t: &mut TurnCtx,
-    model: &ActorRef<ModelMsg>,
-    prompt: Vec<u32>,
-    mut r: Reasoning,
+    gen: &dyn Ready,
+    messages: Vec<ChatMessage>,
     attempt: u32,
 ) -> (Attempt, Reasoning) {
     let settings = t.ctx.settings.clone();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let req = GenRequest {
-        prompt,
+    let req = ChatRequest {
+        messages,
         params: t.persona.generate.clone(),
-        events: tx,
         cancel: t.cancel.clone(),
-        submitted: Instant::now(),
         cache_key: Some(t.key.clone()),
+        submitted: Instant::now(),
     };
-    if model.send_message(ModelMsg::Generate(req)).is_err() {
-        return (Attempt::Lost, r);
-    }
+    let (mut rx, mut r) = match gen.submit(req) {
+        Ok(s) => (s.events, Reasoning::new(settings.reasoning, s.opens_think)),
+        Err(e) => {
+            let r = Reasoning::new(settings.reasoning, false);
+            return match e {
+                SubmitError::Lost => (Attempt::Lost, r),
+                SubmitError::Template(e) => (Attempt::Prompt(PromptError::Template(e)), r),
+            };
+        }
+    };
     let filter = t.filter.clone();
     let gate = OutputFilter::new(&filter);
     // What the user may see now, and what the last frame showed.
@@ -318,22 +315,5 @@ async fn start_attempt(id: i64) -> Option<i64> {
     match ractor::call!(a, |reply| AuditMsg::StartAttempt { id, reply }) {
         Ok(Ok(n)) => Some(n),
         _ => None,
-    }
-}
-
-/// The model actor, once it is registered and answers (waits up to `wait` for a restart).
-async fn wait_model(wait: Duration) -> Option<(ActorRef<ModelMsg>, ModelInfo)> {
-    let deadline = Instant::now() + wait;
-    loop {
-        if let Some(cell) = ractor::registry::where_is(MODEL_ACTOR.into()) {
-            let m: ActorRef<ModelMsg> = cell.into();
-            if let Ok(info) = ractor::call!(m, ModelMsg::Info) {
-                return Some((m, info));
-            }
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

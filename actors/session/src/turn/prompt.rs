@@ -1,6 +1,7 @@
-//! Stage **prompt**: the persona's system message, the history that fits, the question —
-//! rendered by the model's chat template, within `max_prompt_tokens` and the model's context
-//! less the answer's room (the persona's `max_tokens`).
+//! Stage **prompt**: the persona's system message, the history that fits, the question — as
+//! chat messages for the generator ([`wecom_edge_model::serve`]), counted as it renders them,
+//! within `max_prompt_tokens` and the generator's context less the answer's room (the
+//! persona's `max_tokens`).
 //!
 //! History is trimmed by whole user/assistant pairs, oldest first ([`crate::fit_history`]);
 //! the per-turn token estimate is close but not exact, so whole pairs are dropped until the
@@ -14,7 +15,8 @@
 //! way to them (the question is about the documents).
 
 use wecom_edge_audit::knowledge::Hit;
-use wecom_edge_model::{ChatMessage, ModelInfo};
+use wecom_edge_model::serve::Ready;
+use wecom_edge_model::ChatMessage;
 
 use crate::persona::Language;
 use crate::{fit_history, Turn};
@@ -43,38 +45,32 @@ pub(crate) enum PromptError {
     Template(String),
 }
 
-/// A prompt: its token ids, and how many of the turn's knowledge chunks (from the first) it
-/// carries.
+/// A prompt: its messages, the tokens they take rendered, and how many of the turn's
+/// knowledge chunks (from the first) it carries.
 pub(super) struct Prompt {
-    /// The rendered prompt.
-    pub tokens: Vec<u32>,
+    /// System message, the history that fits, the question (with its excerpts).
+    pub messages: Vec<ChatMessage>,
+    /// Tokens the rendered prompt takes ([`Ready::prompt_tokens`]).
+    pub tokens: usize,
     /// Excerpts included.
     pub knowledge_used: usize,
 }
 
-/// The prompt.
+/// The prompt, budgeted with `gen`'s token counts.
 ///
 /// # Errors
 /// [`PromptError`].
-pub(super) fn build(t: &TurnCtx, info: &ModelInfo) -> Result<Prompt, PromptError> {
-    let tok = &info.tokenizer;
+pub(super) fn build(t: &TurnCtx, gen: &dyn Ready) -> Result<Prompt, PromptError> {
     let settings = &t.ctx.settings;
     let question = t.question.as_str();
-    let question_tokens = tok
-        .encode_plain(question)
-        .map_err(|e| PromptError::Template(e.to_string()))?
-        .len();
+    let question_tokens = gen.text_tokens(question);
     if question_tokens > settings.max_message_tokens {
         return Err(PromptError::TooLong {
             tokens: question_tokens,
             limit: settings.max_message_tokens,
         });
     }
-    let count = |turn: &Turn| {
-        tok.encode_plain(&turn.content)
-            .map_or(turn.content.len(), |v| v.len())
-            + 4
-    };
+    let count = |turn: &Turn| gen.text_tokens(&turn.content) + 4;
     let system = t.persona.system_message();
     let english = match t.persona.language {
         Language::English => true,
@@ -86,55 +82,55 @@ pub(super) fn build(t: &TurnCtx, info: &ModelInfo) -> Result<Prompt, PromptError
         .knowledge
         .as_ref()
         .map_or(0, |k| k.settings.max_tokens);
-    let mut excerpts = excerpts(
-        &|s: &str| tok.encode_plain(s).map_or(s.len(), |v| v.len()),
-        &t.knowledge,
-        budget,
-    );
-    let render = |hist: &[Turn], excerpts: &[String]| -> Result<Vec<u32>, PromptError> {
-        let mut msgs = Vec::with_capacity(hist.len() + 2);
-        msgs.push(ChatMessage::new("system", system.clone()));
-        msgs.extend(
+    let mut excerpts = excerpts(&|s: &str| gen.text_tokens(s), &t.knowledge, budget);
+    let render = |hist: &[Turn], excerpts: &[String]| -> Result<Prompt, PromptError> {
+        let mut messages = Vec::with_capacity(hist.len() + 2);
+        messages.push(ChatMessage::new("system", system.clone()));
+        messages.extend(
             hist.iter()
                 .map(|h| ChatMessage::new(&h.role, h.content.clone())),
         );
-        msgs.push(ChatMessage::new(
+        messages.push(ChatMessage::new(
             "user",
             with_excerpts(question, excerpts, english),
         ));
-        tok.encode_chat(&msgs)
-            .map_err(|e| PromptError::Template(e.to_string()))
+        let tokens = gen
+            .prompt_tokens(&messages)
+            .map_err(PromptError::Template)?;
+        Ok(Prompt {
+            messages,
+            tokens,
+            knowledge_used: excerpts.len(),
+        })
     };
     let reserve = t.persona.generate.max_tokens;
+    let context_length = gen.context_length();
     let mut bare = render(&[], &excerpts)?;
     // Excerpts that would overflow the model's context go, the last first.
-    while bare.len() + reserve > info.context_length && !excerpts.is_empty() {
+    while bare.tokens + reserve > context_length && !excerpts.is_empty() {
         excerpts.pop();
         bare = render(&[], &excerpts)?;
     }
-    if bare.len() + reserve > info.context_length {
+    if bare.tokens + reserve > context_length {
         return Err(PromptError::ContextOverflow {
-            needed: bare.len() + reserve,
-            context_length: info.context_length,
+            needed: bare.tokens + reserve,
+            context_length,
         });
     }
     // The turn's prompt budget (the bare prompt always fits: the question is within its own
     // limit, a long system prompt or the excerpts only leave no room for history).
     let limit = settings
         .max_prompt_tokens
-        .min(info.context_length - reserve)
-        .max(bare.len());
-    let hist = fit_history(&t.history, bare.len(), 0, limit, count);
-    let mut tokens = render(hist, &excerpts)?;
+        .min(context_length - reserve)
+        .max(bare.tokens);
+    let hist = fit_history(&t.history, bare.tokens, 0, limit, count);
+    let mut prompt = render(hist, &excerpts)?;
     let mut from = t.history.len() - hist.len();
-    while tokens.len() > limit && from < t.history.len() {
+    while prompt.tokens > limit && from < t.history.len() {
         from = (from + 2).min(t.history.len());
-        tokens = render(&t.history[from..], &excerpts)?;
+        prompt = render(&t.history[from..], &excerpts)?;
     }
-    Ok(Prompt {
-        tokens,
-        knowledge_used: excerpts.len(),
-    })
+    Ok(prompt)
 }
 
 /// The chunks as numbered excerpts (`[n] 《title》 section` and the text), the first ones
