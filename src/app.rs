@@ -639,7 +639,6 @@ fn admin_commands(
         .with_reload(Arc::new(reload))
 }
 
-/// One real write through the audit actor ([`AuditMsg::Probe`]).
 /// Mirrors `[knowledge] dir` once the audit actor runs, then at each SIGHUP does what
 /// [`reload`] does.
 async fn reload_on_hangup(filter: FilterHandle, knowledge: Option<KnowledgeBase>) {
@@ -770,6 +769,7 @@ async fn sync_knowledge(kb: &KnowledgeBase) -> Option<String> {
     }
 }
 
+/// One real write through the audit actor ([`AuditMsg::Probe`]).
 async fn write_probe() -> Result<(), String> {
     match ractor::registry::where_is(AUDIT_ACTOR.into()) {
         Some(c) => write_probe_on(&c.into()).await,
