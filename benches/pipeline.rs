@@ -266,7 +266,7 @@ async fn run(
     if with_stages {
         // The folder is mirrored once the audit actor runs: wait for its four documents.
         let kb = wecom_edge_actors::audit::knowledge::Knowledge::open(&dir).unwrap();
-        while kb.list().map_or(0, |d| d.len()) < 4 {
+        while kb.len().unwrap_or(0) < 4 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

@@ -89,6 +89,31 @@ impl Harness {
         .await
     }
 
+    /// A member writes to the app (`POST /sim/app/{AGENT}/messages` with `body`); the
+    /// simulator must have delivered it to the box's callback.
+    async fn app_message(&self, body: Value) {
+        let v: Value = self
+            .http
+            .post(format!("{}/sim/app/{AGENT}/messages", self.sim))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["delivered"], true, "{v}");
+    }
+
+    /// Everything the simulator took from the box (`GET /sim/outbox`), in arrival order.
+    async fn outbox(&self) -> Vec<Value> {
+        let mut v = self.get("/sim/outbox").await;
+        match v["messages"].take() {
+            Value::Array(m) => m,
+            other => panic!("no messages in {other}"),
+        }
+    }
+
     async fn get(&self, path: &str) -> Value {
         self.http
             .get(format!("{}{path}", self.sim))
@@ -353,23 +378,12 @@ async fn the_box_answers_through_the_simulator() {
         .unwrap();
     assert_eq!(v["verified"], true, "{v}");
     for _ in 0..2 {
-        let v: Value = h
-            .http
-            .post(format!("{}/sim/app/{AGENT}/messages", h.sim))
-            .json(&json!({"from": "frank", "text": "Say hello.", "msgid": 7_000_001u64}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(v["delivered"], true, "{v}");
+        h.app_message(json!({"from": "frank", "text": "Say hello.", "msgid": 7_000_001u64}))
+            .await;
     }
     let to_frank = || async {
-        let v = h.get("/sim/outbox").await;
-        v["messages"]
-            .as_array()
-            .unwrap()
+        h.outbox()
+            .await
             .iter()
             .filter(|m| m["body"]["touser"] == "frank")
             .count()
@@ -392,25 +406,14 @@ async fn the_box_answers_through_the_simulator() {
         "one answer for the message and its retry"
     );
     // An image to the app: the text-only notice through message/send, audited, no generation.
-    let v: Value = h
-        .http
-        .post(format!("{}/sim/app/{AGENT}/messages", h.sim))
-        .json(&json!({"from": "frank", "msgtype": "image", "msgid": 7_000_009u64}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(v["delivered"], true, "{v}");
+    h.app_message(json!({"from": "frank", "msgtype": "image", "msgid": 7_000_009u64}))
+        .await;
     until(
         "the app's text-only notice",
         Duration::from_secs(30),
         || async {
-            let v = h.get("/sim/outbox").await;
-            v["messages"]
-                .as_array()
-                .unwrap()
+            h.outbox()
+                .await
                 .iter()
                 .any(|m| {
                     m["body"]["touser"] == "frank"
@@ -446,25 +449,14 @@ async fn the_box_answers_through_the_simulator() {
         .send()
         .await
         .unwrap();
-    let v: Value = h
-        .http
-        .post(format!("{}/sim/app/{AGENT}/messages", h.sim))
-        .json(&json!({"from": "grace", "text": "Say hello.", "msgid": 7_000_002u64}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(v["delivered"], true, "{v}");
+    h.app_message(json!({"from": "grace", "text": "Say hello.", "msgid": 7_000_002u64}))
+        .await;
     until(
         "the app's deferred answer",
         Duration::from_secs(90),
         || async {
-            let v = h.get("/sim/outbox").await;
-            v["messages"]
-                .as_array()
-                .unwrap()
+            h.outbox()
+                .await
                 .iter()
                 .any(|m| m["body"]["touser"] == "grace")
                 .then_some(())

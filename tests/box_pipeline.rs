@@ -35,33 +35,35 @@ struct Box {
 }
 
 impl Box {
+    /// Starts the demo on `data` with `--config config` (and `configure` applied to the
+    /// command) and waits for its bot's long connection; the child and the box.
+    async fn start(
+        data: &std::path::Path,
+        config: &std::path::Path,
+        configure: impl FnOnce(&mut tokio::process::Command),
+    ) -> (tokio::process::Child, Box, Value) {
+        let (child, info) =
+            common::start_demo(data, &["--config", config.to_str().unwrap()], configure).await;
+        let b = Box {
+            http: reqwest::Client::new(),
+            sim: info["sim"].as_str().unwrap().to_string(),
+            dir: data.to_path_buf(),
+        };
+        common::bot_connected(&b.http, &b.sim, Duration::from_secs(30)).await;
+        (child, b, info)
+    }
+
     /// Pushes `text` from `user` in group `g-{user}`; the final frame's text and every frame.
     async fn ask(&self, user: &str, msgid: &str, text: &str) -> (String, Vec<String>) {
-        let r: Value = self
-            .http
-            .post(format!("{}/sim/aibot/demo-bot/messages", self.sim))
-            .json(
-                &json!({"chattype": "group", "chatid": format!("g-{user}"), "userid": user,
-                          "msgid": msgid, "text": format!("@demo-bot {text}")}),
-            )
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let req_id = r["req_id"].as_str().unwrap().to_string();
-        until("the final frame", Duration::from_secs(90), || async {
-            let f = wecom_edge::demo::frames(&self.http, &self.sim, &req_id)
-                .await
-                .ok()?;
-            match f.last() {
-                Some((text, true)) => {
-                    Some((text.clone(), f.iter().map(|(t, _)| t.clone()).collect()))
-                }
-                _ => None,
-            }
-        })
+        let chat = format!("g-{user}");
+        common::ask(
+            &self.http,
+            &self.sim,
+            (&chat, user),
+            msgid,
+            text,
+            Duration::from_secs(90),
+        )
         .await
     }
 
@@ -133,30 +135,12 @@ async fn persona_filter_and_the_exit_guard() {
     .unwrap();
     let data = dir.0.join("data");
     let config = conf.join("edge.toml");
-    let (child, info) = common::start_demo(&data, &["--config", config.to_str().unwrap()], |c| {
+    let (child, b, info) = Box::start(&data, &config, |c| {
         c.env("WECOM_EDGE_FAULT", "prompt:PANICME");
     })
     .await;
     let pid = child.id().unwrap();
-    let b = Box {
-        http: reqwest::Client::new(),
-        sim: info["sim"].as_str().unwrap().to_string(),
-        dir: data.clone(),
-    };
     let admin = info["admin"].as_str().unwrap().to_string();
-    until("the bot's connection", Duration::from_secs(30), || async {
-        let v: Value = b
-            .http
-            .get(format!("{}/sim/aibot/demo-bot", b.sim))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        (v["connected"] == true).then_some(())
-    })
-    .await;
 
     // The persona's welcome and description.
     let r: Value = b
@@ -318,14 +302,8 @@ async fn company_knowledge_is_retrieved_and_cited() {
     assert!(added.starts_with("added vpn.txt: «vpn»"), "{added}");
 
     let config = conf.join("edge.toml");
-    let (child, info) =
-        common::start_demo(&data, &["--config", config.to_str().unwrap()], |_| {}).await;
+    let (child, b, _) = Box::start(&data, &config, |_| {}).await;
     let pid = child.id().unwrap();
-    let b = Box {
-        http: reqwest::Client::new(),
-        sim: info["sim"].as_str().unwrap().to_string(),
-        dir: data.clone(),
-    };
     // The folder is mirrored at start.
     until("knowledge_synced", Duration::from_secs(30), || async {
         b.rows("knowledge_synced").first().cloned()
@@ -507,27 +485,8 @@ async fn alerts_reach_the_robot_once() {
     .unwrap();
     let data = dir.0.join("data");
     let config = conf.join("edge.toml");
-    let (child, info) =
-        common::start_demo(&data, &["--config", config.to_str().unwrap()], |_| {}).await;
+    let (child, b, _) = Box::start(&data, &config, |_| {}).await;
     let pid = child.id().unwrap();
-    let b = Box {
-        http: reqwest::Client::new(),
-        sim: info["sim"].as_str().unwrap().to_string(),
-        dir: data.clone(),
-    };
-    until("the bot's connection", Duration::from_secs(30), || async {
-        let v: Value = b
-            .http
-            .get(format!("{}/sim/aibot/demo-bot", b.sim))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        (v["connected"] == true).then_some(())
-    })
-    .await;
     let has = |msgs: &[String], what: &str| msgs.iter().filter(|m| m.contains(what)).count();
 
     // Another connection takes the bot over: after `[alerts] after`, one alert.

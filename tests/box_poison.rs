@@ -38,18 +38,7 @@ async fn a_message_that_kills_the_box_twice_is_settled_with_an_apology() {
     let http = reqwest::Client::new();
 
     let (mut child, sim) = start(&dir).await;
-    until("the long connection", Duration::from_secs(30), || async {
-        let v: Value = http
-            .get(format!("{sim}/sim/aibot/demo-bot"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        (v["connected"] == true).then_some(())
-    })
-    .await;
+    common::bot_connected(&http, &sim, Duration::from_secs(30)).await;
     http.post(format!("{sim}/sim/aibot/demo-bot/messages"))
         .json(
             &json!({"chattype": "group", "chatid": "g1", "userid": "alice",

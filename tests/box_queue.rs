@@ -54,18 +54,7 @@ async fn waiting_questions_see_their_place_and_only_past_the_bound_are_refused()
     let running = app::start(&cfg).await.unwrap();
     let http = reqwest::Client::new();
     let base = sim.base_url();
-    until("the long connection", Duration::from_secs(10), || async {
-        let s: Value = http
-            .get(format!("{base}/sim/aibot/{DEMO_BOT_ID}"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        (s["connected"] == true).then_some(())
-    })
-    .await;
+    common::bot_connected(&http, &base, Duration::from_secs(10)).await;
     let ask = |user: &'static str| {
         let (http, base) = (http.clone(), base.clone());
         async move {

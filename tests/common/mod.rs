@@ -135,6 +135,58 @@ pub async fn start_demo(
     (child, serde_json::from_str(&first).unwrap())
 }
 
+/// Waits up to `limit` until the simulator says the demo bot's long connection is up.
+#[allow(dead_code)]
+pub async fn bot_connected(http: &reqwest::Client, sim: &str, limit: Duration) {
+    until("the bot's long connection", limit, || async {
+        let v: serde_json::Value = http
+            .get(format!("{sim}/sim/aibot/demo-bot"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (v["connected"] == true).then_some(())
+    })
+    .await;
+}
+
+/// Sends `text` from `userid` in group `chatid` to the demo bot through the simulator (as an
+/// @-message) and waits up to `limit` for the final frame of the answer; returns its text and
+/// the text of every frame, in order.
+#[allow(dead_code)]
+pub async fn ask(
+    http: &reqwest::Client,
+    sim: &str,
+    (chatid, userid): (&str, &str),
+    msgid: &str,
+    text: &str,
+    limit: Duration,
+) -> (String, Vec<String>) {
+    let r: serde_json::Value = http
+        .post(format!("{sim}/sim/aibot/demo-bot/messages"))
+        .json(
+            &serde_json::json!({"chattype": "group", "chatid": chatid, "userid": userid,
+                                  "msgid": msgid, "text": format!("@demo-bot {text}")}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let req_id = r["req_id"].as_str().unwrap().to_string();
+    until("the final frame", limit, || async {
+        let f = wecom_edge::demo::frames(http, sim, &req_id).await.ok()?;
+        match f.last() {
+            Some((text, true)) => Some((text.clone(), f.iter().map(|(t, _)| t.clone()).collect())),
+            _ => None,
+        }
+    })
+    .await
+}
+
 /// Sends `text` from `alice` in group `chatid` to the demo bot through the simulator and waits
 /// (up to 60 s) for the final frame of the answer; returns its text.
 #[allow(dead_code)]
@@ -145,30 +197,16 @@ pub async fn ask_group(
     msgid: &str,
     text: &str,
 ) -> String {
-    let r: serde_json::Value = http
-        .post(format!("{sim}/sim/aibot/demo-bot/messages"))
-        .json(
-            &serde_json::json!({"chattype": "group", "chatid": chatid, "userid": "alice",
-                                  "msgid": msgid, "text": format!("@demo-bot {text}")}),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let req_id = r["req_id"].as_str().unwrap().to_string();
-    until("the answer", Duration::from_secs(60), || async {
-        match wecom_edge::demo::frames(http, sim, &req_id)
-            .await
-            .ok()?
-            .pop()
-        {
-            Some((text, true)) => Some(text),
-            _ => None,
-        }
-    })
+    ask(
+        http,
+        sim,
+        (chatid, "alice"),
+        msgid,
+        text,
+        Duration::from_secs(60),
+    )
     .await
+    .0
 }
 
 /// The (text, ids) pairs of llama.cpp's tokenizer vectors for vocabulary `name`

@@ -86,12 +86,12 @@ impl KnowledgeBase {
         Some(self.lock().sync_dir(dir))
     }
 
-    /// How many documents are stored (a quick SQLite count).
+    /// How many documents are stored ([`Knowledge::len`]).
     ///
     /// # Errors
     /// [`KnowledgeError::Sqlite`].
     pub fn documents(&self) -> Result<usize, KnowledgeError> {
-        Ok(self.lock().list()?.len())
+        self.lock().len()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Knowledge> {

@@ -325,15 +325,23 @@ impl Knowledge {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// How many documents are stored.
+    ///
+    /// # Errors
+    /// [`KnowledgeError::Sqlite`].
+    pub fn len(&self) -> Result<usize, KnowledgeError> {
+        let n: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM kb_doc", [], |r| r.get(0))?;
+        Ok(n as usize)
+    }
+
     /// Whether no document is stored.
     ///
     /// # Errors
     /// [`KnowledgeError::Sqlite`].
     pub fn is_empty(&self) -> Result<bool, KnowledgeError> {
-        let n: i64 = self
-            .conn
-            .query_row("SELECT count(*) FROM kb_doc", [], |r| r.get(0))?;
-        Ok(n == 0)
+        Ok(self.len()? == 0)
     }
 
     /// The `limit` chunks that best match `query` (any of its words; BM25, best first). A

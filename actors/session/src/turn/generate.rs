@@ -168,11 +168,7 @@ fn finished(
     mut r: Reasoning,
 ) -> Result<Answer, Stop> {
     let metrics = &t.ctx.metrics;
-    let thinking_tokens = if r.thinking().is_empty() {
-        0
-    } else {
-        gen.text_tokens(r.thinking())
-    };
+    let thinking_tokens = gen.text_tokens(r.thinking());
     metrics.generations.inc();
     metrics.tokens.inc_by(stats.tokens as u64);
     metrics
