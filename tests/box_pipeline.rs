@@ -524,8 +524,17 @@ async fn alerts_reach_the_robot_once() {
     assert_eq!(has(&msgs, "content filter reload failed"), 1, "{msgs:#?}");
     assert_eq!(has(&msgs, "the knowledge folder could not be mirrored"), 1);
 
-    // Each message sent is audited, with the robot that took it.
-    let sent = b.rows("alert_sent");
+    // Each message sent is audited, with the robot that took it (the row is written after
+    // the robot answered: wait for it).
+    let sent = until(
+        "an alert_sent row per message",
+        Duration::from_secs(10),
+        || async {
+            let sent = b.rows("alert_sent");
+            (sent.len() >= msgs.len()).then_some(sent)
+        },
+    )
+    .await;
     assert_eq!(sent.len(), msgs.len(), "{sent:?}");
     let reload = sent
         .iter()
