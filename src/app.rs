@@ -113,6 +113,77 @@ impl Progress for BeaconProgress {
     }
 }
 
+/// model_sup: the model actor (loads the GGUF, owns the device and the scheduler).
+fn model_sup(
+    cfg: &Config,
+    health: &Health,
+    ev_tx: mpsc::UnboundedSender<SupervisorEvent>,
+) -> anyhow::Result<SupervisorSpec> {
+    let beacon = health.beacon("model", Duration::from_secs(30));
+    let progress: Arc<dyn Progress + Sync> = Arc::new(BeaconProgress(beacon));
+    // A conversation's parked KV cache lives as long as its session.
+    let scheduler = SchedulerConfig {
+        max_batch: 8,
+        parked_ttl: cfg.idle_timeout,
+        ..Default::default()
+    };
+    let model_spec = if use_cuda(&cfg.device)? {
+        cuda_child(cfg.model_path.clone(), cfg.cache_type, scheduler, progress)?
+    } else {
+        model_child::<model::CpuBackend>(ModelArgs {
+            path: cfg.model_path.clone(),
+            device: Default::default(),
+            cache_type: cfg.cache_type,
+            scheduler,
+            progress,
+        })
+    };
+    Ok(SupervisorSpec::new(Strategy::RestForOne)
+        .intensity(5, Duration::from_secs(60))
+        .events(ev_tx)
+        .child(model_spec))
+}
+
+/// Each endpoint's generator: [`model::serve::local::Local`], an `[[upstream]]`
+/// ([`model::serve::upstream::Upstream`], one client and breaker per upstream, shared), or
+/// either behind a [`model::serve::failover::Failover`].
+fn generators(cfg: &Config) -> anyhow::Result<wecom_edge_actors::session::Generators> {
+    use model::serve::{failover::Failover, local::Local, upstream, Generator};
+    let mut by_name: std::collections::HashMap<String, Arc<dyn Generator>> =
+        std::collections::HashMap::new();
+    by_name.insert(crate::config::LOCAL.into(), Arc::new(Local));
+    for u in &cfg.upstreams {
+        let mut c = upstream::UpstreamConfig::new(&u.name, &u.base_url, &u.model);
+        c.api_key = u.api_key.as_ref().map(|k| k.expose().to_string());
+        c.timeout = u.timeout;
+        c.context_length = u.context_length;
+        c.retries = u.retries;
+        let up = upstream::Upstream::new(c).map_err(anyhow::Error::msg)?;
+        by_name.insert(u.name.clone(), Arc::new(up));
+    }
+    let build = |c: &crate::config::GeneratorChoice| -> Arc<dyn Generator> {
+        let primary = by_name[&c.generator].clone();
+        match &c.fallback {
+            Some(f) => Arc::new(Failover::new(primary, by_name[f].clone())),
+            None => primary,
+        }
+    };
+    let mut out =
+        wecom_edge_actors::session::Generators::new(build(&cfg.generators.default_value()));
+    for b in &cfg.aibots {
+        out = out.with(
+            "aibot",
+            &b.bot_id,
+            build(&cfg.generators.get("aibot", &b.bot_id)),
+        );
+    }
+    for a in &cfg.apps {
+        let id = a.agentid.to_string();
+        out = out.with("app", &id, build(&cfg.generators.get("app", &id)));
+    }
+    Ok(out)
+}
+
 /// Which backend the model runs on: `auto` picks CUDA in a `cuda` build with /dev/nvidia0.
 fn use_cuda(device: &str) -> anyhow::Result<bool> {
     let gpu = std::path::Path::new("/dev/nvidia0").exists();
@@ -376,7 +447,7 @@ async fn start_tree(cfg: &Config, api: Api) -> anyhow::Result<Running> {
         knowledge,
         accepting,
         admin,
-        generator: Arc::new(model::serve::local::Local),
+        generators: generators(cfg)?,
     };
 
     let outbox_args = OutboxArgs {
@@ -421,30 +492,12 @@ async fn start_tree(cfg: &Config, api: Api) -> anyhow::Result<Running> {
             }
         }));
 
-    // model_sup.
-    let beacon = health.beacon("model", Duration::from_secs(30));
-    let progress: Arc<dyn Progress + Sync> = Arc::new(BeaconProgress(beacon));
-    // A conversation's parked KV cache lives as long as its session.
-    let scheduler = SchedulerConfig {
-        max_batch: 8,
-        parked_ttl: cfg.idle_timeout,
-        ..Default::default()
-    };
-    let model_spec = if use_cuda(&cfg.device)? {
-        cuda_child(cfg.model_path.clone(), cfg.cache_type, scheduler, progress)?
+    // model_sup (only when an endpoint generates, or falls back, on this box's model).
+    let model_sup = if cfg.local_model {
+        Some(model_sup(cfg, &health, ev_tx.clone())?)
     } else {
-        model_child::<model::CpuBackend>(ModelArgs {
-            path: cfg.model_path.clone(),
-            device: Default::default(),
-            cache_type: cfg.cache_type,
-            scheduler,
-            progress,
-        })
+        None
     };
-    let model_sup = SupervisorSpec::new(Strategy::RestForOne)
-        .intensity(5, Duration::from_secs(60))
-        .events(ev_tx.clone())
-        .child(model_spec);
 
     // session_sup: dynamic children only.
     let sessions = SupervisorSpec::new(Strategy::OneForOne)
@@ -501,11 +554,14 @@ async fn start_tree(cfg: &Config, api: Api) -> anyhow::Result<Running> {
         }));
     }
 
-    let root_spec = SupervisorSpec::new(Strategy::OneForOne)
+    let mut root_spec = SupervisorSpec::new(Strategy::OneForOne)
         .intensity(3, Duration::from_secs(60))
         .events(ev_tx)
-        .child(ChildSpec::supervisor("ops_sup", ops))
-        .child(ChildSpec::supervisor("model_sup", model_sup))
+        .child(ChildSpec::supervisor("ops_sup", ops));
+    if let Some(m) = model_sup {
+        root_spec = root_spec.child(ChildSpec::supervisor("model_sup", m));
+    }
+    let root_spec = root_spec
         .child(session_sup)
         .child(ChildSpec::supervisor("wecom_sup", wecom));
     let (root, root_handle) = Actor::spawn(
@@ -560,7 +616,9 @@ async fn start_tree(cfg: &Config, api: Api) -> anyhow::Result<Running> {
             "aibots": cfg.aibots.len(),
             "apps": cfg.apps.len(),
             "webhooks": cfg.webhooks.len(),
-            "model": cfg.model_path.display().to_string(),
+            "model": cfg.local_model.then(|| cfg.model_path.display().to_string()),
+            "generator": cfg.generators.default_value().to_string(),
+            "upstreams": cfg.upstreams.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(),
             "model_imported": cfg.model_imported,
         }),
     );

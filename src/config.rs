@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -11,7 +12,7 @@ pub use wecom_edge_actors::limiter::Limits;
 use wecom_edge_actors::model::llama::CacheType;
 use wecom_edge_actors::model::{GenerateParams, SamplingParams};
 use wecom_edge_actors::session::{
-    Action, ContentFilter, FilterSpec, KnowledgeSettings, Language, Persona, Personas,
+    Action, ByEndpoint, ContentFilter, FilterSpec, KnowledgeSettings, Language, Persona, Personas,
     ReasoningMode, RegexRule,
 };
 use wecom_edge_actors::watchdog::alert::AlertPolicy;
@@ -59,6 +60,21 @@ struct RawConfig {
     alerts: RawAlerts,
     #[serde(default)]
     admin: RawAdmin,
+    #[serde(default)]
+    upstream: Vec<RawUpstream>,
+}
+
+/// `[[upstream]]`: an OpenAI-compatible endpoint that can generate.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    name: String,
+    base_url: String,
+    model: String,
+    api_key: Option<String>,
+    timeout: Option<String>,
+    context_length: Option<usize>,
+    retries: Option<u32>,
 }
 
 /// `[admin]`.
@@ -143,6 +159,8 @@ struct RawModel {
     cache_type: Option<String>,
     max_prompt_tokens: Option<usize>,
     max_message_tokens: Option<usize>,
+    generator: Option<String>,
+    fallback: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -163,6 +181,8 @@ struct RawAiBot {
     token: Option<String>,
     encoding_aes_key: Option<String>,
     persona: Option<RawPersona>,
+    generator: Option<String>,
+    fallback: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -174,6 +194,8 @@ struct RawApp {
     token: String,
     encoding_aes_key: String,
     persona: Option<RawPersona>,
+    generator: Option<String>,
+    fallback: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -279,6 +301,64 @@ impl Default for Alerts {
     }
 }
 
+/// `[[upstream]]`: an OpenAI-compatible endpoint (vLLM, llama-server, Ollama, another box).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// Its name (`generator = "<name>"`).
+    pub name: String,
+    /// As the `openai` client takes it: `http://host:port/v1`.
+    pub base_url: String,
+    /// The `model` sent.
+    pub model: String,
+    /// Its API key (a credential), if it needs one.
+    pub api_key: Option<Secret>,
+    /// Bound on the wait for its answer to start and on each gap in it (default 30 s).
+    pub timeout: Duration,
+    /// Its context length, when configured (else asked of it, else 4096).
+    pub context_length: Option<usize>,
+    /// Retries after a connect error, a timeout, 429 or 5xx (default 2).
+    pub retries: u32,
+}
+
+/// What generates an endpoint's answers: `generator` (`local` or an upstream's name) and
+/// `fallback` (`local`, an upstream's name, or `None` for `"none"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeneratorChoice {
+    /// `local` or an `[[upstream]]` name.
+    pub generator: String,
+    /// Where a failed generation goes instead.
+    pub fallback: Option<String>,
+}
+
+impl Default for GeneratorChoice {
+    /// This box's model, no fallback.
+    fn default() -> Self {
+        GeneratorChoice {
+            generator: LOCAL.into(),
+            fallback: None,
+        }
+    }
+}
+
+impl GeneratorChoice {
+    /// Whether it needs this box's own model.
+    pub fn uses_local(&self) -> bool {
+        self.generator == LOCAL || self.fallback.as_deref() == Some(LOCAL)
+    }
+}
+
+impl std::fmt::Display for GeneratorChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.fallback {
+            Some(fb) => write!(f, "{} (fallback {fb})", self.generator),
+            None => f.write_str(&self.generator),
+        }
+    }
+}
+
+/// The generator name of this box's own model.
+pub const LOCAL: &str = "local";
+
 /// Whose context a message joins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionScope {
@@ -301,8 +381,15 @@ pub struct Config {
     pub api_base: String,
     /// Long-connection endpoint.
     pub ws_url: String,
-    /// Model file.
+    /// Model file (unused when [`Config::local_model`] is false).
     pub model_path: PathBuf,
+    /// Whether any endpoint generates (or falls back) on this box's own model; `false`: no
+    /// model is loaded and `[model] path` may be absent.
+    pub local_model: bool,
+    /// `[[upstream]]` endpoints.
+    pub upstreams: Vec<Upstream>,
+    /// Each endpoint's generator (`generator`/`fallback` per bot or app, `[model]`'s default).
+    pub generators: ByEndpoint<GeneratorChoice>,
     /// Whether `model_path` is the model imported from the configuration stick
     /// ([`imported_model`]; `[model] path` unset).
     pub model_imported: bool,
@@ -409,7 +496,33 @@ impl Config {
                 self.limits.max_wait_seconds
             ),
         ];
-        let d = self.personas.default_persona();
+        out.push(format!(
+            "generator        {}{}",
+            self.generators.default_value(),
+            if self.local_model {
+                ""
+            } else {
+                "; no local model"
+            }
+        ));
+        for u in &self.upstreams {
+            out.push(format!(
+                "upstream         {} at {}, model {}, timeout {}, context {}, {} retries{}",
+                u.name,
+                u.base_url,
+                u.model,
+                humantime::format_duration(u.timeout),
+                u.context_length
+                    .map_or("asked of it".to_string(), |n| n.to_string()),
+                u.retries,
+                if u.api_key.is_some() {
+                    ", with an API key"
+                } else {
+                    ""
+                }
+            ));
+        }
+        let d = self.personas.default_value();
         out.push(format!(
             "persona          language {}, system prompt {} chars, max_tokens {}, temperature {}, top_p {}",
             d.language.name(),
@@ -461,16 +574,23 @@ impl Config {
             } else {
                 ""
             };
-            out.push(format!("aibot            {} — {mode}{own}", b.bot_id));
+            let gen = self.generators.get("aibot", &b.bot_id);
+            let gen = if *gen != *self.generators.default_value() {
+                format!(", generator {gen}")
+            } else {
+                String::new()
+            };
+            out.push(format!("aibot            {} — {mode}{own}{gen}", b.bot_id));
         }
         for a in &self.apps {
             out.push(format!(
-                "app              {} of {} (secret {} bytes, token {} bytes, key {} chars)",
+                "app              {} of {} (secret {} bytes, token {} bytes, key {} chars), generator {}",
                 a.agentid,
                 a.corpid,
                 a.secret.expose().len(),
                 a.token.expose().len(),
-                a.encoding_aes_key.expose().len()
+                a.encoding_aes_key.expose().len(),
+                self.generators.get("app", &a.agentid.to_string())
             ));
         }
         out.push(format!(
@@ -656,8 +776,26 @@ impl Config {
             .path
             .or(imported)
             .unwrap_or_else(|| PathBuf::from(if demo { "" } else { BUILTIN_MODEL }));
+        let upstreams = upstream_settings(&raw.upstream, credentials, &mut p);
+        let generators = generator_choices(
+            (
+                raw.model.generator.as_deref(),
+                raw.model.fallback.as_deref(),
+            ),
+            &raw.aibot,
+            &raw.app,
+            &upstreams,
+            &mut p,
+        );
+        let local_model = generators.default_value().uses_local()
+            || raw
+                .aibot
+                .iter()
+                .map(|b| ("aibot", b.bot_id.clone()))
+                .chain(raw.app.iter().map(|a| ("app", a.agentid.to_string())))
+                .any(|(c, e)| generators.get(c, &e).uses_local());
         let demo_default = demo && model_path.as_os_str().is_empty();
-        if !demo_default && !model_path.exists() {
+        if local_model && !demo_default && !model_path.exists() {
             p.push(format!(
                 "model.path: {} does not exist",
                 model_path.display()
@@ -834,19 +972,19 @@ impl Config {
             ..Persona::default()
         };
         let default_persona = persona("persona", &raw.persona, &base, config_dir, &mut p);
-        let mut personas = Personas::new(default_persona.clone());
+        let mut personas = Personas::new(Arc::new(default_persona.clone()));
         for b in &raw.aibot {
             if let Some(own) = &b.persona {
                 let at = format!("aibot ({}).persona", b.bot_id);
                 let own = persona(&at, own, &default_persona, config_dir, &mut p);
-                personas = personas.with("aibot", &b.bot_id, own);
+                personas = personas.with("aibot", &b.bot_id, Arc::new(own));
             }
         }
         for a in &raw.app {
             if let Some(own) = &a.persona {
                 let at = format!("app ({}).persona", a.agentid);
                 let own = persona(&at, own, &default_persona, config_dir, &mut p);
-                personas = personas.with("app", &a.agentid.to_string(), own);
+                personas = personas.with("app", &a.agentid.to_string(), Arc::new(own));
             }
         }
         let filter = filter_spec(&raw.filter, config_dir, &mut p);
@@ -894,6 +1032,9 @@ impl Config {
                 .unwrap_or_else(|| wecom_edge_actors::wecom::aibot::DEFAULT_WS_URL.into()),
             model_path,
             model_imported,
+            local_model,
+            upstreams,
+            generators,
             device,
             threads: raw.model.threads.unwrap_or(0),
             max_tokens,
@@ -1047,6 +1188,150 @@ fn knowledge_settings(
         k.dir = Some(d);
     }
     k
+}
+
+/// `[[upstream]]`, checked: unique names other than `local` and `none`, an http(s) base URL.
+fn upstream_settings(
+    raw: &[RawUpstream],
+    credentials: Option<&Path>,
+    p: &mut Vec<String>,
+) -> Vec<Upstream> {
+    let mut out: Vec<Upstream> = Vec::new();
+    for (i, u) in raw.iter().enumerate() {
+        let at = format!("upstream[{i}] ({})", u.name);
+        let name = u.name.trim();
+        if name.is_empty() || name == LOCAL || name == "none" {
+            p.push(format!(
+                "{at}.name: must be set and not \"local\" or \"none\""
+            ));
+        }
+        if out.iter().any(|o| o.name == name) {
+            p.push(format!("{at}.name appears twice"));
+        }
+        let base = u.base_url.trim().trim_end_matches('/');
+        match check_base_url(base) {
+            Ok(()) => {}
+            Err(e) => p.push(format!("{at}.base_url: {e}")),
+        }
+        if u.model.trim().is_empty() {
+            p.push(format!("{at}.model is empty"));
+        }
+        let timeout = parse_duration(
+            &format!("{at}.timeout"),
+            u.timeout.as_deref().unwrap_or("30s"),
+            p,
+        );
+        if timeout.is_zero() {
+            p.push(format!("{at}.timeout must be more than 0"));
+        }
+        if u.context_length == Some(0) {
+            p.push(format!("{at}.context_length must be at least 1"));
+        }
+        out.push(Upstream {
+            name: name.to_string(),
+            base_url: base.to_string(),
+            model: u.model.clone(),
+            api_key: u
+                .api_key
+                .as_deref()
+                .map(|k| resolve(&format!("{at}.api_key"), k, credentials, p)),
+            timeout,
+            context_length: u.context_length,
+            retries: u.retries.unwrap_or(2),
+        });
+    }
+    out
+}
+
+/// Whether `s` is an `http://` or `https://` URL with a host.
+fn check_base_url(s: &str) -> Result<(), String> {
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"))
+        .ok_or_else(|| format!("{s:?} does not start with http:// or https://"))?;
+    if rest.split('/').next().unwrap_or("").is_empty() {
+        return Err(format!("{s:?} has no host"));
+    }
+    Ok(())
+}
+
+/// One `generator`/`fallback` pair, checked against the upstreams; `inherit` fills what is
+/// unset.
+fn generator_choice(
+    at: &str,
+    generator: Option<&str>,
+    fallback: Option<&str>,
+    inherit: &GeneratorChoice,
+    upstreams: &[Upstream],
+    p: &mut Vec<String>,
+) -> GeneratorChoice {
+    let known = |n: &str| n == LOCAL || upstreams.iter().any(|u| u.name == n);
+    let generator = generator.map_or_else(|| inherit.generator.clone(), str::to_string);
+    if !known(&generator) {
+        p.push(format!(
+            "{at}.generator: {generator:?} is neither \"local\" nor an [[upstream]] name"
+        ));
+    }
+    let fallback = match fallback {
+        None => inherit.fallback.clone().filter(|f| *f != generator),
+        Some("none") => None,
+        Some(f) => {
+            if !known(f) {
+                p.push(format!(
+                    "{at}.fallback: {f:?} is not \"local\", \"none\" or an [[upstream]] name"
+                ));
+            } else if f == generator {
+                p.push(format!("{at}.fallback: {f:?} is the generator itself"));
+            }
+            Some(f.to_string())
+        }
+    };
+    GeneratorChoice {
+        generator,
+        fallback,
+    }
+}
+
+/// `[model] generator/fallback` and each bot's and app's own.
+fn generator_choices(
+    model: (Option<&str>, Option<&str>),
+    aibots: &[RawAiBot],
+    apps: &[RawApp],
+    upstreams: &[Upstream],
+    p: &mut Vec<String>,
+) -> ByEndpoint<GeneratorChoice> {
+    let base = GeneratorChoice::default();
+    let default = generator_choice("model", model.0, model.1, &base, upstreams, p);
+    let mut out = ByEndpoint::new(Arc::new(default.clone()));
+    for b in aibots {
+        if b.generator.is_some() || b.fallback.is_some() {
+            let at = format!("aibot ({})", b.bot_id);
+            let c = generator_choice(
+                &at,
+                b.generator.as_deref(),
+                b.fallback.as_deref(),
+                &default,
+                upstreams,
+                p,
+            );
+            out = out.with("aibot", &b.bot_id, Arc::new(c));
+        }
+    }
+    for a in apps {
+        if a.generator.is_some() || a.fallback.is_some() {
+            let at = format!("app ({})", a.agentid);
+            let c = generator_choice(
+                &at,
+                a.generator.as_deref(),
+                a.fallback.as_deref(),
+                &default,
+                upstreams,
+                p,
+            );
+            out = out.with("app", &a.agentid.to_string(), Arc::new(c));
+        }
+    }
+    out
 }
 
 fn alert_settings(raw: &RawAlerts, p: &mut Vec<String>) -> Alerts {
@@ -1330,7 +1615,7 @@ mod tests {
             model()
         );
         let c = Config::parse_in(&text, None, vec![], Some(&dir)).unwrap();
-        let d = c.personas.default_persona();
+        let d = c.personas.default_value();
         assert_eq!(d.system_prompt, "你是财务部的助手。");
         assert_eq!(d.language, Language::Chinese);
         assert_eq!(d.welcome, "欢迎");

@@ -184,6 +184,18 @@ pub enum GenEvent {
     Finished(GenStats),
     /// Refused or failed; nothing more follows.
     Failed(GenFailure),
+    /// The generator failed and its fallback takes over ([`crate::serve::failover`]); the
+    /// scheduler never sends this.
+    Failover {
+        /// The generator that failed.
+        from: String,
+        /// The one that generates now.
+        to: String,
+        /// Why (a failure's text, `not ready`).
+        reason: String,
+        /// Text had been sent: drop it, the answer starts again.
+        restart: bool,
+    },
 }
 
 /// Progress reporting for the watchdog: `beat` after each step, `idle` when there is no work.

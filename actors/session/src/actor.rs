@@ -95,9 +95,9 @@ pub struct SessionContext {
     pub accepting: Arc<std::sync::atomic::AtomicBool>,
     /// Who may run `#status all` and `#reload`, and what they run.
     pub admin: crate::admin::Admin,
-    /// What generates the answers ([`wecom_edge_model::serve::local::Local`]: this process's
-    /// model).
-    pub generator: Arc<dyn wecom_edge_model::serve::Generator>,
+    /// What generates each endpoint's answers ([`wecom_edge_model::serve::local::Local`]: this
+    /// process's model; an upstream; either with a fallback).
+    pub generators: crate::Generators,
 }
 
 /// One accepted message for a session.

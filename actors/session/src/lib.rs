@@ -14,6 +14,7 @@
 
 pub mod actor;
 pub mod admin;
+pub mod endpoints;
 pub mod filter;
 pub mod knowledge;
 pub mod outbox;
@@ -25,10 +26,15 @@ pub mod turn;
 
 pub use actor::{Job, SessionActor, SessionArgs, SessionContext, SessionMsg, SessionSettings};
 pub use admin::Admin;
+pub use endpoints::ByEndpoint;
 pub use filter::{Action, ContentFilter, FilterError, FilterHandle, FilterSpec, RegexRule};
 pub use knowledge::{KnowledgeBase, KnowledgeSettings};
 pub use outbox::{OutboxActor, OutboxArgs, OutboxMsg, OUTBOX_ACTOR};
 pub use persona::{Language, Persona, Personas};
+
+/// The generator of each endpoint (`generator` and `fallback` per bot or app, `[model]` the
+/// default).
+pub type Generators = ByEndpoint<dyn wecom_edge_model::serve::Generator>;
 pub use reasoning::ReasoningMode;
 pub use reply::{Origin, Outbound, Replier, ReplyTo, Undelivered};
 pub use router::{InboundMsg, RouterActor, RouterArgs, RouterMsg, ROUTER_ACTOR, SESSION_SUP};

@@ -5,12 +5,7 @@
 //! field by field. The default persona is a concise workplace assistant that answers in the
 //! user's language ([`Persona::default`]).
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
 use wecom_edge_model::GenerateParams;
-
-use crate::reply::Origin;
 
 /// The language a persona answers in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -123,47 +118,7 @@ impl Persona {
 }
 
 /// The personas in force: the default and each endpoint's own.
-#[derive(Debug, Clone, Default)]
-pub struct Personas {
-    default: Arc<Persona>,
-    endpoints: HashMap<(String, String), Arc<Persona>>,
-}
-
-impl Personas {
-    /// Every endpoint uses `default`.
-    pub fn new(default: Persona) -> Personas {
-        Personas {
-            default: Arc::new(default),
-            endpoints: HashMap::new(),
-        }
-    }
-
-    /// The endpoint `(channel, endpoint)` (`aibot` and the bot id, `app` and the AgentID)
-    /// uses `p`.
-    pub fn with(mut self, channel: &str, endpoint: &str, p: Persona) -> Personas {
-        self.endpoints
-            .insert((channel.to_string(), endpoint.to_string()), Arc::new(p));
-        self
-    }
-
-    /// The persona of `(channel, endpoint)`.
-    pub fn get(&self, channel: &str, endpoint: &str) -> Arc<Persona> {
-        self.endpoints
-            .get(&(channel.to_string(), endpoint.to_string()))
-            .unwrap_or(&self.default)
-            .clone()
-    }
-
-    /// The persona that answers `o`.
-    pub fn for_origin(&self, o: &Origin) -> Arc<Persona> {
-        self.get(&o.channel, &o.endpoint)
-    }
-
-    /// The default persona.
-    pub fn default_persona(&self) -> Arc<Persona> {
-        self.default.clone()
-    }
-}
+pub type Personas = crate::endpoints::ByEndpoint<Persona>;
 
 #[cfg(test)]
 mod tests {
@@ -176,7 +131,7 @@ mod tests {
             language: Language::Chinese,
             ..Persona::default()
         };
-        let ps = Personas::new(Persona::default()).with("aibot", "fin", own.clone());
+        let ps = Personas::default().with("aibot", "fin", std::sync::Arc::new(own.clone()));
         assert_eq!(*ps.get("aibot", "fin"), own);
         assert_eq!(*ps.get("aibot", "other"), Persona::default());
         assert_eq!(*ps.get("app", "fin"), Persona::default());

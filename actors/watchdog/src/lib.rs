@@ -389,6 +389,8 @@ pub struct Metrics {
     pub filter_decisions: Family<Vec<(String, String)>, Counter>,
     /// Turns ended by a stage that panicked (the user got a notice; the session goes on).
     pub turns_failed: Counter,
+    /// Generations moved to a fallback generator, by `from` and `to` (generator names).
+    pub generation_failovers: Family<Vec<(String, String)>, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -483,6 +485,12 @@ impl Metrics {
             "turns_failed",
             "Turns ended by a failing stage (the user got a notice)",
         );
+        let generation_failovers = Family::<Vec<(String, String)>, Counter>::default();
+        reg.register(
+            "generation_failovers",
+            "Generations moved to a fallback generator, by from and to",
+            generation_failovers.clone(),
+        );
         let queue_depth = Gauge::default();
         reg.register(
             "queue_depth",
@@ -509,6 +517,7 @@ impl Metrics {
             feedback,
             filter_decisions,
             turns_failed,
+            generation_failovers,
         }
     }
 

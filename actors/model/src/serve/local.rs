@@ -51,6 +51,10 @@ fn opens_think(tail: &str) -> bool {
 }
 
 impl Ready for LocalReady {
+    fn name(&self) -> &str {
+        "local"
+    }
+
     fn context_length(&self) -> usize {
         self.info.context_length
     }

@@ -3,7 +3,9 @@
 //! counts and the stop reason ([`GenEvent`]), cancellable through [`ChatRequest::cancel`].
 //!
 //! * [`Generator`] — something that generates: [`local::Local`] (the model actor in this
-//!   process, its continuous-batching scheduler and prefix cache behind it). A generator is
+//!   process, its continuous-batching scheduler and prefix cache behind it),
+//!   [`upstream::Upstream`] (an OpenAI-compatible endpoint over HTTP), or
+//!   [`failover::Failover`] (one of those with another as its fallback). A generator is
 //!   first made [`Generator::ready`]: that waits for it (a model actor restarting) and hands
 //!   back a [`Ready`] handle holding what budgeting needs.
 //! * [`Ready`] — one generator, ready now: its context length, token counts for budgeting
@@ -12,7 +14,9 @@
 //! Callers never see token ids: the generator renders the messages with its own chat
 //! template. The turn's prompt stage fits history and excerpts with [`Ready::prompt_tokens`].
 
+pub mod failover;
 pub mod local;
+pub mod upstream;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -64,6 +68,10 @@ pub enum SubmitError {
 
 /// One generator, ready now (see the module's docs).
 pub trait Ready: Send + Sync {
+    /// The name of the generator that is ready (a [`failover::Failover`]'s fallback, when
+    /// its primary was not).
+    fn name(&self) -> &str;
+
     /// The most positions a prompt and its answer may take together.
     fn context_length(&self) -> usize;
 

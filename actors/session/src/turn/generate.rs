@@ -43,6 +43,9 @@ const OUT_OF_TOKENS_THINKING: &str = "⚠️ 模型还在思考时就用完了�
 const MODEL_RESTARTING: &str =
     "⚠️ 模型重启中，正在重新生成回答… (The model restarted; regenerating the answer…)";
 
+const FAILING_OVER: &str = "⚠️ 推理服务中断，正在用备用模型重新生成回答… (The inference service \
+     failed; regenerating the answer with the fallback…)";
+
 /// Closes the stream of an answer cancelled by `#reset` or `#stop`.
 const CANCELLED: &str = "(已取消 — cancelled by #reset or #stop)";
 
@@ -75,7 +78,7 @@ enum Attempt {
 /// The notice to deliver instead (audited here as `generation_failed`, or as `filter`).
 pub(super) async fn run(t: &mut TurnCtx) -> Result<Answer, Stop> {
     let mut attempt_no = 0;
-    let generator = t.ctx.generator.clone();
+    let generator = t.ctx.generators.for_origin(&t.job.origin);
     let outcome = loop {
         attempt_no += 1;
         t.enter(Stage::Prompt);
@@ -99,7 +102,7 @@ pub(super) async fn run(t: &mut TurnCtx) -> Result<Answer, Stop> {
             "generation_started",
             &t.key,
             json!({"msgid": t.job.msgid, "prompt_tokens": prompt.tokens, "attempt": attempt_no,
-                   "knowledge": t.knowledge_used, "generator": generator.name()}),
+                   "knowledge": t.knowledge_used, "generator": gen.name()}),
         );
         match stream(t, &*gen, prompt.messages, attempt_no).await {
             (Attempt::Lost, _) if attempt_no < 2 && !t.cancel.load(Ordering::Relaxed) => {
@@ -281,6 +284,28 @@ async fn stream(
                             t.ctx.metrics.time_to_first_token_seconds
                                 .observe(t.job.received.elapsed().as_secs_f64());
                         }
+                        if let Err(e) = t.replier.update(&text).await {
+                            tracing::warn!(error = %e, "stream update failed");
+                        }
+                        shown.clone_from(&text);
+                        last_frame = Instant::now();
+                    }
+                }
+                Some(GenEvent::Failover { from, to, reason, restart }) => {
+                    record(
+                        "generation_failover",
+                        &t.key,
+                        json!({"msgid": t.job.msgid, "from": from, "to": to, "reason": reason,
+                               "restart": restart}),
+                    );
+                    t.ctx.metrics.generation_failovers
+                        .get_or_create(&vec![("from".into(), from), ("to".into(), to)])
+                        .inc();
+                    if restart {
+                        // The answer starts again on the fallback; this frame stands until
+                        // its text comes.
+                        r = Reasoning::new(settings.reasoning, false);
+                        text = FAILING_OVER.to_string();
                         if let Err(e) = t.replier.update(&text).await {
                             tracing::warn!(error = %e, "stream update failed");
                         }
