@@ -158,6 +158,7 @@ fn generators(cfg: &Config) -> anyhow::Result<wecom_edge_actors::session::Genera
         c.timeout = u.timeout;
         c.context_length = u.context_length;
         c.retries = u.retries;
+        c.cooldown = u.cooldown;
         let up = upstream::Upstream::new(c).map_err(anyhow::Error::msg)?;
         by_name.insert(u.name.clone(), Arc::new(up));
     }

@@ -75,6 +75,7 @@ struct RawUpstream {
     timeout: Option<String>,
     context_length: Option<usize>,
     retries: Option<u32>,
+    cooldown: Option<String>,
 }
 
 /// `[admin]`.
@@ -318,6 +319,9 @@ pub struct Upstream {
     pub context_length: Option<usize>,
     /// Retries after a connect error, a timeout, 429 or 5xx (default 2).
     pub retries: u32,
+    /// How long a failed upstream is skipped before one request probes it again (default
+    /// 10 s; doubling while it keeps failing).
+    pub cooldown: Duration,
 }
 
 /// What generates an endpoint's answers: `generator` (`local` or an upstream's name) and
@@ -1224,6 +1228,11 @@ fn upstream_settings(
         if timeout.is_zero() {
             p.push(format!("{at}.timeout must be more than 0"));
         }
+        let cooldown = parse_duration(
+            &format!("{at}.cooldown"),
+            u.cooldown.as_deref().unwrap_or("10s"),
+            p,
+        );
         if u.context_length == Some(0) {
             p.push(format!("{at}.context_length must be at least 1"));
         }
@@ -1238,6 +1247,7 @@ fn upstream_settings(
             timeout,
             context_length: u.context_length,
             retries: u.retries.unwrap_or(2),
+            cooldown,
         });
     }
     out

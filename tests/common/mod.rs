@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use wecom_edge_actors::model::{CpuBackend, Engine, DEFAULT_MODEL_FILE};
 
+pub mod upstream;
+
 /// The repository root.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

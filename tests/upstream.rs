@@ -2,123 +2,20 @@
 //! OpenAI-compatible endpoint whose answers the test scripts (chunks, an error status, a
 //! stream cut mid-answer), the way llama-server and vLLM send them.
 
-use std::collections::VecDeque;
+mod common;
+
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use futures_util::StreamExt;
-use serde_json::{json, Value};
-use wecom_edge_model::serve::failover::Failover;
-use wecom_edge_model::serve::upstream::{Upstream, UpstreamConfig};
-use wecom_edge_model::serve::{ChatRequest, Generator};
-use wecom_edge_model::{ChatMessage, GenEvent, GenFailure, GenStats, GenerateParams, StopReason};
-
-/// What the endpoint does with the next request.
-#[derive(Clone)]
-enum Answer {
-    /// Streams these content deltas, a finish chunk, a usage chunk, `[DONE]`.
-    Text(Vec<&'static str>),
-    /// Answers with this status and an OpenAI-shaped error.
-    Status(u16),
-    /// Streams these deltas, then breaks the connection.
-    Cut(Vec<&'static str>),
-}
-
-#[derive(Default)]
-struct Script {
-    answers: VecDeque<Answer>,
-    requests: Vec<(HeaderMap, Value)>,
-}
-
-type Shared = Arc<Mutex<Script>>;
-
-fn chunk(v: Value) -> Bytes {
-    Bytes::from(format!("data: {v}\n\n"))
-}
-
-async fn chat(State(s): State<Shared>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
-    let answer = {
-        let mut s = s.lock().unwrap();
-        s.requests.push((headers, body));
-        s.answers.pop_front().unwrap_or(Answer::Status(500))
-    };
-    let (deltas, cut) = match answer {
-        Answer::Status(code) => {
-            let status = StatusCode::from_u16(code).unwrap();
-            return (
-                status,
-                Json(json!({"error": {"message": "scripted failure", "type": "server_error", "code": code}})),
-            )
-                .into_response();
-        }
-        Answer::Text(d) => (d, false),
-        Answer::Cut(d) => (d, true),
-    };
-    let mut parts: Vec<Result<Bytes, std::io::Error>> = vec![Ok(chunk(
-        json!({"choices": [{"index": 0, "delta": {"role": "assistant", "content": null}}]}),
-    ))];
-    for d in &deltas {
-        parts.push(Ok(chunk(
-            json!({"choices": [{"index": 0, "delta": {"content": d}, "finish_reason": null}]}),
-        )));
-    }
-    if cut {
-        parts.push(Err(std::io::Error::other("the server went away")));
-    } else {
-        parts.push(Ok(chunk(
-            json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
-        )));
-        parts.push(Ok(chunk(json!({"choices": [], "usage": {
-            "prompt_tokens": 9, "completion_tokens": deltas.len(), "total_tokens": 9 + deltas.len()}}))));
-        parts.push(Ok(Bytes::from("data: [DONE]\n\n")));
-    }
-    // The break comes after the deltas reached the client, as when a server is killed.
-    let stream = futures_util::stream::iter(parts).then(|p| async move {
-        if p.is_err() {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-        p
-    });
-    Response::builder()
-        .header("content-type", "text/event-stream")
-        .body(Body::from_stream(stream))
-        .unwrap()
-}
-
-async fn models() -> Json<Value> {
-    Json(json!({"object": "list", "data": [{"id": "qwen", "object": "model", "max_model_len": 32768}]}))
-}
-
-/// An endpoint on loopback answering `answers` in order; its script, and its base URL.
-async fn endpoint(answers: Vec<Answer>) -> (Shared, String) {
-    let s: Shared = Arc::new(Mutex::new(Script {
-        answers: answers.into(),
-        ..Default::default()
-    }));
-    let app = Router::new()
-        .route("/v1/chat/completions", post(chat))
-        .route("/v1/models", get(models))
-        .with_state(s.clone());
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/v1", l.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(l, app).await });
-    (s, url)
-}
-
-/// A port nothing listens on.
-fn dead_url() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let a = l.local_addr().unwrap();
-    drop(l);
-    format!("http://{a}/v1")
-}
+use common::upstream::{dead_url, endpoint, Answer};
+use serde_json::json;
+use wecom_edge_actors::model::serve::failover::Failover;
+use wecom_edge_actors::model::serve::upstream::{Upstream, UpstreamConfig};
+use wecom_edge_actors::model::serve::{ChatRequest, Generator};
+use wecom_edge_actors::model::{
+    ChatMessage, GenEvent, GenFailure, GenStats, GenerateParams, StopReason,
+};
 
 fn upstream(name: &str, url: &str) -> Upstream {
     let mut c = UpstreamConfig::new(name, url, "qwen");
@@ -195,7 +92,10 @@ async fn streams_an_answer_with_its_usage() {
     assert!(matches!(evs[0], GenEvent::Started { .. }));
     assert_eq!(text(&evs), "你好！有什么可以帮你？");
     let s = finished(&evs).expect("finished");
-    assert_eq!((s.stop, s.prompt_tokens, s.tokens), (StopReason::EndOfTurn, 9, 3));
+    assert_eq!(
+        (s.stop, s.prompt_tokens, s.tokens),
+        (StopReason::EndOfTurn, 9, 3)
+    );
     let s = script.lock().unwrap();
     let (headers, body) = &s.requests[0];
     assert_eq!(headers["authorization"], "Bearer sk-test-key");
@@ -203,13 +103,20 @@ async fn streams_an_answer_with_its_usage() {
     assert_eq!(body["stream"], true);
     assert_eq!(body["stream_options"]["include_usage"], true);
     assert_eq!(body["max_tokens"], 32);
-    assert_eq!(body["messages"][1], json!({"role": "user", "content": "你好"}));
+    assert_eq!(
+        body["messages"][1],
+        json!({"role": "user", "content": "你好"})
+    );
 }
 
 #[tokio::test]
 async fn retries_a_5xx_and_a_429_then_answers() {
-    let (script, url) =
-        endpoint(vec![Answer::Status(503), Answer::Status(429), Answer::Text(vec!["好"])]).await;
+    let (script, url) = endpoint(vec![
+        Answer::Status(503),
+        Answer::Status(429),
+        Answer::Text(vec!["好"]),
+    ])
+    .await;
     let up = upstream("fleet", &url);
     let evs = events(&up).await;
     assert_eq!(text(&evs), "好");
@@ -258,8 +165,10 @@ async fn failover_before_any_text_is_one_answer() {
     assert_eq!(g.name(), "fleet");
     let evs = events(&g).await;
     assert_eq!(text(&evs), "备用回答");
-    assert!(evs.iter().any(|e| matches!(e, GenEvent::Failover { from, to, restart: false, .. }
-        if from == "fleet" && to == "spare")));
+    assert!(evs.iter().any(
+        |e| matches!(e, GenEvent::Failover { from, to, restart: false, .. }
+        if from == "fleet" && to == "spare")
+    ));
     assert!(finished(&evs).is_some());
     // The primary's breaker is open now: the next turn starts on the fallback, announced.
     let ready = g.ready(Duration::from_secs(1)).await.unwrap();
