@@ -1676,4 +1676,84 @@ mod tests {
         assert_eq!(p.len(), want.len(), "{p:#?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn upstreams_and_generators_per_endpoint() {
+        let up = "[[upstream]]\nname = \"fleet\"\nbase_url = \"http://10.0.0.5:8000/v1/\"\nmodel = \"Qwen/Qwen2.5-7B-Instruct\"\napi_key = \"sk-abc\"\ntimeout = \"45s\"\n";
+        // No [model] path needed: everything generates upstream.
+        let text = format!(
+            "[model]\ngenerator = \"fleet\"\n{up}\
+             [[aibot]]\nbot_id = \"a\"\nsecret = \"s\"\n\
+             [[aibot]]\nbot_id = \"b\"\nsecret = \"s\"\nfallback = \"none\"\n"
+        );
+        let c = Config::parse(&text, None, vec![]).unwrap();
+        assert!(!c.local_model);
+        let u = &c.upstreams[0];
+        assert_eq!(u.base_url, "http://10.0.0.5:8000/v1");
+        assert_eq!(
+            (u.timeout, u.retries, u.cooldown),
+            (Duration::from_secs(45), 2, Duration::from_secs(10))
+        );
+        assert_eq!(c.generators.get("aibot", "a").generator, "fleet");
+        let sum = c.summary();
+        assert!(
+            sum.contains("generator        fleet; no local model"),
+            "{sum}"
+        );
+        assert!(!sum.contains("sk-abc"), "{sum}");
+
+        // A bot falling back on the local model needs the model.
+        let text = format!(
+            "[model]\npath = \"/nonexistent.gguf\"\ngenerator = \"fleet\"\n{up}\
+             [[aibot]]\nbot_id = \"a\"\nsecret = \"s\"\nfallback = \"local\"\n"
+        );
+        let p = Config::parse(&text, None, vec![]).unwrap_err();
+        assert!(
+            p.iter()
+                .any(|m| m.contains("model.path: /nonexistent.gguf does not exist")),
+            "{p:?}"
+        );
+
+        // The reverse: local first, the fleet as the fallback, per app.
+        let text = format!(
+            "{}{up}[[app]]\ncorpid = \"ww1\"\nagentid = 7\nsecret = \"s\"\ntoken = \"t\"\nencoding_aes_key = \"jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C\"\nfallback = \"fleet\"\n[box]\ncallback_listen = \"127.0.0.1:0\"\n",
+            model()
+        );
+        let c = Config::parse(&text, None, vec![]).unwrap();
+        assert!(c.local_model);
+        assert_eq!(
+            c.generators.get("app", "7").to_string(),
+            "local (fallback fleet)"
+        );
+        assert_eq!(c.generators.default_value().to_string(), "local");
+
+        // One message per problem.
+        let text = format!(
+            "{}[[upstream]]\nname = \"local\"\nbase_url = \"10.0.0.5:8000\"\nmodel = \"\"\ntimeout = \"never\"\n\
+             [[upstream]]\nname = \"x\"\nbase_url = \"http://x/v1\"\nmodel = \"m\"\n\
+             [[upstream]]\nname = \"x\"\nbase_url = \"https:///v1\"\nmodel = \"m\"\n\
+             [[aibot]]\nbot_id = \"a\"\nsecret = \"s\"\ngenerator = \"vllm\"\n\
+             [[aibot]]\nbot_id = \"b\"\nsecret = \"s\"\ngenerator = \"x\"\nfallback = \"x\"\n",
+            model()
+        );
+        let p = Config::parse(&text, None, vec![]).unwrap_err();
+        let want = [
+            "upstream[0] (local).name: must be set and not \"local\" or \"none\"",
+            "upstream[0] (local).base_url: \"10.0.0.5:8000\" does not start with http:// or https://",
+            "upstream[0] (local).model is empty",
+            "upstream[0] (local).timeout",
+            "upstream[2] (x).name appears twice",
+            "upstream[2] (x).base_url: \"https:///v1\" has no host",
+            "aibot (a).generator: \"vllm\" is neither",
+            "aibot (b).fallback: \"x\" is the generator itself",
+        ];
+        for w in want {
+            assert_eq!(
+                p.iter().filter(|m| m.contains(w)).count(),
+                1,
+                "{w} in {p:#?}"
+            );
+        }
+        assert_eq!(p.len(), want.len(), "{p:#?}");
+    }
 }
