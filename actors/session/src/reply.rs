@@ -7,6 +7,10 @@
 //! * AI bot, webhook — the stream WeCom polls, and the one-shot response_url for what does not
 //!   fit (/document/path/101138).
 //! * Self-built app — `message/send` or `appchat/send` (no streaming; the final answer only).
+//! * The box's OpenAI-compatible API — [`ApiEvent`]s to the HTTP handler that runs the turn
+//!   (the answer so far at every step, its counts, why it stopped, the final text); status
+//!   notices ("queued", "regenerating") are not part of an API answer. Stateless: no history
+//!   is kept, no inbound row exists, nothing goes to the outbox.
 //!
 //! Answers longer than one message (20480 bytes for AI bots) end the stream with the first part
 //! and continue as new messages, in order.
@@ -14,6 +18,8 @@
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc::UnboundedSender;
+use wecom_edge_model::GenStats;
 use wecom_edge_wecom::aibot::Callback;
 use wecom_edge_wecom::api::{Api, AppClient, AppMsgType};
 use wecom_edge_wecom::callback::{ResponseUrl, WebhookStream};
@@ -100,8 +106,28 @@ pub enum ReplyTo {
         /// The app's group chat, if the message came from one.
         chatid: Option<String>,
     },
+    /// The HTTP handler of an OpenAI API request.
+    Api {
+        /// Its events.
+        events: UnboundedSender<ApiEvent>,
+    },
     /// Nowhere (the endpoint is no longer configured): the answer is only audited.
     Nowhere,
+}
+
+/// What an API turn tells its HTTP handler, in order: `Text` any number of times, `Usage`
+/// when the generator finished, `Stopped` when a stage ended the turn early, `Final` last.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApiEvent {
+    /// The answer so far (filtered; each one extends the one before).
+    Text(String),
+    /// The generation's counts and stop reason.
+    Usage(GenStats),
+    /// A stage ended the turn: its reason (`blocked_in`, `rate_limited`, … see
+    /// [`crate::turn::Stop`]); the final text is then the notice.
+    Stopped(&'static str),
+    /// The final text.
+    Final(String),
 }
 
 impl ReplyTo {
@@ -159,8 +185,49 @@ impl Replier {
     pub fn streams(&self) -> bool {
         matches!(
             self.to,
-            ReplyTo::LongConnection { .. } | ReplyTo::Webhook { .. }
+            ReplyTo::LongConnection { .. } | ReplyTo::Webhook { .. } | ReplyTo::Api { .. }
         )
+    }
+
+    /// Whether the answer is stateless (an API request: no history, no inbound row).
+    pub fn stateless(&self) -> bool {
+        matches!(self.to, ReplyTo::Api { .. })
+    }
+
+    /// The least time between two updates: `throttle` where each one is a message edit, none
+    /// for the API (every delta goes out as it comes).
+    pub fn throttle(&self, throttle: std::time::Duration) -> std::time::Duration {
+        if self.stateless() {
+            std::time::Duration::ZERO
+        } else {
+            throttle
+        }
+    }
+
+    /// Shows a status notice in place of the answer ("queued", "regenerating"); nothing on
+    /// the API, whose answer carries only the answer.
+    ///
+    /// # Errors
+    /// As [`Replier::update`].
+    pub async fn notice(&mut self, text: &str) -> Result<(), String> {
+        if self.stateless() {
+            return Ok(());
+        }
+        self.update(text).await
+    }
+
+    /// Reports a finished generation's counts (to the API; elsewhere they are only audited).
+    pub fn report(&self, stats: &GenStats) {
+        if let ReplyTo::Api { events } = &self.to {
+            let _ = events.send(ApiEvent::Usage(stats.clone()));
+        }
+    }
+
+    /// Reports why a stage ended the turn (to the API, which answers with a status for it).
+    pub fn stopped(&self, reason: &'static str) {
+        if let ReplyTo::Api { events } = &self.to {
+            let _ = events.send(ApiEvent::Stopped(reason));
+        }
     }
 
     /// Frames sent so far (updates and finals).
@@ -202,6 +269,12 @@ impl Replier {
                 self.frames += 1;
                 Ok(())
             }
+            ReplyTo::Api { events } => {
+                self.frames += 1;
+                events
+                    .send(ApiEvent::Text(text.to_string()))
+                    .map_err(|_| "the API client went away".to_string())
+            }
             ReplyTo::App { .. } | ReplyTo::Nowhere => Ok(()),
         }
     }
@@ -213,7 +286,11 @@ impl Replier {
     /// [`Undelivered`]: the first failed send, and the parts not delivered (in order, each
     /// within one message's limit) when the outbox can still send them proactively.
     pub async fn finish(&mut self, text: &str) -> Result<(), Undelivered> {
-        let text = if text.trim().is_empty() { "…" } else { text };
+        let text = if text.trim().is_empty() && !self.stateless() {
+            "…"
+        } else {
+            text
+        };
         match self.to.clone() {
             ReplyTo::LongConnection {
                 conn,
@@ -294,6 +371,12 @@ impl Replier {
                     }
                 }
                 Ok(())
+            }
+            ReplyTo::Api { events } => {
+                self.frames += 1;
+                events
+                    .send(ApiEvent::Final(text.to_string()))
+                    .map_err(|_| Undelivered::lost("the API client went away"))
             }
             ReplyTo::Nowhere => Err(Undelivered::lost(
                 "no configured endpoint to answer through",

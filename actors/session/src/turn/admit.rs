@@ -34,7 +34,7 @@ impl Drop for DepthGuard {
 /// Admits the turn: its permit is kept in the turn until the answer is generated.
 pub(super) async fn run(t: &mut TurnCtx) -> Result<(), Stop> {
     let Some(limiter) = ractor::registry::where_is(LIMITER_ACTOR.into()) else {
-        return Err(Stop(RESTARTING.into()));
+        return Err(Stop::new("restarting", RESTARTING));
     };
     let limiter: ActorRef<LimiterMsg> = limiter.into();
     let o = &t.job.origin;
@@ -57,11 +57,11 @@ pub(super) async fn run(t: &mut TurnCtx) -> Result<(), Stop> {
                 &t.key,
                 json!({"msgid": t.job.msgid, "limit": refusal.kind()}),
             );
-            return Err(Stop(refusal.message()));
+            return Err(Stop::new(refusal.kind(), refusal.message()));
         }
         Err(e) => {
             tracing::warn!(error = %e, "limiter unavailable");
-            return Err(Stop(RESTARTING.into()));
+            return Err(Stop::new("restarting", RESTARTING));
         }
     };
     t.ctx.metrics.queue_depth.inc();
@@ -89,10 +89,10 @@ async fn wait_turn(t: &mut TurnCtx, mut q: Queued) -> Result<Permit, Stop> {
     );
     loop {
         if t.cancel.load(Ordering::Relaxed) {
-            return Err(Stop(CANCELLED_QUEUED.into()));
+            return Err(Stop::new("cancelled", CANCELLED_QUEUED));
         }
         if shown != Some(ahead) && last.elapsed() >= throttle && t.replier.streams() {
-            if let Err(e) = t.replier.update(&queued_text(ahead)).await {
+            if let Err(e) = t.replier.notice(&queued_text(ahead)).await {
                 tracing::warn!(error = %e, "stream update failed");
             }
             shown = Some(ahead);
@@ -102,7 +102,7 @@ async fn wait_turn(t: &mut TurnCtx, mut q: Queued) -> Result<Permit, Stop> {
             u = q.next() => match u {
                 Some(QueueUpdate::Ahead(n)) => ahead = n,
                 Some(QueueUpdate::Granted(p)) => return Ok(p),
-                None => return Err(Stop(RESTARTING.into())),
+                None => return Err(Stop::new("restarting", RESTARTING)),
             },
             _ = tokio::time::sleep(throttle) => {}
         }

@@ -30,6 +30,9 @@ pub(super) async fn answer(t: &mut TurnCtx, a: Answer) -> (String, String) {
         None => a.shown,
     };
     send(t, shown).await;
+    if t.replier.stateless() {
+        return (t.question.clone(), a.text);
+    }
     if let Some(audit) = audit() {
         for (role, content) in [("user", &t.question), ("assistant", &a.text)] {
             let _ = audit.send_message(AuditMsg::HistoryPush {
@@ -73,7 +76,7 @@ pub(super) async fn send(t: &mut TurnCtx, text: String) {
             );
             true
         }
-        Err(u) if !u.parts.is_empty() => match defer(t, &u).await {
+        Err(u) if !u.parts.is_empty() && !t.replier.stateless() => match defer(t, &u).await {
             Ok(id) => {
                 tracing::warn!(session = %t.key, outbox_id = id, error = %u, "answer not delivered; kept in the outbox");
                 return;
@@ -97,7 +100,9 @@ pub(super) async fn send(t: &mut TurnCtx, text: String) {
             false
         }
     };
-    crate::actor::finish_inbound(t.job.inbound_id, ok);
+    if !t.replier.stateless() {
+        crate::actor::finish_inbound(t.job.inbound_id, ok);
+    }
 }
 
 /// Keeps an undelivered answer in the outbox (durable before this returns) and wakes the

@@ -59,7 +59,7 @@ pub(super) fn inbound(t: &mut TurnCtx) -> Result<(), Stop> {
     }
     audit(t, "in", &v);
     match v.action() {
-        Some(Action::Block) => Err(Stop(BLOCKED_IN.into())),
+        Some(Action::Block) => Err(Stop::new("blocked_in", BLOCKED_IN)),
         Some(Action::Mask) => {
             t.question = v.masked(&t.question);
             Ok(())

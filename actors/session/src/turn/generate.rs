@@ -93,7 +93,12 @@ pub(super) async fn run(t: &mut TurnCtx) -> Result<Answer, Stop> {
         t.enter(Stage::Generate);
         // Durable before the model sees it: a message that keeps killing the model (or the
         // process) is settled, not replayed at every restart.
-        if let Some(n) = start_attempt(t.job.inbound_id).await {
+        let attempts = if t.replier.stateless() {
+            None
+        } else {
+            start_attempt(t.job.inbound_id).await
+        };
+        if let Some(n) = attempts {
             if n > MAX_ATTEMPTS {
                 break Attempt::GaveUp { attempts: n - 1 };
             }
@@ -109,7 +114,7 @@ pub(super) async fn run(t: &mut TurnCtx) -> Result<Answer, Stop> {
                 tracing::warn!(session = %t.key, "the model went away mid-answer; generating again");
                 record("generation_retried", &t.key, json!({"msgid": t.job.msgid}));
                 // Tell the user at once; the regenerated answer replaces this frame.
-                if let Err(e) = t.replier.update(MODEL_RESTARTING).await {
+                if let Err(e) = t.replier.notice(MODEL_RESTARTING).await {
                     tracing::warn!(error = %e, "stream update failed");
                 }
                 continue;
@@ -119,7 +124,7 @@ pub(super) async fn run(t: &mut TurnCtx) -> Result<Answer, Stop> {
         }
     };
     let reason = match &outcome {
-        Attempt::Blocked => return Err(Stop(BLOCKED_OUT.into())),
+        Attempt::Blocked => return Err(Stop::new("blocked_out", BLOCKED_OUT)),
         Attempt::Prompt(PromptError::TooLong { .. }) => "message_too_long",
         Attempt::GaveUp { .. } => "gave_up",
         Attempt::Prompt(PromptError::ContextOverflow { .. })
@@ -160,7 +165,7 @@ pub(super) async fn run(t: &mut TurnCtx) -> Result<Answer, Stop> {
         &t.key,
         json!({"msgid": t.job.msgid, "notice": true, "reason": reason}),
     );
-    Err(Stop(notice))
+    Err(Stop::new(reason, notice))
 }
 
 /// A finished generation: its records, and the answer (or the cancelled stream's end).
@@ -192,11 +197,12 @@ fn finished(
             "decode_ms": stats.decode.as_millis() as u64,
         }),
     );
+    t.replier.report(&stats);
     let gate = OutputFilter::new(&t.filter);
     if stats.stop == StopReason::Cancelled {
         // Close the stream with what was shown, marked as cut.
         let (shown, _) = gate.finish(&r.display());
-        return Err(Stop(format!("{shown}\n\n{CANCELLED}")));
+        return Err(Stop::new("cancelled", format!("{shown}\n\n{CANCELLED}")));
     }
     let display = if r.phase() == Phase::Thinking && stats.stop == StopReason::MaxTokens {
         // max_tokens ran out while it was still thinking.
@@ -214,7 +220,7 @@ fn finished(
     let (shown, verdict) = gate.finish(&display);
     audit_filter(t, "out", &verdict);
     if verdict.action() == Some(crate::filter::Action::Block) {
-        return Err(Stop(BLOCKED_OUT.into()));
+        return Err(Stop::new("blocked_out", BLOCKED_OUT));
     }
     Ok(Answer {
         shown,
@@ -260,7 +266,7 @@ async fn stream(
         // keep-alive after it otherwise.
         let next = last_frame
             + if text != shown {
-                settings.throttle
+                t.replier.throttle(settings.throttle)
             } else {
                 settings.keepalive
             };
@@ -305,8 +311,12 @@ async fn stream(
                         // The answer starts again on the fallback; this frame stands until
                         // its text comes.
                         r = Reasoning::new(settings.reasoning, false);
-                        text = FAILING_OVER.to_string();
-                        if let Err(e) = t.replier.update(&text).await {
+                        text = if t.replier.stateless() {
+                            String::new()
+                        } else {
+                            FAILING_OVER.to_string()
+                        };
+                        if let Err(e) = t.replier.notice(&text).await {
                             tracing::warn!(error = %e, "stream update failed");
                         }
                         shown.clone_from(&text);

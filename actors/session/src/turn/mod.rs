@@ -80,9 +80,27 @@ impl Stage {
     }
 }
 
-/// A turn ends early: what the user is told (the stage has recorded why).
+/// A turn ends early: what the user is told, and why (the stage has recorded it).
 #[derive(Debug)]
-pub struct Stop(pub String);
+pub struct Stop {
+    /// The notice.
+    pub notice: String,
+    /// Why, as the audit rows name it: `blocked_in`, `blocked_out`, `user_rate`,
+    /// `chat_rate`, `queue_full`, `restarting`, `cancelled`, `message_too_long`,
+    /// `context_overflow`, `model_error`, `model_lost`, `gave_up` (and `turn_failed` for a
+    /// stage that panicked).
+    pub reason: &'static str,
+}
+
+impl Stop {
+    /// A stop for `reason` with `notice`.
+    pub fn new(reason: &'static str, notice: impl Into<String>) -> Stop {
+        Stop {
+            notice: notice.into(),
+            reason,
+        }
+    }
+}
 
 /// What the user is told when a stage failed unexpectedly.
 pub const TURN_FAILED: &str = "⚠️ 抱歉，处理这条消息时出了错，我已记录下来；请再问一次。\
@@ -103,6 +121,8 @@ pub struct TurnCtx {
     pub job: Job,
     /// Who answers.
     pub persona: Arc<Persona>,
+    /// The system message (the persona's; an API request's own, or none).
+    pub system: Option<String>,
     /// The content filter in force when the turn started.
     pub filter: Arc<ContentFilter>,
     /// The question (mentions stripped; masked by filter_in).
@@ -129,6 +149,7 @@ impl TurnCtx {
         let persona = ctx.personas.for_origin(&job.origin);
         let filter = ctx.filter.current();
         TurnCtx {
+            system: Some(persona.system_message()),
             question: strip_mentions(&job.origin.text).to_string(),
             replier: Replier::new(job.reply.clone()),
             key,
@@ -154,7 +175,8 @@ impl TurnCtx {
         self.depth = None;
         match outcome {
             Ok(Ok(exchange)) => Some(exchange),
-            Ok(Err(Stop(notice))) => {
+            Ok(Err(Stop { notice, reason })) => {
+                self.replier.stopped(reason);
                 deliver::send(&mut self, notice).await;
                 None
             }
@@ -172,6 +194,7 @@ impl TurnCtx {
                     &self.key,
                     json!({"msgid": self.job.msgid, "stage": stage, "error": error}),
                 );
+                self.replier.stopped("turn_failed");
                 deliver::send(&mut self, TURN_FAILED.to_string()).await;
                 None
             }

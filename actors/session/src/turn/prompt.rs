@@ -71,7 +71,7 @@ pub(super) fn build(t: &TurnCtx, gen: &dyn Ready) -> Result<Prompt, PromptError>
         });
     }
     let count = |turn: &Turn| gen.text_tokens(&turn.content) + 4;
-    let system = t.persona.system_message();
+    let system = t.system.clone();
     let english = match t.persona.language {
         Language::English => true,
         Language::Chinese => false,
@@ -85,7 +85,9 @@ pub(super) fn build(t: &TurnCtx, gen: &dyn Ready) -> Result<Prompt, PromptError>
     let mut excerpts = excerpts(&|s: &str| gen.text_tokens(s), &t.knowledge, budget);
     let render = |hist: &[Turn], excerpts: &[String]| -> Result<Prompt, PromptError> {
         let mut messages = Vec::with_capacity(hist.len() + 2);
-        messages.push(ChatMessage::new("system", system.clone()));
+        if let Some(system) = &system {
+            messages.push(ChatMessage::new("system", system.clone()));
+        }
         messages.extend(
             hist.iter()
                 .map(|h| ChatMessage::new(&h.role, h.content.clone())),
