@@ -2,6 +2,7 @@
 pub use wecom_edge_audit as audit;
 pub use wecom_edge_limiter as limiter;
 pub use wecom_edge_model as model;
+pub use wecom_edge_openai as openai;
 pub use wecom_edge_session as session;
 pub use wecom_edge_supervisor as supervisor;
 pub use wecom_edge_watchdog as watchdog;

@@ -36,8 +36,9 @@ pub use persona::{Language, Persona, Personas};
 /// default).
 pub type Generators = ByEndpoint<dyn wecom_edge_model::serve::Generator>;
 pub use reasoning::ReasoningMode;
-pub use reply::{Origin, Outbound, Replier, ReplyTo, Undelivered};
+pub use reply::{ApiEvent, Origin, Outbound, Replier, ReplyTo, Undelivered};
 pub use router::{InboundMsg, RouterActor, RouterArgs, RouterMsg, ROUTER_ACTOR, SESSION_SUP};
+pub use turn::{ApiTurn, Stop, TurnCtx};
 
 /// Whose context a group message joins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -107,6 +107,28 @@ pub const TURN_FAILED: &str = "⚠️ 抱歉，处理这条消息时出了错，
      (Sorry — something went wrong while answering this message; it has been recorded. \
      Please ask again.)";
 
+/// What an API request brings to a turn ([`TurnCtx::api`]).
+pub struct ApiTurn {
+    /// The API key's id (never the key).
+    pub key_id: String,
+    /// The request's `user`, if given (rate limits count per user of a key).
+    pub user: Option<String>,
+    /// The response id (`chatcmpl-…`), the turn's msgid in audit rows.
+    pub request_id: String,
+    /// The system message.
+    pub system: Option<String>,
+    /// The messages before the question (user and assistant).
+    pub history: Vec<Turn>,
+    /// The last user message.
+    pub question: String,
+    /// Sampling and length (`generate`); its system prompt is not used (see `system`).
+    pub persona: Arc<Persona>,
+    /// Where the turn's events go.
+    pub events: tokio::sync::mpsc::UnboundedSender<crate::reply::ApiEvent>,
+    /// Set when the client goes away.
+    pub cancel: Arc<AtomicBool>,
+}
+
 /// One turn's context, owned by its task.
 pub struct TurnCtx {
     /// The conversation key (history key).
@@ -158,6 +180,45 @@ impl TurnCtx {
             cancel,
             job,
             persona,
+            filter,
+            knowledge: Vec::new(),
+            knowledge_used: 0,
+            stage: Stage::Admit,
+            permit: None,
+            depth: None,
+        }
+    }
+
+    /// A stateless turn for an API request: its own system message (or none) and history,
+    /// answered through [`ReplyTo::Api`](crate::reply::ReplyTo::Api); the limiter counts it
+    /// as user `a.user` of endpoint `openai/{a.key_id}`.
+    pub fn api(ctx: SessionContext, a: ApiTurn) -> TurnCtx {
+        let origin = crate::reply::Origin {
+            channel: "openai".into(),
+            endpoint: a.key_id.clone(),
+            user: a.user.unwrap_or_else(|| a.key_id.clone()),
+            chat: None,
+            text: a.question.clone(),
+            req_id: None,
+        };
+        let job = Job {
+            inbound_id: 0,
+            msgid: a.request_id.clone(),
+            origin,
+            reply: crate::reply::ReplyTo::Api { events: a.events },
+            received: std::time::Instant::now(),
+        };
+        let filter = ctx.filter.current();
+        TurnCtx {
+            key: format!("openai/{}/{}", a.key_id, a.request_id),
+            replier: Replier::new(job.reply.clone()),
+            question: a.question,
+            system: a.system,
+            history: a.history,
+            persona: a.persona,
+            cancel: a.cancel,
+            ctx,
+            job,
             filter,
             knowledge: Vec::new(),
             knowledge_used: 0,
