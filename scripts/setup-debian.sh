@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing wecom-edge needs on a fresh Debian (bookworm or later):
 # a C toolchain (for the onig regex library the tokenizer uses), Python 3 with pip (the model
-# fetch script), systemd-analyze, and Rust via rustup when no cargo is on PATH. The appliance
+# fetch script) and venv (the openai client of the API tests), systemd-analyze, and Rust via rustup when no cargo is on PATH. The appliance
 # image's tools (mmdebstrap, mtools, QEMU, OVMF, …) are installed by image/build and
 # image/smoke-test themselves. Idempotent: installs nothing that
 # is already there.
@@ -11,6 +11,8 @@ missing=()
 command -v cc >/dev/null 2>&1 || missing+=(build-essential)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+# venv: the official openai client for the API tests (scripts/fetch-openai-client.sh).
+python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v curl >/dev/null 2>&1 || missing+=(curl ca-certificates)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 # systemd-analyze: the units' offline checks (systemd/check).

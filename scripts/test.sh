@@ -13,6 +13,8 @@ scripts/fetch-model.sh
 scripts/fetch-model.sh gemma3-270m
 # llama.cpp's tokenizer test vocabularies (tests/tokenizer_vocab.rs).
 scripts/fetch-vocab.sh
+# The official openai Python client (tests/api_openai.rs).
+scripts/fetch-openai-client.sh
 
 # No incremental caches in a one-shot run: they only cost disk (a CI machine once had little).
 export CARGO_INCREMENTAL=0

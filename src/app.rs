@@ -58,6 +58,8 @@ pub struct Running {
     pub admin: SocketAddr,
     /// The callback listener's address, when one is configured.
     pub callbacks: Option<SocketAddr>,
+    /// The OpenAI-compatible API's address, when `[openai]` is configured.
+    pub openai: Option<SocketAddr>,
     /// Health state.
     pub health: Health,
     /// Metrics.
@@ -144,13 +146,68 @@ fn model_sup(
         .child(model_spec))
 }
 
+/// Starts the OpenAI-compatible API (`[openai]`) on the sessions' context: its models are
+/// the default generator (named by the model file, or the upstream), then every other.
+async fn start_openai(
+    cfg: &Config,
+    o: &crate::config::OpenAi,
+    ctx: &SessionContext,
+    by_name: &ByName,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> anyhow::Result<SocketAddr> {
+    use wecom_edge_actors::openai::{self, auth::ApiKey};
+    let listener = tokio::net::TcpListener::bind(o.listen)
+        .await
+        .with_context(|| format!("openai.listen {}", o.listen))?;
+    let addr = listener.local_addr()?;
+    let local_id = cfg
+        .model_path
+        .file_stem()
+        .map_or("local".to_string(), |s| s.to_string_lossy().into_owned());
+    let id = |name: &str| {
+        if name == crate::config::LOCAL {
+            local_id.clone()
+        } else {
+            name.to_string()
+        }
+    };
+    let default = cfg.generators.default_value();
+    let mut models = vec![(id(&default.generator), ctx.generators.default_value())];
+    let mut names: Vec<&String> = by_name.keys().collect();
+    names.sort();
+    for n in names {
+        let local_unused = n == crate::config::LOCAL && !cfg.local_model;
+        if *n != default.generator && !local_unused {
+            models.push((id(n), by_name[n].clone()));
+        }
+    }
+    let keys = o
+        .keys
+        .iter()
+        .map(|(k, id, persona)| ApiKey::new(k.expose(), id.as_deref(), *persona))
+        .collect();
+    let app = openai::router(openai::ApiState {
+        ctx: ctx.clone(),
+        keys: Arc::new(keys),
+        anonymous: o.allow_anonymous,
+        models: Arc::new(models),
+    });
+    tasks.push(tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    }));
+    tracing::info!(%addr, keys = o.keys.len(), "OpenAI-compatible API listening");
+    Ok(addr)
+}
+
+/// The generators by name (`local`, each upstream's).
+type ByName = std::collections::HashMap<String, Arc<dyn model::serve::Generator>>;
+
 /// Each endpoint's generator: [`model::serve::local::Local`], an `[[upstream]]`
 /// ([`model::serve::upstream::Upstream`], one client and breaker per upstream, shared), or
 /// either behind a [`model::serve::failover::Failover`].
-fn generators(cfg: &Config) -> anyhow::Result<wecom_edge_actors::session::Generators> {
+fn generators(cfg: &Config) -> anyhow::Result<(wecom_edge_actors::session::Generators, ByName)> {
     use model::serve::{failover::Failover, local::Local, upstream, Generator};
-    let mut by_name: std::collections::HashMap<String, Arc<dyn Generator>> =
-        std::collections::HashMap::new();
+    let mut by_name = ByName::new();
     by_name.insert(crate::config::LOCAL.into(), Arc::new(Local));
     for u in &cfg.upstreams {
         let mut c = upstream::UpstreamConfig::new(&u.name, &u.base_url, &u.model);
@@ -182,7 +239,7 @@ fn generators(cfg: &Config) -> anyhow::Result<wecom_edge_actors::session::Genera
         let id = a.agentid.to_string();
         out = out.with("app", &id, build(&cfg.generators.get("app", &id)));
     }
-    Ok(out)
+    Ok((out, by_name))
 }
 
 /// Which backend the model runs on: `auto` picks CUDA in a `cuda` build with /dev/nvidia0.
@@ -439,6 +496,8 @@ async fn start_tree(cfg: &Config, api: Api) -> anyhow::Result<Running> {
         accepting.clone(),
     )));
     let admin = admin_commands(cfg, &health, &metrics, &filter, knowledge.as_ref());
+    let (generators, by_name) = generators(cfg)?;
+    let mut openai_addr = None;
     let ctx = SessionContext {
         settings,
         outbound: outbound.clone(),
@@ -448,8 +507,12 @@ async fn start_tree(cfg: &Config, api: Api) -> anyhow::Result<Running> {
         knowledge,
         accepting,
         admin,
-        generators: generators(cfg)?,
+        generators,
     };
+    if let Some(o) = &cfg.openai {
+        let addr = start_openai(cfg, o, &ctx, &by_name, &mut tasks).await?;
+        openai_addr = Some(addr);
+    }
 
     let outbox_args = OutboxArgs {
         outbound: outbound.clone(),
@@ -636,6 +699,7 @@ async fn start_tree(cfg: &Config, api: Api) -> anyhow::Result<Running> {
     tracing::info!(admin = %admin_addr, "wecom-edge is up");
     Ok(Running {
         admin: admin_addr,
+        openai: openai_addr,
         callbacks,
         health,
         metrics,

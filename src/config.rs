@@ -62,6 +62,32 @@ struct RawConfig {
     admin: RawAdmin,
     #[serde(default)]
     upstream: Vec<RawUpstream>,
+    openai: Option<RawOpenAi>,
+}
+
+/// `[openai]`: the box's OpenAI-compatible API.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOpenAi {
+    listen: SocketAddr,
+    #[serde(default)]
+    api_keys: Vec<RawApiKey>,
+    #[serde(default)]
+    allow_anonymous: bool,
+}
+
+/// An API key: the key (literal, `env:` or `credential:`), or a table with its id and
+/// whether the default persona answers it.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawApiKey {
+    Key(String),
+    Table {
+        key: String,
+        id: Option<String>,
+        #[serde(default)]
+        persona: bool,
+    },
 }
 
 /// `[[upstream]]`: an OpenAI-compatible endpoint that can generate.
@@ -324,6 +350,17 @@ pub struct Upstream {
     pub cooldown: Duration,
 }
 
+/// `[openai]`: the OpenAI-compatible API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenAi {
+    /// Its listener.
+    pub listen: SocketAddr,
+    /// Its keys: the key, its id (if configured), whether the default persona answers it.
+    pub keys: Vec<(Secret, Option<String>, bool)>,
+    /// Served without a key (loopback only).
+    pub allow_anonymous: bool,
+}
+
 /// What generates an endpoint's answers: `generator` (`local` or an upstream's name) and
 /// `fallback` (`local`, an upstream's name, or `None` for `"none"`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -394,6 +431,8 @@ pub struct Config {
     pub upstreams: Vec<Upstream>,
     /// Each endpoint's generator (`generator`/`fallback` per bot or app, `[model]`'s default).
     pub generators: ByEndpoint<GeneratorChoice>,
+    /// The OpenAI-compatible API, when `[openai]` is configured.
+    pub openai: Option<OpenAi>,
     /// Whether `model_path` is the model imported from the configuration stick
     /// ([`imported_model`]; `[model] path` unset).
     pub model_imported: bool,
@@ -509,6 +548,18 @@ impl Config {
                 "; no local model"
             }
         ));
+        if let Some(o) = &self.openai {
+            out.push(format!(
+                "openai           http://{}/v1, {} API key(s){}",
+                o.listen,
+                o.keys.len(),
+                if o.keys.is_empty() {
+                    " (anonymous, loopback)"
+                } else {
+                    ""
+                }
+            ));
+        }
         for u in &self.upstreams {
             out.push(format!(
                 "upstream         {} at {}, model {}, timeout {}, context {}, {} retries{}",
@@ -781,6 +832,10 @@ impl Config {
             .or(imported)
             .unwrap_or_else(|| PathBuf::from(if demo { "" } else { BUILTIN_MODEL }));
         let upstreams = upstream_settings(&raw.upstream, credentials, &mut p);
+        let openai = raw
+            .openai
+            .as_ref()
+            .map(|o| openai_settings(o, credentials, &mut p));
         let generators = generator_choices(
             (
                 raw.model.generator.as_deref(),
@@ -1039,6 +1094,7 @@ impl Config {
             local_model,
             upstreams,
             generators,
+            openai,
             device,
             threads: raw.model.threads.unwrap_or(0),
             max_tokens,
@@ -1251,6 +1307,49 @@ fn upstream_settings(
         });
     }
     out
+}
+
+/// `[openai]`, checked: keys unique in value and id; no key only with `allow_anonymous` on a
+/// loopback address.
+fn openai_settings(raw: &RawOpenAi, credentials: Option<&Path>, p: &mut Vec<String>) -> OpenAi {
+    let mut keys: Vec<(Secret, Option<String>, bool)> = Vec::new();
+    for (i, k) in raw.api_keys.iter().enumerate() {
+        let (key, id, persona) = match k {
+            RawApiKey::Key(k) => (k, None, false),
+            RawApiKey::Table { key, id, persona } => (key, id.clone(), *persona),
+        };
+        let at = format!("openai.api_keys[{i}]");
+        let secret = resolve(&at, key, credentials, p);
+        if secret.expose().len() < 8 && !secret.expose().is_empty() {
+            p.push(format!("{at}: an API key needs at least 8 characters"));
+        }
+        if keys.iter().any(|(s, _, _)| *s == secret) {
+            p.push(format!("{at}: the same key appears twice"));
+        }
+        if let Some(id) = &id {
+            if id.trim().is_empty() || id == "anonymous" {
+                p.push(format!("{at}.id: must be set and not \"anonymous\""));
+            } else if keys.iter().any(|(_, o, _)| o.as_ref() == Some(id)) {
+                p.push(format!("{at}.id {id:?} appears twice"));
+            }
+        }
+        keys.push((secret, id, persona));
+    }
+    if keys.is_empty() {
+        if !raw.allow_anonymous {
+            p.push("openai.api_keys is empty: configure keys, or allow_anonymous = true on a loopback listen address".into());
+        } else if !raw.listen.ip().is_loopback() {
+            p.push(format!(
+                "openai.allow_anonymous: {} is not a loopback address; an API without keys may only listen on 127.0.0.1 or ::1",
+                raw.listen
+            ));
+        }
+    }
+    OpenAi {
+        listen: raw.listen,
+        keys,
+        allow_anonymous: raw.allow_anonymous,
+    }
 }
 
 /// Whether `s` is an `http://` or `https://` URL with a host.

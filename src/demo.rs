@@ -107,6 +107,7 @@ pub fn config(o: &DemoOptions, sim: &SimHandle) -> Config {
         local_model: true,
         upstreams: Vec::new(),
         generators: Default::default(),
+        openai: None,
         device: o.device.clone(),
         threads: o.threads,
         max_tokens: o.max_tokens,

@@ -288,10 +288,13 @@ impl Text {
             self.lead = format!("{}\n\n", self.sent);
             view = format!("{}{frame}", self.lead);
         }
-        let from = self
+        let mut from = self
             .sent
             .len()
             .saturating_sub(stops.iter().map(String::len).max().unwrap_or(0));
+        while !view.is_char_boundary(from) {
+            from -= 1;
+        }
         let cut = stops
             .iter()
             .filter_map(|s| view[from..].find(s.as_str()).map(|i| from + i))
@@ -532,6 +535,11 @@ mod tests {
         let mut t = Text::default();
         assert_eq!(t.delta("你好", &[], false), "你好");
         assert_eq!(t.delta("你好，世界", &[], true), "，世界");
+        // Multi-byte text before a stop sequence.
+        let mut t = Text::default();
+        let stops = vec!["la".to_string()];
+        assert_eq!(t.delta("L'Éto", &stops, false), "L'Ét");
+        assert_eq!(t.delta("L'Étoile, la", &stops, false), "oile, ");
         // A restart continues after what was sent.
         let mut t = Text::default();
         assert_eq!(t.delta("half", &[], false), "half");
