@@ -179,7 +179,11 @@ async fn the_official_openai_client_works_against_the_box() {
     // Audit: the key's id, never the key; the blocked question refused before the model.
     let rows = audit_rows(&b.data);
     let requests: Vec<_> = rows.iter().filter(|r| r.kind == "api_request").collect();
-    assert_eq!(requests.len(), 4, "chat, stream, blocked, completion (the 401 and the 400 are api_refused)");
+    assert_eq!(
+        requests.len(),
+        4,
+        "chat, stream, blocked, completion (the 401 and the 400 are api_refused)"
+    );
     assert!(requests.iter().all(|r| r.detail["key_id"] == "scripts"));
     assert!(rows.iter().any(|r| r.kind == "filter"
         && r.subject.starts_with("openai/scripts/")

@@ -182,3 +182,70 @@ async fn with_no_local_generator_no_model_is_loaded() {
     let m = common::metrics(&http, admin).await;
     assert!(!m.contains("check=\"model\""), "no model beacon: {m}");
 }
+
+/// Another wecom-edge box as the upstream: box A has no model and generates on box B through
+/// B's OpenAI-compatible API (`[openai]`, anonymous on loopback); B audits the request, A
+/// records B's exact token counts from `usage`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_box_is_an_upstream() {
+    let dir_b = TempDir::new("box-upstream-b");
+    let cfg_b = dir_b.0.join("edge.toml");
+    std::fs::write(
+        &cfg_b,
+        "[openai]\nlisten = \"127.0.0.1:0\"\nallow_anonymous = true\n",
+    )
+    .unwrap();
+    let data_b = dir_b.0.join("data");
+    let (_b, info_b) =
+        common::start_demo(&data_b, &["--config", cfg_b.to_str().unwrap()], |_| {}).await;
+    let api_b = info_b["openai"].as_str().unwrap().to_string();
+
+    let dir_a = TempDir::new("box-upstream-a");
+    let cfg_a = dir_a.0.join("edge.toml");
+    std::fs::write(
+        &cfg_a,
+        format!(
+            "[model]\npath = \"/nonexistent/model.gguf\"\ngenerator = \"box-b\"\n\
+             [[upstream]]\nname = \"box-b\"\nbase_url = \"{api_b}\"\nmodel = \"any\"\ncontext_length = 8192\n"
+        ),
+    )
+    .unwrap();
+    let data_a = dir_a.0.join("data");
+    let (_a, info_a) =
+        common::start_demo(&data_a, &["--config", cfg_a.to_str().unwrap()], |_| {}).await;
+    let http = reqwest::Client::new();
+    let sim_a = info_a["sim"].as_str().unwrap().to_string();
+    common::bot_connected(&http, &sim_a, Duration::from_secs(30)).await;
+    let (answer, _) = common::ask(
+        &http,
+        &sim_a,
+        ("g-ab", "dave"),
+        "ab-1",
+        "What is the capital of France?",
+        Duration::from_secs(90),
+    )
+    .await;
+    assert!(
+        !answer.trim().is_empty() && !answer.contains("⚠️"),
+        "{answer:?}"
+    );
+    let fin = until(
+        "generation_finished on A",
+        Duration::from_secs(10),
+        || async { rows(&data_a, "generation_finished", "ab-1").pop() },
+    )
+    .await;
+    let b_rows = audit_rows(&data_b);
+    let b_fin = b_rows
+        .iter()
+        .find(|r| r.kind == "generation_finished" && r.subject.starts_with("openai/anonymous/"))
+        .expect("B generated it");
+    assert_eq!(
+        fin.detail["prompt_tokens"], b_fin.detail["prompt_tokens"],
+        "B's usage, exact"
+    );
+    assert_eq!(fin.detail["tokens"], b_fin.detail["tokens"]);
+    assert!(b_rows
+        .iter()
+        .any(|r| r.kind == "api_request" && r.detail["key_id"] == "anonymous"));
+}
