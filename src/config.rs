@@ -1065,8 +1065,8 @@ impl Config {
                 (0, 0)
             }
         };
-        if aibots.is_empty() && apps.is_empty() && p.is_empty() && !demo {
-            p.push("no [[aibot]] or [[app]]: the box would have nobody to answer".into());
+        if aibots.is_empty() && apps.is_empty() && openai.is_none() && p.is_empty() && !demo {
+            p.push("no [[aibot]], [[app]] or [openai]: the box would have nobody to answer".into());
         }
         if needs_callback && raw.box_.callback_listen.is_none() {
             p.push("box.callback_listen is needed by webhook-mode bots and apps".into());
@@ -1854,5 +1854,51 @@ mod tests {
             );
         }
         assert_eq!(p.len(), want.len(), "{p:#?}");
+    }
+
+    #[test]
+    fn the_openai_api_needs_keys_or_anonymous_loopback() {
+        let ok = format!(
+            "{}[openai]\nlisten = \"0.0.0.0:8080\"\napi_keys = [\"sk-0123456789\", {{ key = \"sk-abcdefghij\", id = \"dify\", persona = true }}]\n",
+            model()
+        );
+        let c = Config::parse(&ok, None, vec![]).unwrap();
+        let o = c.openai.as_ref().unwrap();
+        assert_eq!(o.keys.len(), 2);
+        assert_eq!((o.keys[1].1.as_deref(), o.keys[1].2), (Some("dify"), true));
+        let sum = c.summary();
+        assert!(
+            sum.contains("openai           http://0.0.0.0:8080/v1, 2 API key(s)"),
+            "{sum}"
+        );
+        assert!(!sum.contains("sk-0123456789"));
+        assert!(Config::parse(
+            &format!(
+                "{}[openai]\nlisten = \"127.0.0.1:8080\"\nallow_anonymous = true\n",
+                model()
+            ),
+            None,
+            vec![]
+        )
+        .is_ok());
+        for (body, want) in [
+            ("listen = \"127.0.0.1:8080\"\n", "openai.api_keys is empty"),
+            (
+                "listen = \"0.0.0.0:8080\"\nallow_anonymous = true\n",
+                "is not a loopback address",
+            ),
+            (
+                "listen = \"127.0.0.1:8080\"\napi_keys = [\"short\"]\n",
+                "at least 8 characters",
+            ),
+            (
+                "listen = \"127.0.0.1:8080\"\napi_keys = [\"sk-0123456789\", \"sk-0123456789\"]\n",
+                "the same key appears twice",
+            ),
+        ] {
+            let p =
+                Config::parse(&format!("{}[openai]\n{body}", model()), None, vec![]).unwrap_err();
+            assert!(p.len() == 1 && p[0].contains(want), "{body}: {p:?}");
+        }
     }
 }
