@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs what building and testing wecom-edge needs on a fresh Debian (bookworm or later):
 # a C toolchain (for the onig regex library the tokenizer uses), Python 3 with pip (the model
-# fetch script) and venv (the openai client of the API tests), systemd-analyze, and Rust via rustup when no cargo is on PATH. The appliance
-# image's tools (mmdebstrap, mtools, QEMU, OVMF, …) are installed by image/build and
-# image/smoke-test themselves. Idempotent: installs nothing that
-# is already there.
+# fetch script) and venv (the openai client of the API tests), systemd-analyze, and Rust via
+# rustup when no cargo is on PATH. The appliance image's tools (mmdebstrap, mtools, QEMU, OVMF,
+# …) are installed by image/build and image/smoke-test themselves. Idempotent: installs nothing
+# that is already there.
 set -euo pipefail
 
 missing=()
