@@ -47,7 +47,7 @@ fn drain(s: &mut Submitted) -> (String, Result<StopReason, GenFailure>) {
     let mut text = String::new();
     while let Some(ev) = s.events.blocking_recv() {
         match ev {
-            GenEvent::Started { .. } => {}
+            GenEvent::Started { .. } | GenEvent::Failover { .. } => {}
             GenEvent::Text(t) => text.push_str(&t),
             GenEvent::Finished(stats) => return (text, Ok(stats.stop)),
             GenEvent::Failed(f) => return (text, Err(f)),

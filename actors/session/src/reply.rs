@@ -219,7 +219,7 @@ impl Replier {
     /// Reports a finished generation's counts (to the API; elsewhere they are only audited).
     pub fn report(&self, stats: &GenStats) {
         if let ReplyTo::Api { events } = &self.to {
-            let _ = events.send(ApiEvent::Usage(stats.clone()));
+            let _ = events.send(ApiEvent::Usage(*stats));
         }
     }
 
