@@ -23,9 +23,14 @@
 //! prompt, within 512 tokens); printed beside the plain runs (issue 13: with both on, aggregate
 //! ≥ 3× one user's tok/s and first frame p95 < 1 s with 8 users).
 //!
+//! Then (phase `shared`, issue 14) WeCom chats and OpenAI API clients share the model: 8 users
+//! through the simulator and 8 clients streaming `/v1/chat/completions` (the box's `[openai]`,
+//! anonymous on loopback), all at once, 4 questions each in turn; prints each side's first-token
+//! p50/p95 (WeCom: the first frame; API: the first content chunk) and the aggregate tok/s.
+//!
 //! Frames are observed by polling the simulator's control API every 25 ms (100 ms in the load
 //! test), so the latencies carry up to that much observation delay. Environment: `PIPELINE_USERS` (8),
-//! `PIPELINE_QUESTIONS` (4), `PIPELINE_MAX_TOKENS` (96); `PIPELINE_PHASES` (`scaling,stages,load`).
+//! `PIPELINE_QUESTIONS` (4), `PIPELINE_MAX_TOKENS` (96); `PIPELINE_PHASES` (`scaling,stages,load,shared`).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -127,6 +132,41 @@ async fn user(
     out
 }
 
+/// One API client asking `n` questions in turn, streaming.
+async fn api_client(http: reqwest::Client, url: String, u: usize, n: usize) -> Vec<Sample> {
+    use futures_util::StreamExt;
+    let mut out = Vec::new();
+    for q in 0..n {
+        let t0 = Instant::now();
+        let r = http
+            .post(&url)
+            .json(&json!({"model": "any", "stream": true, "temperature": 0,
+                          "messages": [{"role": "user", "content": QUESTIONS[(u + q + 1) % QUESTIONS.len()]}]}))
+            .send()
+            .await
+            .unwrap();
+        let ok = r.status().is_success();
+        let mut body = r.bytes_stream();
+        let mut first = None;
+        let mut seen = String::new();
+        while let Some(chunk) = body.next().await {
+            let Ok(chunk) = chunk else { break };
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if first.is_none() && seen.contains("\"content\":\"") && seen.matches("data: ").count() > 1 {
+                first = Some(t0.elapsed());
+            }
+        }
+        let answered = ok && seen.contains("data: [DONE]");
+        out.push(Sample {
+            first_frame: first.unwrap_or_else(|| t0.elapsed()),
+            first_text: first,
+            finished: t0.elapsed(),
+            outcome: if answered { Outcome::Answered } else { Outcome::Lost },
+        });
+    }
+    out
+}
+
 fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     let i = ((v.len() as f64 - 1.0) * p).round() as usize;
@@ -148,6 +188,8 @@ fn rss_mib() -> (f64, f64) {
 struct Run {
     tps: f64,
     samples: Vec<Sample>,
+    /// The API clients' answers (phase `shared`).
+    api_samples: Vec<Sample>,
     /// RSS after the model loaded, at the peak, and idle again (MiB).
     rss: (f64, f64, f64),
 }
@@ -201,6 +243,7 @@ async fn run(
     max_tokens: usize,
     load: bool,
     with_stages: bool,
+    api_users: usize,
 ) -> Run {
     let dir = std::env::temp_dir().join(format!("wecom-edge-bench-{}-{users}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -246,6 +289,13 @@ async fn run(
             ..Limits::default()
         };
     }
+    if api_users > 0 {
+        cfg.openai = Some(wecom_edge::config::OpenAi {
+            listen: any,
+            keys: Vec::new(),
+            allow_anonymous: true,
+        });
+    }
     let running = app::start(&cfg).await.unwrap();
     let http = reqwest::Client::new();
     let base = sim.base_url();
@@ -278,9 +328,19 @@ async fn run(
     let tasks: Vec<_> = (0..users)
         .map(|u| tokio::spawn(user(http.clone(), base.clone(), u, questions, poll)))
         .collect();
+    let api_tasks: Vec<_> = (0..api_users)
+        .map(|u| {
+            let url = format!("http://{}/v1/chat/completions", running.openai.unwrap());
+            tokio::spawn(api_client(http.clone(), url, u, questions))
+        })
+        .collect();
     let mut samples = Vec::new();
     for t in tasks {
         samples.extend(t.await.unwrap());
+    }
+    let mut api_samples = Vec::new();
+    for t in api_tasks {
+        api_samples.extend(t.await.unwrap());
     }
     let wall = t0.elapsed().as_secs_f64();
     let tokens = running.metrics.tokens.get() - tokens0;
@@ -294,6 +354,7 @@ async fn run(
     Run {
         tps: tokens as f64 / wall,
         samples,
+        api_samples,
         rss: (rss_base, peak, idle),
     }
 }
@@ -368,7 +429,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let phases = std::env::var("PIPELINE_PHASES").unwrap_or_else(|_| "scaling,stages,load".into());
+    let phases = std::env::var("PIPELINE_PHASES").unwrap_or_else(|_| "scaling,stages,load,shared".into());
     rt.block_on(async {
         for (phase, with_stages, label) in [
             ("scaling", false, ""),
@@ -377,9 +438,9 @@ fn main() {
             if !phases.split(',').any(|p| p == phase) {
                 continue;
             }
-            let single = run(1, questions, max_tokens, false, with_stages).await;
+            let single = run(1, questions, max_tokens, false, with_stages, 0).await;
             report(&format!("1 user{label}"), single.tps, &single.samples);
-            let multi = run(users, questions, max_tokens, false, with_stages).await;
+            let multi = run(users, questions, max_tokens, false, with_stages, 0).await;
             report(&format!("{users} users{label}"), multi.tps, &multi.samples);
             println!(
                 "aggregate/single{label}: {:.2}x ({:.1} / {:.1} tok/s; target >= 3x)",
@@ -391,8 +452,19 @@ fn main() {
         if phases.split(',').any(|p| p == "load") {
             let users = env("PIPELINE_LOAD_USERS", 50);
             let questions = env("PIPELINE_LOAD_QUESTIONS", 3);
-            let r = run(users, questions, max_tokens, true, false).await;
+            let r = run(users, questions, max_tokens, true, false, 0).await;
             report_load(users, questions, &r);
+        }
+        if phases.split(',').any(|p| p == "shared") {
+            let r = run(users, questions, max_tokens, false, false, users).await;
+            report(&format!("shared: {users} WeCom users"), r.tps, &r.samples);
+            report(&format!("shared: {users} API clients"), r.tps, &r.api_samples);
+            let lost = r.api_samples.iter().filter(|s| s.outcome != Outcome::Answered).count();
+            println!(
+                "shared: {:.1} generated tok/s for {} answers ({lost} API answers incomplete)",
+                r.tps,
+                r.samples.len() + r.api_samples.len()
+            );
         }
     });
 }

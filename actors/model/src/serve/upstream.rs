@@ -111,8 +111,9 @@ struct BreakerState {
     open_until: Option<Instant>,
     /// The next cool-down.
     cooldown: Duration,
-    /// A probe is out (half-open); others wait for its outcome.
-    probing: bool,
+    /// A probe is out since then (half-open); others wait for its outcome, or until it is
+    /// older than the first cool-down (a caller that took the probe and never sent it).
+    probing: Option<Instant>,
     /// Failures since the last success.
     failures: u32,
 }
@@ -125,7 +126,7 @@ impl Breaker {
             state: Mutex::new(BreakerState {
                 open_until: None,
                 cooldown,
-                probing: false,
+                probing: None,
                 failures: 0,
             }),
         }
@@ -142,17 +143,17 @@ impl Breaker {
             None if s.failures == 0 => true,
             // Half-open: one probe at a time.
             None => {
-                if s.probing {
+                if s.probing.is_some_and(|t| now.saturating_duration_since(t) < self.first) {
                     false
                 } else {
-                    s.probing = true;
+                    s.probing = Some(now);
                     true
                 }
             }
             Some(t) if now < t => false,
             Some(_) => {
                 s.open_until = None;
-                s.probing = true;
+                s.probing = Some(now);
                 true
             }
         }
@@ -161,14 +162,17 @@ impl Breaker {
     /// Whether the breaker is open (or half-open with its probe out).
     pub fn is_open(&self, now: Instant) -> bool {
         let s = self.lock();
-        s.open_until.is_some_and(|t| now < t) || s.probing
+        s.open_until.is_some_and(|t| now < t)
+            || s
+                .probing
+                .is_some_and(|t| now.saturating_duration_since(t) < self.first)
     }
 
     /// A request succeeded: closed.
     pub fn success(&self) {
         let mut s = self.lock();
         s.open_until = None;
-        s.probing = false;
+        s.probing = None;
         s.failures = 0;
         s.cooldown = self.first;
     }
@@ -177,7 +181,7 @@ impl Breaker {
     pub fn failure(&self, now: Instant) {
         let mut s = self.lock();
         s.failures += 1;
-        s.probing = false;
+        s.probing = None;
         s.open_until = Some(now + s.cooldown);
         s.cooldown = (s.cooldown * 2).min(self.first * 10);
     }
@@ -709,6 +713,8 @@ mod tests {
         // Cool-down over: one probe, the others wait for it.
         assert!(b.allow(t0 + Duration::from_secs(10)));
         assert!(!b.allow(t0 + Duration::from_secs(10)));
+        // A probe taken and never sent does not hold the breaker for ever.
+        assert!(b.allow(t0 + Duration::from_secs(20)));
         // The probe fails: open for twice as long.
         let t1 = t0 + Duration::from_secs(11);
         b.failure(t1);

@@ -241,7 +241,8 @@ async fn stream(
         messages,
         params: t.persona.generate.clone(),
         cancel: t.cancel.clone(),
-        cache_key: Some(t.key.clone()),
+        // A stateless (API) turn has no next turn to reuse its cache.
+        cache_key: (!t.replier.stateless()).then(|| t.key.clone()),
         submitted: Instant::now(),
     };
     let (mut rx, mut r) = match gen.submit(req) {
