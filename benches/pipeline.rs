@@ -152,7 +152,10 @@ async fn api_client(http: reqwest::Client, url: String, u: usize, n: usize) -> V
         while let Some(chunk) = body.next().await {
             let Ok(chunk) = chunk else { break };
             seen.push_str(&String::from_utf8_lossy(&chunk));
-            if first.is_none() && seen.contains("\"content\":\"") && seen.matches("data: ").count() > 1 {
+            if first.is_none()
+                && seen.contains("\"content\":\"")
+                && seen.matches("data: ").count() > 1
+            {
                 first = Some(t0.elapsed());
             }
         }
@@ -161,7 +164,11 @@ async fn api_client(http: reqwest::Client, url: String, u: usize, n: usize) -> V
             first_frame: first.unwrap_or_else(|| t0.elapsed()),
             first_text: first,
             finished: t0.elapsed(),
-            outcome: if answered { Outcome::Answered } else { Outcome::Lost },
+            outcome: if answered {
+                Outcome::Answered
+            } else {
+                Outcome::Lost
+            },
         });
     }
     out
@@ -429,7 +436,8 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let phases = std::env::var("PIPELINE_PHASES").unwrap_or_else(|_| "scaling,stages,load,shared".into());
+    let phases =
+        std::env::var("PIPELINE_PHASES").unwrap_or_else(|_| "scaling,stages,load,shared".into());
     rt.block_on(async {
         for (phase, with_stages, label) in [
             ("scaling", false, ""),
@@ -458,8 +466,16 @@ fn main() {
         if phases.split(',').any(|p| p == "shared") {
             let r = run(users, questions, max_tokens, false, false, users).await;
             report(&format!("shared: {users} WeCom users"), r.tps, &r.samples);
-            report(&format!("shared: {users} API clients"), r.tps, &r.api_samples);
-            let lost = r.api_samples.iter().filter(|s| s.outcome != Outcome::Answered).count();
+            report(
+                &format!("shared: {users} API clients"),
+                r.tps,
+                &r.api_samples,
+            );
+            let lost = r
+                .api_samples
+                .iter()
+                .filter(|s| s.outcome != Outcome::Answered)
+                .count();
             println!(
                 "shared: {:.1} generated tok/s for {} answers ({lost} API answers incomplete)",
                 r.tps,

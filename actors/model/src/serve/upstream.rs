@@ -143,7 +143,9 @@ impl Breaker {
             None if s.failures == 0 => true,
             // Half-open: one probe at a time.
             None => {
-                if s.probing.is_some_and(|t| now.saturating_duration_since(t) < self.first) {
+                if s.probing
+                    .is_some_and(|t| now.saturating_duration_since(t) < self.first)
+                {
                     false
                 } else {
                     s.probing = Some(now);
@@ -163,8 +165,7 @@ impl Breaker {
     pub fn is_open(&self, now: Instant) -> bool {
         let s = self.lock();
         s.open_until.is_some_and(|t| now < t)
-            || s
-                .probing
+            || s.probing
                 .is_some_and(|t| now.saturating_duration_since(t) < self.first)
     }
 
