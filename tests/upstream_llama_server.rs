@@ -111,17 +111,14 @@ async fn generates_on_llama_server_and_falls_back_when_it_is_killed() {
     assert!(!rows.iter().any(|r| r.kind == "generation_failover"));
 
     // 2. Killed mid-answer: the local model answers instead.
-    let r: serde_json::Value = http
-        .post(format!("{sim}/sim/aibot/demo-bot/messages"))
-        .json(&serde_json::json!({"chattype": "group", "chatid": "g-llama", "userid": "erin",
-            "msgid": "ll-2", "text": "@demo-bot Write a long story about a dragon who learns to cook."}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let req_id = r["req_id"].as_str().unwrap().to_string();
+    let req_id = common::send(
+        &http,
+        &sim,
+        ("g-llama", "erin"),
+        "ll-2",
+        "Write a long story about a dragon who learns to cook.",
+    )
+    .await;
     until(
         "the first streamed frame",
         Duration::from_secs(60),

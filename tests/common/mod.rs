@@ -155,17 +155,15 @@ pub async fn bot_connected(http: &reqwest::Client, sim: &str, limit: Duration) {
 }
 
 /// Sends `text` from `userid` in group `chatid` to the demo bot through the simulator (as an
-/// @-message) and waits up to `limit` for the final frame of the answer; returns its text and
-/// the text of every frame, in order.
+/// @-message); the callback's req_id, whose frames `wecom_edge::demo::frames` reads.
 #[allow(dead_code)]
-pub async fn ask(
+pub async fn send(
     http: &reqwest::Client,
     sim: &str,
     (chatid, userid): (&str, &str),
     msgid: &str,
     text: &str,
-    limit: Duration,
-) -> (String, Vec<String>) {
+) -> String {
     let r: serde_json::Value = http
         .post(format!("{sim}/sim/aibot/demo-bot/messages"))
         .json(
@@ -178,7 +176,22 @@ pub async fn ask(
         .json()
         .await
         .unwrap();
-    let req_id = r["req_id"].as_str().unwrap().to_string();
+    r["req_id"].as_str().unwrap().to_string()
+}
+
+/// Sends `text` from `userid` in group `chatid` to the demo bot through the simulator (as an
+/// @-message) and waits up to `limit` for the final frame of the answer; returns its text and
+/// the text of every frame, in order.
+#[allow(dead_code)]
+pub async fn ask(
+    http: &reqwest::Client,
+    sim: &str,
+    (chatid, userid): (&str, &str),
+    msgid: &str,
+    text: &str,
+    limit: Duration,
+) -> (String, Vec<String>) {
+    let req_id = send(http, sim, (chatid, userid), msgid, text).await;
     until("the final frame", limit, || async {
         let f = wecom_edge::demo::frames(http, sim, &req_id).await.ok()?;
         match f.last() {

@@ -159,6 +159,13 @@ pub struct TurnCtx {
     depth: Option<admit::DepthGuard>,
 }
 
+/// Who answers what: the persona, the system message, the question.
+struct Speaker {
+    persona: Arc<Persona>,
+    system: Option<String>,
+    question: String,
+}
+
 impl TurnCtx {
     /// A turn for `job`.
     pub fn new(
@@ -169,24 +176,12 @@ impl TurnCtx {
         job: Job,
     ) -> TurnCtx {
         let persona = ctx.personas.for_origin(&job.origin);
-        let filter = ctx.filter.current();
-        TurnCtx {
+        let answer = Speaker {
             system: Some(persona.system_message()),
             question: strip_mentions(&job.origin.text).to_string(),
-            replier: Replier::new(job.reply.clone()),
-            key,
-            ctx,
-            history,
-            cancel,
-            job,
             persona,
-            filter,
-            knowledge: Vec::new(),
-            knowledge_used: 0,
-            stage: Stage::Admit,
-            permit: None,
-            depth: None,
-        }
+        };
+        TurnCtx::assemble(key, ctx, history, cancel, job, answer)
     }
 
     /// A stateless turn for an API request: its own system message (or none) and history,
@@ -208,16 +203,34 @@ impl TurnCtx {
             reply: crate::reply::ReplyTo::Api { events: a.events },
             received: std::time::Instant::now(),
         };
+        let key = format!("openai/{}/{}", a.key_id, a.request_id);
+        let answer = Speaker {
+            system: a.system,
+            question: a.question,
+            persona: a.persona,
+        };
+        TurnCtx::assemble(key, ctx, a.history, a.cancel, job, answer)
+    }
+
+    /// The turn, before its first stage.
+    fn assemble(
+        key: String,
+        ctx: SessionContext,
+        history: Vec<Turn>,
+        cancel: Arc<AtomicBool>,
+        job: Job,
+        a: Speaker,
+    ) -> TurnCtx {
         let filter = ctx.filter.current();
         TurnCtx {
-            key: format!("openai/{}/{}", a.key_id, a.request_id),
-            replier: Replier::new(job.reply.clone()),
-            question: a.question,
             system: a.system,
-            history: a.history,
+            question: a.question,
             persona: a.persona,
-            cancel: a.cancel,
+            replier: Replier::new(job.reply.clone()),
+            key,
             ctx,
+            history,
+            cancel,
             job,
             filter,
             knowledge: Vec::new(),
