@@ -47,6 +47,7 @@ use wecom_edge_actors::wecom::callback::{
     AcceptFn, AiBotReply, CallbackServer, Inbound, Rejection,
 };
 use wecom_edge_actors::wecom::longconn::{self, BotEvent, LongConnConfig, LongConnHandle};
+use wecom_edge_actors::wecom::standby::{Owner, OwnerWatch};
 use wecom_edge_actors::wecom::MsgCrypt;
 
 use crate::alerts::Alerter;
@@ -341,14 +342,24 @@ async fn start_tree(cfg: &Config, api: Api) -> anyhow::Result<Running> {
     let mut crypts = Vec::new();
     for bot in &cfg.aibots {
         match &bot.mode {
-            AiBotMode::LongConnection { secret } => {
+            AiBotMode::LongConnection { secret, standby } => {
                 let mut lc = LongConnConfig::new(&bot.bot_id, secret.expose());
                 lc.url = cfg.ws_url.clone();
+                if let Some(s) = standby {
+                    let watch = OwnerWatch::new(s.clone(), &bot.bot_id)
+                        .map_err(|e| anyhow::anyhow!("aibot {}: {e}", bot.bot_id))?;
+                    lc.standby = Some(watch);
+                    health.set(
+                        &format!("standby/{}", bot.bot_id),
+                        Err("standing by: the owner not asked yet".into()),
+                    );
+                } else {
+                    health.set(&format!("aibot/{}", bot.bot_id), Err("connecting".into()));
+                }
                 let (handle, events) = longconn::spawn(lc);
                 outbound.bots.insert(bot.bot_id.clone(), handle.clone());
                 conns.push(handle.clone());
                 pumps.push((bot.bot_id.clone(), handle, Arc::new(Mutex::new(events))));
-                health.set(&format!("aibot/{}", bot.bot_id), Err("connecting".into()));
             }
             AiBotMode::Webhook {
                 token,
@@ -977,6 +988,7 @@ impl Actor for BotPump {
         let task = tokio::spawn(async move {
             let mut events = a.events.lock().await;
             let name = format!("aibot/{}", a.bot_id);
+            let standby = format!("standby/{}", a.bot_id);
             let mut connected_before = false;
             while let Some(ev) = events.recv().await {
                 match ev {
@@ -1061,6 +1073,54 @@ impl Actor for BotPump {
                     BotEvent::Kicked => {
                         a.health
                             .set(&name, Err("another connection took this bot over".into()));
+                    }
+                    // A standby box: `aibot/{bot_id}` exists only while this box holds (or
+                    // is taking) the bot, so that `/readyz/aibot/{bot_id}` means "holds it"
+                    // on every box; `standby/{bot_id}` passes while it stands by.
+                    BotEvent::Standby { owner } => {
+                        a.health.remove(&name);
+                        a.health.set(&standby, Ok(()));
+                        if let Owner::Absent(why) = owner {
+                            tracing::warn!(bot_id = %a.bot_id, %why, "standby: the bot's owner does not hold it; taking over unless it returns");
+                        }
+                    }
+                    BotEvent::TakingOver { owner_gone } => {
+                        a.health.remove(&standby);
+                        a.health.set(&name, Err("taking over from the owner".into()));
+                        a.metrics
+                            .standby_events
+                            .get_or_create(&vec![
+                                ("bot_id".into(), a.bot_id.clone()),
+                                ("event".into(), "takeover".into()),
+                            ])
+                            .inc();
+                        let owner_gone_ms = owner_gone.as_millis() as u64;
+                        tracing::warn!(alert = true, bot_id = %a.bot_id, owner_gone_ms, "standby: the bot's owner is gone; this box takes the bot over");
+                        wecom_edge_actors::audit::record(
+                            "standby_takeover",
+                            "wecom",
+                            &a.bot_id,
+                            json!({"endpoint": a.bot_id, "owner_gone_ms": owner_gone_ms}),
+                        );
+                    }
+                    BotEvent::Yielded => {
+                        connected_before = false; // the next subscribe is a takeover
+                        a.health.remove(&name);
+                        a.health.set(&standby, Ok(()));
+                        a.metrics
+                            .standby_events
+                            .get_or_create(&vec![
+                                ("bot_id".into(), a.bot_id.clone()),
+                                ("event".into(), "yielded".into()),
+                            ])
+                            .inc();
+                        tracing::warn!(alert = true, bot_id = %a.bot_id, "standby: the bot's owner is back; this box stands by again");
+                        wecom_edge_actors::audit::record(
+                            "standby_yielded",
+                            "wecom",
+                            &a.bot_id,
+                            json!({"endpoint": a.bot_id}),
+                        );
                     }
                     BotEvent::Stopped => return,
                 }

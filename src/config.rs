@@ -17,6 +17,7 @@ use wecom_edge_actors::session::{
 };
 use wecom_edge_actors::watchdog::alert::AlertPolicy;
 use wecom_edge_actors::wecom::crypto;
+use wecom_edge_actors::wecom::standby::StandbyConfig;
 
 /// The default path on the box.
 pub const DEFAULT_CONFIG: &str = "/etc/wecom-edge/edge.toml";
@@ -210,6 +211,10 @@ struct RawAiBot {
     persona: Option<RawPersona>,
     generator: Option<String>,
     fallback: Option<String>,
+    #[serde(default)]
+    standby: bool,
+    owner: Option<String>,
+    takeover_after: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -263,6 +268,10 @@ pub enum AiBotMode {
     LongConnection {
         /// Long-connection secret.
         secret: Secret,
+        /// `standby = true`: another box (`owner`) holds this bot's connection; this one
+        /// subscribes only after the owner has been gone for `takeover_after`
+        /// (`wecom::standby`). `None`: this box owns the bot.
+        standby: Option<StandbyConfig>,
     },
     /// Encrypted webhook callbacks.
     Webhook {
@@ -612,8 +621,19 @@ impl Config {
         ));
         for b in &self.aibots {
             let mode = match &b.mode {
-                AiBotMode::LongConnection { secret } => {
-                    format!("long connection (secret: {} bytes)", secret.expose().len())
+                AiBotMode::LongConnection { secret, standby } => {
+                    let role = match standby {
+                        Some(s) => format!(
+                            ", standby for {} (takeover after {})",
+                            s.owner,
+                            humantime::format_duration(s.takeover_after)
+                        ),
+                        None => String::new(),
+                    };
+                    format!(
+                        "long connection (secret: {} bytes{role})",
+                        secret.expose().len()
+                    )
                 }
                 AiBotMode::Webhook {
                     token,
@@ -720,6 +740,50 @@ fn resolve(what: &str, v: &str, credentials: Option<&Path>, problems: &mut Vec<S
         Some(v.to_string())
     };
     Secret(value.unwrap_or_default())
+}
+
+/// `[[aibot]] standby`, `owner`, `takeover_after`: a standby needs the owner's admin URL; the
+/// other two keys mean nothing without `standby = true`.
+fn standby(
+    at: &str,
+    b: &RawAiBot,
+    long_connection: bool,
+    p: &mut Vec<String>,
+) -> Option<StandbyConfig> {
+    if !b.standby {
+        for (key, set) in [
+            ("owner", b.owner.is_some()),
+            ("takeover_after", b.takeover_after.is_some()),
+        ] {
+            if set {
+                p.push(format!("{at}.{key} is only for a standby (standby = true)"));
+            }
+        }
+        return None;
+    }
+    if !long_connection {
+        p.push(format!(
+            "{at}.standby: only a long-connection bot has a standby (WeCom posts a webhook bot's callbacks to one URL)"
+        ));
+        return None;
+    }
+    let Some(owner) = &b.owner else {
+        p.push(format!(
+            "{at}: a standby needs owner, the owner box's admin URL (e.g. \"http://10.0.0.2:9100\")"
+        ));
+        return None;
+    };
+    let mut s = StandbyConfig::new(owner);
+    if let Err(e) = s.check_url(&b.bot_id) {
+        p.push(format!("{at}.owner: {e}"));
+    }
+    if let Some(t) = &b.takeover_after {
+        s.takeover_after = parse_duration(&format!("{at}.takeover_after"), t, p);
+        if s.takeover_after.is_zero() {
+            p.push(format!("{at}.takeover_after must be more than 0"));
+        }
+    }
+    Some(s)
 }
 
 fn parse_duration(what: &str, v: &str, problems: &mut Vec<String>) -> Duration {
@@ -937,10 +1001,13 @@ impl Config {
                     "{at}: bot_id appears twice (WeCom allows one connection per bot)"
                 ));
             }
+            let long_connection = b.mode.as_deref().unwrap_or("long_connection") == "long_connection";
+            let standby = standby(&at, b, long_connection, &mut p);
             let mode = match b.mode.as_deref().unwrap_or("long_connection") {
                 "long_connection" => match &b.secret {
                     Some(s) => AiBotMode::LongConnection {
                         secret: resolve(&format!("{at}.secret"), s, credentials, &mut p),
+                        standby,
                     },
                     None => {
                         p.push(format!("{at}: a long-connection bot needs secret"));
@@ -1572,7 +1639,8 @@ mod tests {
         assert_eq!(
             c.aibots[0].mode,
             AiBotMode::LongConnection {
-                secret: Secret("s3cret".into())
+                secret: Secret("s3cret".into()),
+                standby: None,
             }
         );
         assert_eq!(c.idle_timeout, Duration::from_secs(600));
@@ -1662,7 +1730,8 @@ mod tests {
         assert_eq!(
             c.aibots[0].mode,
             AiBotMode::LongConnection {
-                secret: Secret("from-credential".into())
+                secret: Secret("from-credential".into()),
+                standby: None,
             }
         );
         // A file of the unit's directory credential, as systemd names it.
@@ -1671,7 +1740,8 @@ mod tests {
         assert_eq!(
             c.aibots[0].mode,
             AiBotMode::LongConnection {
-                secret: Secret("from-directory".into())
+                secret: Secret("from-directory".into()),
+                standby: None,
             }
         );
         let e = Config::parse(&text.replace(":bot", ":absent"), Some(&dir), vec![]).unwrap_err();

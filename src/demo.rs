@@ -69,6 +69,7 @@ pub fn config(o: &DemoOptions, sim: &SimHandle) -> Config {
         bot_id: DEMO_BOT_ID.into(),
         mode: AiBotMode::LongConnection {
             secret: Secret::new(DEMO_BOT_SECRET),
+            standby: None,
         },
     }];
     if let Some(base) = &o.base {

@@ -18,7 +18,10 @@
 //!   and when it recovers.
 //! * [`alert`] — alert events deduplicated and rate-limited for the group robots.
 //! * [`router`] — `GET /livez` (the process answers), `GET /readyz` (200 once ready and healthy,
-//!   else 503 with one reason per line), `GET /metrics` (OpenMetrics text of [`Metrics`]).
+//!   else 503 with one reason per line), `GET /readyz/{check}` (one check, as Kubernetes'
+//!   `/readyz/<check>`: 200, 503 with its reason, 404 when there is no such check; a standby
+//!   box asks its owner's `/readyz/aibot/{bot_id}`), `GET /metrics` (OpenMetrics text of
+//!   [`Metrics`]).
 #![warn(missing_docs)]
 
 pub mod alert;
@@ -175,6 +178,13 @@ impl Health {
     /// Whether the box said it is ready.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
+    }
+
+    /// One check: `None` when there is no check of that name, else `Err(reason)` while it
+    /// fails.
+    pub fn check(&self, name: &str) -> Option<Result<(), String>> {
+        let checks = self.checks.lock().unwrap_or_else(|p| p.into_inner());
+        checks.get(name).map(|c| c.failing().map_or(Ok(()), Err))
     }
 
     /// Every failing check (liveness and readiness) as `name: reason`, sorted by name; empty
@@ -391,6 +401,9 @@ pub struct Metrics {
     pub turns_failed: Counter,
     /// Generations moved to a fallback generator, by `from` and `to` (generator names).
     pub generation_failovers: Family<Vec<(String, String)>, Counter>,
+    /// A standby box's role changes for an AI bot, by `bot_id` and `event`: `takeover` (the
+    /// owner was gone; this box subscribed), `yielded` (the owner came back).
+    pub standby_events: Family<Vec<(String, String)>, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -491,6 +504,12 @@ impl Metrics {
             "Generations moved to a fallback generator, by from and to",
             generation_failovers.clone(),
         );
+        let standby_events = Family::<Vec<(String, String)>, Counter>::default();
+        reg.register(
+            "standby_events",
+            "A standby box's takeovers of an AI bot and hand-backs to its owner, by bot_id and event",
+            standby_events.clone(),
+        );
         let queue_depth = Gauge::default();
         reg.register(
             "queue_depth",
@@ -518,6 +537,7 @@ impl Metrics {
             filter_decisions,
             turns_failed,
             generation_failovers,
+            standby_events,
         }
     }
 
@@ -540,6 +560,7 @@ pub fn router(health: Health, metrics: Metrics) -> Router {
     Router::new()
         .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/readyz/{*check}", get(readyz_check))
         .route("/metrics", get(metrics_text))
         .with_state(AdminState { health, metrics })
 }
@@ -561,6 +582,17 @@ async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
         (StatusCode::OK, "ready\n".to_string())
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, reasons.join("\n") + "\n")
+    }
+}
+
+async fn readyz_check(
+    State(s): State<AdminState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> impl IntoResponse {
+    match s.health.check(&name) {
+        Some(Ok(())) => (StatusCode::OK, "ok\n".to_string()),
+        Some(Err(reason)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{name}: {reason}\n")),
+        None => (StatusCode::NOT_FOUND, format!("no check named {name:?}\n")),
     }
 }
 

@@ -264,7 +264,23 @@ async fn readyz_explains_and_metrics_are_exposed() {
             == r#"wecom_edge_health_check_failing{check="wecom/aibot/demo-bot",kind="readiness"} 1"#),
         "{text}"
     );
+    // One check by name (a standby asks its owner this): its own state, nothing else's.
+    health.set("disk", Err("12 MiB free".into()));
+    let one = |name: &'static str| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let r = http.get(format!("{base}/readyz/{name}")).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    assert_eq!(
+        one("wecom/aibot/demo-bot").await,
+        (503, "wecom/aibot/demo-bot: not connected\n".into())
+    );
+    assert_eq!(one("wecom/aibot/other").await.0, 404);
     health.set("wecom/aibot/demo-bot", Ok(()));
+    assert_eq!(one("wecom/aibot/demo-bot").await, (200, "ok\n".into()));
+    health.remove("disk");
     assert_eq!(
         http.get(format!("{base}/readyz"))
             .send()

@@ -11,6 +11,7 @@
 //! * [`sim`] — the WeCom simulator.
 //! * [`quota`] — WeCom's outbound quotas kept by the sender (per conversation, member, robot).
 //! * [`split`] — splitting answers by UTF-8 bytes into ordered `(i/n)` parts.
+//! * [`standby`] — the standby role: one owner per bot across boxes, observed over the LAN.
 #![warn(missing_docs)]
 
 pub mod aibot;
@@ -23,6 +24,7 @@ pub mod rejections;
 pub mod robot;
 pub mod sim;
 pub mod split;
+pub mod standby;
 pub mod xml;
 
 pub use crypto::{CryptError, MsgCrypt};

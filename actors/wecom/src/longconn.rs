@@ -9,6 +9,9 @@
 //!   subscribe; reconnects never give up (the box is unattended) but every failure is reported.
 //! * `disconnected_event` (another connection subscribed this bot) → stop for good and report
 //!   [`BotEvent::Kicked`]: reconnecting would fight the other connection.
+//! * With [`LongConnConfig::standby`] the client subscribes only once the bot's owner (another
+//!   box) has been gone for a while, and hands the bot back when the owner returns
+//!   ([`crate::standby`]).
 //! * Replies for one req_id go out one at a time, each waiting for its ack (5 s).
 
 use std::collections::{HashMap, VecDeque};
@@ -24,6 +27,7 @@ use crate::aibot::{self, cmd, Callback, WsFrame};
 use crate::api::errcode;
 use crate::quota::{self, Pacer, Window};
 use crate::split::AIBOT_CONTENT_MAX_BYTES;
+use crate::standby::{Owner, OwnerWatch};
 
 /// Long-connection settings.
 #[derive(Clone)]
@@ -47,6 +51,9 @@ pub struct LongConnConfig {
     /// Messages per conversation ([`quota::AIBOT_CONVERSATION`]: 30/min, 1000/h); every new
     /// message (a stream's first frame, a proactive message) waits for a slot, in order.
     pub quota: Vec<Window>,
+    /// This box is the bot's standby: subscribe only while the owner this watches is gone
+    /// ([`crate::standby`]). `None`: this box owns the bot.
+    pub standby: Option<OwnerWatch>,
 }
 
 impl std::fmt::Debug for LongConnConfig {
@@ -54,6 +61,7 @@ impl std::fmt::Debug for LongConnConfig {
         f.debug_struct("LongConnConfig")
             .field("url", &self.url)
             .field("bot_id", &self.bot_id)
+            .field("standby", &self.standby.as_ref().map(|w| &w.config().owner))
             .finish_non_exhaustive()
     }
 }
@@ -71,6 +79,7 @@ impl LongConnConfig {
             backoff_max: Duration::from_secs(30),
             ack_timeout: Duration::from_secs(5),
             quota: quota::AIBOT_CONVERSATION.to_vec(),
+            standby: None,
         }
     }
 }
@@ -111,6 +120,22 @@ pub enum BotEvent {
     /// Another connection took this bot over (`disconnected_event`). The client has stopped and
     /// will not reconnect: raise an alert.
     Kicked,
+    /// A standby is not subscribed and watches the owner: sent when it starts watching and
+    /// whenever what it sees changes (the owner holds the bot ↔ the owner is absent). Status
+    /// only: dropped rather than waited for when the event queue is full.
+    Standby {
+        /// What the last look at the owner found.
+        owner: Owner,
+    },
+    /// A standby saw the owner absent for `takeover_after` and subscribes now.
+    TakingOver {
+        /// How long the owner had not been seen holding the bot.
+        owner_gone: Duration,
+    },
+    /// A standby holding the bot was kicked by its owner coming back (the owner was seen
+    /// holding the bot afterwards), or found the owner holding it before a reconnect; it is
+    /// watching again.
+    Yielded,
     /// The client stopped after [`LongConnHandle::shutdown`].
     Stopped,
 }
@@ -379,6 +404,12 @@ async fn run(
     mut cmds: mpsc::Receiver<Command>,
     events: mpsc::Sender<BotEvent>,
 ) {
+    if let Some(w) = &cfg.standby {
+        if !stand_by(&cfg, w, &mut cmds, &events).await {
+            let _ = events.send(BotEvent::Stopped).await;
+            return;
+        }
+    }
     let mut failures: u32 = 0;
     loop {
         let end = match connect_and_subscribe(&cfg, &events).await {
@@ -390,17 +421,25 @@ async fn run(
             }
             Err(reason) => End::Reconnect(reason),
         };
-        match end {
-            End::Shutdown => {
-                let _ = events.send(BotEvent::Stopped).await;
-                return;
-            }
+        let handed_back = match end {
+            End::Shutdown => None,
             End::Kicked => {
-                tracing::error!(bot_id = %cfg.bot_id, "another connection took over this bot (disconnected_event); not reconnecting");
-                let _ = events.send(BotEvent::Kicked).await;
-                drop(events); // the event stream ends: this client is done
-                fail_pending_until_shutdown(cmds).await;
-                return;
+                // A standby kicked by its owner coming back hands the bot back; kicked by
+                // anyone else it stops, as an owner does, so that the two do not take turns.
+                let back = match &cfg.standby {
+                    Some(w) => refusing(&mut cmds, w.until_holds()).await,
+                    None => Some(false),
+                };
+                match back {
+                    Some(false) => {
+                        tracing::error!(bot_id = %cfg.bot_id, "another connection took over this bot (disconnected_event); not reconnecting");
+                        let _ = events.send(BotEvent::Kicked).await;
+                        drop(events); // the event stream ends: this client is done
+                        fail_pending_until_shutdown(cmds).await;
+                        return;
+                    }
+                    other => other,
+                }
             }
             End::Reconnect(reason) => {
                 failures += 1;
@@ -409,21 +448,80 @@ async fn run(
                 let _ = events
                     .send(BotEvent::Disconnected { reason, retry_in })
                     .await;
-                // Wait out the backoff, refusing sends meanwhile.
-                let until = Instant::now() + retry_in;
-                loop {
-                    match tokio::time::timeout_at(until, cmds.recv()).await {
-                        Err(_) => break,
-                        Ok(None) | Ok(Some(Command::Shutdown)) => {
-                            let _ = events.send(BotEvent::Stopped).await;
-                            return;
-                        }
-                        Ok(Some(Command::Send { ack, .. })) => {
-                            let _ = ack.send(Err(WsError::NotConnected));
-                        }
-                    }
+                // Wait out the backoff, refusing sends meanwhile. A standby then looks at the
+                // owner first: reconnecting while the owner holds the bot would kick it.
+                match refusing(&mut cmds, tokio::time::sleep(retry_in)).await {
+                    None => None,
+                    Some(()) => match &cfg.standby {
+                        Some(w) => refusing(&mut cmds, w.look())
+                            .await
+                            .map(|o| o == Owner::Holds),
+                        None => Some(false),
+                    },
                 }
             }
+        };
+        match handed_back {
+            None => {
+                let _ = events.send(BotEvent::Stopped).await;
+                return;
+            }
+            Some(false) => {}
+            Some(true) => {
+                tracing::info!(bot_id = %cfg.bot_id, "the owner holds this bot again; standing by");
+                let _ = events.send(BotEvent::Yielded).await;
+                let w = cfg.standby.as_ref().expect("only a standby hands back");
+                if !stand_by(&cfg, w, &mut cmds, &events).await {
+                    let _ = events.send(BotEvent::Stopped).await;
+                    return;
+                }
+                failures = 0;
+            }
+        }
+    }
+}
+
+/// A standby's wait: watches the owner, refusing sends, until it has been gone for
+/// `takeover_after`; then reports [`BotEvent::TakingOver`]. False: shut down meanwhile.
+async fn stand_by(
+    cfg: &LongConnConfig,
+    w: &OwnerWatch,
+    cmds: &mut mpsc::Receiver<Command>,
+    events: &mpsc::Sender<BotEvent>,
+) -> bool {
+    tracing::info!(bot_id = %cfg.bot_id, owner = %w.config().owner, "standing by for this bot's owner");
+    let ev = events.clone();
+    let watch = w.until_absent(move |o| {
+        match o {
+            Owner::Holds => tracing::info!(bot_id = %cfg.bot_id, "standby: the owner holds the bot"),
+            Owner::Absent(why) => tracing::warn!(bot_id = %cfg.bot_id, %why, "standby: the owner does not hold the bot"),
+        }
+        let _ = ev.try_send(BotEvent::Standby { owner: o.clone() });
+    });
+    let Some(owner_gone) = refusing(cmds, watch).await else {
+        return false;
+    };
+    tracing::warn!(bot_id = %cfg.bot_id, owner_gone_ms = owner_gone.as_millis() as u64, "standby: taking the bot over from its owner");
+    let _ = events.send(BotEvent::TakingOver { owner_gone }).await;
+    true
+}
+
+/// Runs `fut` while answering every send with [`WsError::NotConnected`]; `None` when the
+/// client is shut down (or its handle dropped) meanwhile.
+async fn refusing<T>(
+    cmds: &mut mpsc::Receiver<Command>,
+    fut: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::pin!(fut);
+    loop {
+        tokio::select! {
+            v = &mut fut => return Some(v),
+            c = cmds.recv() => match c {
+                None | Some(Command::Shutdown) => return None,
+                Some(Command::Send { ack, .. }) => {
+                    let _ = ack.send(Err(WsError::NotConnected));
+                }
+            },
         }
     }
 }

@@ -507,6 +507,132 @@ async fn long_connection_streams_reconnects_and_stops_when_kicked() {
     h.stop().await;
 }
 
+/// A stand-in for the owner box's admin listener: `/readyz/aibot/{bot_id}` answers `status`;
+/// `looks` counts the questions.
+struct FakeOwner {
+    url: String,
+    status: Arc<std::sync::atomic::AtomicU16>,
+    looks: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FakeOwner {
+    async fn start() -> Self {
+        use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+        let status = Arc::new(AtomicU16::new(200));
+        let looks = Arc::new(AtomicUsize::new(0));
+        let (st, lk) = (status.clone(), looks.clone());
+        let app = axum::Router::new().route(
+            "/readyz/aibot/{bot}",
+            axum::routing::get(move |axum::extract::Path(bot): axum::extract::Path<String>| {
+                let (st, lk) = (st.clone(), lk.clone());
+                async move {
+                    lk.fetch_add(1, Ordering::SeqCst);
+                    let code = if bot == "bot-1" { st.load(Ordering::SeqCst) } else { 404 };
+                    (axum::http::StatusCode::from_u16(code).unwrap(), "owner says\n")
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind(loopback()).await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        FakeOwner { url, status, looks }
+    }
+    fn set(&self, code: u16) {
+        self.status.store(code, std::sync::atomic::Ordering::SeqCst);
+    }
+    fn looks(&self) -> usize {
+        self.looks.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn a_standby_waits_for_its_owner_takes_over_hands_back_and_stops_for_a_rival() {
+    use wecom_edge_wecom::standby::{Owner, OwnerWatch, StandbyConfig};
+    let h = sim::start(
+        SimConfig {
+            aibots: vec![AiBotSpec {
+                bot_id: "bot-1".into(),
+                secret: "s3cret".into(),
+            }],
+            ..Default::default()
+        },
+        loopback(),
+    )
+    .await
+    .unwrap();
+    let ctl = Ctl::new(&h);
+    let owner = FakeOwner::start().await;
+    let takeover_after = Duration::from_millis(500);
+    let mut cfg = bot_config(&h, "s3cret");
+    let mut watch = StandbyConfig::new(&owner.url);
+    watch.takeover_after = takeover_after;
+    cfg.standby = Some(OwnerWatch::new(watch, "bot-1").unwrap());
+    let (standby, mut rx) = longconn::spawn(cfg);
+
+    // The owner holds the bot: the standby only watches, and refuses to send.
+    assert_eq!(next_event(&mut rx).await, BotEvent::Standby { owner: Owner::Holds });
+    let before = owner.looks();
+    while owner.looks() < before + 10 {
+        // Ten looks at 100 ms: twice the takeover time has passed with the owner holding.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(ctl.get("/sim/aibot/bot-1").await["subscribes"], 0);
+    assert_eq!(
+        standby.send_markdown("lisi", "x").await,
+        Err(longconn::WsError::NotConnected)
+    );
+
+    // The owner stops holding it (503): after takeover_after the standby subscribes.
+    owner.set(503);
+    let started = std::time::Instant::now();
+    match next_event(&mut rx).await {
+        BotEvent::Standby { owner: Owner::Absent(why) } => {
+            assert_eq!(why, "HTTP 503: owner says")
+        }
+        other => panic!("expected the owner absent, got {other:?}"),
+    }
+    match next_event(&mut rx).await {
+        BotEvent::TakingOver { owner_gone } => assert!(owner_gone >= takeover_after),
+        other => panic!("expected TakingOver, got {other:?}"),
+    }
+    assert_eq!(next_event(&mut rx).await, BotEvent::Connected);
+    assert!(started.elapsed() >= takeover_after - Duration::from_millis(100));
+    assert_eq!(ctl.get("/sim/aibot/bot-1").await["subscribes"], 1);
+    standby.send_markdown("lisi", "from the standby").await.unwrap();
+
+    // The owner comes back: its subscribe kicks the standby, which sees the owner hold the
+    // bot and stands by again (no reconnect that would kick the owner).
+    let (_back, mut back_rx) = longconn::spawn(bot_config(&h, "s3cret"));
+    assert_eq!(next_event(&mut back_rx).await, BotEvent::Connected);
+    owner.set(200);
+    assert_eq!(next_event(&mut rx).await, BotEvent::Yielded);
+    assert_eq!(next_event(&mut rx).await, BotEvent::Standby { owner: Owner::Holds });
+    assert_eq!(ctl.get("/sim/aibot/bot-1").await["subscribes"], 2);
+
+    // Unreachable from the standby (a LAN split): the standby takes over, kicking the owner,
+    // which stops for good as before.
+    owner.set(502);
+    assert!(matches!(next_event(&mut rx).await, BotEvent::Standby { owner: Owner::Absent(_) }));
+    assert!(matches!(next_event(&mut rx).await, BotEvent::TakingOver { .. }));
+    assert_eq!(next_event(&mut rx).await, BotEvent::Connected);
+    assert_eq!(next_event(&mut back_rx).await, BotEvent::Kicked);
+
+    // Kicked by a connection that is not the owner (a second standby): the owner is never
+    // seen holding the bot, so the standby stops for good instead of taking turns with it.
+    let (_rival, mut rival_rx) = longconn::spawn(bot_config(&h, "s3cret"));
+    assert_eq!(next_event(&mut rival_rx).await, BotEvent::Connected);
+    assert_eq!(next_event(&mut rx).await, BotEvent::Kicked);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap()
+            .is_none(),
+        "the standby ended"
+    );
+    assert_eq!(ctl.get("/sim/aibot/bot-1").await["subscribes"], 4);
+    h.stop().await;
+}
+
 async fn serve_callbacks(srv: CallbackServer) -> String {
     let listener = tokio::net::TcpListener::bind(loopback()).await.unwrap();
     let addr = listener.local_addr().unwrap();
