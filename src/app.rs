@@ -1086,7 +1086,8 @@ impl Actor for BotPump {
                     }
                     BotEvent::TakingOver { owner_gone } => {
                         a.health.remove(&standby);
-                        a.health.set(&name, Err("taking over from the owner".into()));
+                        a.health
+                            .set(&name, Err("taking over from the owner".into()));
                         a.metrics
                             .standby_events
                             .get_or_create(&vec![

@@ -1001,7 +1001,8 @@ impl Config {
                     "{at}: bot_id appears twice (WeCom allows one connection per bot)"
                 ));
             }
-            let long_connection = b.mode.as_deref().unwrap_or("long_connection") == "long_connection";
+            let long_connection =
+                b.mode.as_deref().unwrap_or("long_connection") == "long_connection";
             let standby = standby(&at, b, long_connection, &mut p);
             let mode = match b.mode.as_deref().unwrap_or("long_connection") {
                 "long_connection" => match &b.secret {
@@ -1677,6 +1678,64 @@ mod tests {
             "aibot[2] (w).encoding_aes_key",
             "CREDENTIALS_DIRECTORY",
             "box.callback_listen",
+        ];
+        for w in want {
+            assert_eq!(
+                p.iter().filter(|m| m.contains(w)).count(),
+                1,
+                "{w} in {p:#?}"
+            );
+        }
+        assert_eq!(p.len(), want.len(), "{p:#?}");
+    }
+
+    /// `[[aibot]] standby`, `owner`, `takeover_after` (issue 14 item 3): read, summarised, and
+    /// refused where they cannot work.
+    #[test]
+    fn a_standby_bot_names_its_owner() {
+        let text = format!(
+            "{}[[aibot]]\nbot_id = \"b\"\nsecret = \"x\"\nstandby = true\n\
+             owner = \"http://10.0.0.2:9620/\"\ntakeover_after = \"45s\"\n\
+             [[aibot]]\nbot_id = \"c\"\nsecret = \"y\"\nstandby = true\nowner = \"http://10.0.0.2:9620\"\n",
+            model()
+        );
+        let c = Config::parse(&text, None, vec![]).unwrap();
+        let AiBotMode::LongConnection { standby, .. } = &c.aibots[0].mode else {
+            panic!("long connection");
+        };
+        let s = standby.as_ref().unwrap();
+        assert_eq!(s.owner, "http://10.0.0.2:9620");
+        assert_eq!(s.takeover_after, Duration::from_secs(45));
+        let AiBotMode::LongConnection { standby, .. } = &c.aibots[1].mode else {
+            panic!("long connection");
+        };
+        assert_eq!(
+            standby.as_ref().unwrap().takeover_after,
+            Duration::from_secs(30)
+        );
+        assert!(
+            c.summary()
+                .contains("standby for http://10.0.0.2:9620 (takeover after 45s)"),
+            "{}",
+            c.summary()
+        );
+
+        let text = format!(
+            "{}[[aibot]]\nbot_id = \"a\"\nsecret = \"x\"\nstandby = true\n\
+             [[aibot]]\nbot_id = \"b\"\nsecret = \"x\"\nowner = \"http://h:1\"\n\
+             [[aibot]]\nbot_id = \"c\"\nsecret = \"x\"\nstandby = true\nowner = \"h:1\"\ntakeover_after = \"0s\"\n\
+             [[aibot]]\nbot_id = \"w\"\nmode = \"webhook\"\ntoken = \"t\"\n\
+             encoding_aes_key = \"jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C\"\nstandby = true\nowner = \"http://h:1\"\n\
+             [box]\ncallback_listen = \"127.0.0.1:0\"\n",
+            model()
+        );
+        let p = Config::parse(&text, None, vec![]).unwrap_err();
+        let want = [
+            "aibot[0] (a): a standby needs owner",
+            "aibot[1] (b).owner is only for a standby",
+            "aibot[2] (c).owner",
+            "aibot[2] (c).takeover_after must be more than 0",
+            "aibot[3] (w).standby: only a long-connection bot",
         ];
         for w in want {
             assert_eq!(

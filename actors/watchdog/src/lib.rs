@@ -591,7 +591,10 @@ async fn readyz_check(
 ) -> impl IntoResponse {
     match s.health.check(&name) {
         Some(Ok(())) => (StatusCode::OK, "ok\n".to_string()),
-        Some(Err(reason)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{name}: {reason}\n")),
+        Some(Err(reason)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{name}: {reason}\n"),
+        ),
         None => (StatusCode::NOT_FOUND, format!("no check named {name:?}\n")),
     }
 }

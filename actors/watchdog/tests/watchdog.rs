@@ -269,7 +269,11 @@ async fn readyz_explains_and_metrics_are_exposed() {
     let one = |name: &'static str| {
         let (http, base) = (http.clone(), base.clone());
         async move {
-            let r = http.get(format!("{base}/readyz/{name}")).send().await.unwrap();
+            let r = http
+                .get(format!("{base}/readyz/{name}"))
+                .send()
+                .await
+                .unwrap();
             (r.status().as_u16(), r.text().await.unwrap())
         }
     };

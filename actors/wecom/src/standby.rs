@@ -65,7 +65,8 @@ impl StandbyConfig {
     /// # Errors
     /// `owner` is not an http(s) URL.
     pub fn check_url(&self, bot_id: &str) -> Result<url::Url, String> {
-        let mut u = url::Url::parse(&self.owner).map_err(|e| format!("owner {:?}: {e}", self.owner))?;
+        let mut u =
+            url::Url::parse(&self.owner).map_err(|e| format!("owner {:?}: {e}", self.owner))?;
         if !matches!(u.scheme(), "http" | "https") {
             return Err(format!("owner {:?}: not an http(s) URL", self.owner));
         }
@@ -168,7 +169,10 @@ impl OwnerWatch {
 
 /// Whether `b` is a different kind of observation than `a` (holds ↔ absent).
 fn changed(a: &Owner, b: &Owner) -> bool {
-    matches!((a, b), (Owner::Holds, Owner::Absent(_)) | (Owner::Absent(_), Owner::Holds))
+    matches!(
+        (a, b),
+        (Owner::Holds, Owner::Absent(_)) | (Owner::Absent(_), Owner::Holds)
+    )
 }
 
 /// reqwest's error without the URL it repeats.

@@ -523,14 +523,23 @@ impl FakeOwner {
         let (st, lk) = (status.clone(), looks.clone());
         let app = axum::Router::new().route(
             "/readyz/aibot/{bot}",
-            axum::routing::get(move |axum::extract::Path(bot): axum::extract::Path<String>| {
-                let (st, lk) = (st.clone(), lk.clone());
-                async move {
-                    lk.fetch_add(1, Ordering::SeqCst);
-                    let code = if bot == "bot-1" { st.load(Ordering::SeqCst) } else { 404 };
-                    (axum::http::StatusCode::from_u16(code).unwrap(), "owner says\n")
-                }
-            }),
+            axum::routing::get(
+                move |axum::extract::Path(bot): axum::extract::Path<String>| {
+                    let (st, lk) = (st.clone(), lk.clone());
+                    async move {
+                        lk.fetch_add(1, Ordering::SeqCst);
+                        let code = if bot == "bot-1" {
+                            st.load(Ordering::SeqCst)
+                        } else {
+                            404
+                        };
+                        (
+                            axum::http::StatusCode::from_u16(code).unwrap(),
+                            "owner says\n",
+                        )
+                    }
+                },
+            ),
         );
         let listener = tokio::net::TcpListener::bind(loopback()).await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -570,7 +579,12 @@ async fn a_standby_waits_for_its_owner_takes_over_hands_back_and_stops_for_a_riv
     let (standby, mut rx) = longconn::spawn(cfg);
 
     // The owner holds the bot: the standby only watches, and refuses to send.
-    assert_eq!(next_event(&mut rx).await, BotEvent::Standby { owner: Owner::Holds });
+    assert_eq!(
+        next_event(&mut rx).await,
+        BotEvent::Standby {
+            owner: Owner::Holds
+        }
+    );
     let before = owner.looks();
     while owner.looks() < before + 10 {
         // Ten looks at 100 ms: twice the takeover time has passed with the owner holding.
@@ -586,7 +600,9 @@ async fn a_standby_waits_for_its_owner_takes_over_hands_back_and_stops_for_a_riv
     owner.set(503);
     let started = std::time::Instant::now();
     match next_event(&mut rx).await {
-        BotEvent::Standby { owner: Owner::Absent(why) } => {
+        BotEvent::Standby {
+            owner: Owner::Absent(why),
+        } => {
             assert_eq!(why, "HTTP 503: owner says")
         }
         other => panic!("expected the owner absent, got {other:?}"),
@@ -598,7 +614,10 @@ async fn a_standby_waits_for_its_owner_takes_over_hands_back_and_stops_for_a_riv
     assert_eq!(next_event(&mut rx).await, BotEvent::Connected);
     assert!(started.elapsed() >= takeover_after - Duration::from_millis(100));
     assert_eq!(ctl.get("/sim/aibot/bot-1").await["subscribes"], 1);
-    standby.send_markdown("lisi", "from the standby").await.unwrap();
+    standby
+        .send_markdown("lisi", "from the standby")
+        .await
+        .unwrap();
 
     // The owner comes back: its subscribe kicks the standby, which sees the owner hold the
     // bot and stands by again (no reconnect that would kick the owner).
@@ -606,14 +625,27 @@ async fn a_standby_waits_for_its_owner_takes_over_hands_back_and_stops_for_a_riv
     assert_eq!(next_event(&mut back_rx).await, BotEvent::Connected);
     owner.set(200);
     assert_eq!(next_event(&mut rx).await, BotEvent::Yielded);
-    assert_eq!(next_event(&mut rx).await, BotEvent::Standby { owner: Owner::Holds });
+    assert_eq!(
+        next_event(&mut rx).await,
+        BotEvent::Standby {
+            owner: Owner::Holds
+        }
+    );
     assert_eq!(ctl.get("/sim/aibot/bot-1").await["subscribes"], 2);
 
     // Unreachable from the standby (a LAN split): the standby takes over, kicking the owner,
     // which stops for good as before.
     owner.set(502);
-    assert!(matches!(next_event(&mut rx).await, BotEvent::Standby { owner: Owner::Absent(_) }));
-    assert!(matches!(next_event(&mut rx).await, BotEvent::TakingOver { .. }));
+    assert!(matches!(
+        next_event(&mut rx).await,
+        BotEvent::Standby {
+            owner: Owner::Absent(_)
+        }
+    ));
+    assert!(matches!(
+        next_event(&mut rx).await,
+        BotEvent::TakingOver { .. }
+    ));
     assert_eq!(next_event(&mut rx).await, BotEvent::Connected);
     assert_eq!(next_event(&mut back_rx).await, BotEvent::Kicked);
 
