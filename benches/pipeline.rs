@@ -28,9 +28,19 @@
 //! anonymous on loopback), all at once, 4 questions each in turn; prints each side's first-token
 //! p50/p95 (WeCom: the first frame; API: the first content chunk) and the aggregate tok/s.
 //!
+//! Then (phase `upstream`, issue 14) the upstream path's added latency per answer: llama.cpp's
+//! server (llama-cpp-python, installed by scripts/fetch-llama-server.sh; the phase says it is
+//! skipped without it) with the default model on loopback (one thread: the other core is the
+//! box's and the client's), asked `PIPELINE_UPSTREAM_ANSWERS` (12) questions directly and through a box whose only generator is that server (the box's
+//! `/v1/chat/completions`: limiter, filter, knowledge, the upstream generator, audit, SSE back),
+//! one at a time, the same request (temperature 0, seed, `max_tokens`) each way. Before every
+//! measured request a one-token request with another prompt resets llama.cpp's prompt-prefix
+//! reuse, so neither side starts from the other's prompt. Prints p50/p95 of the time to the
+//! first content chunk and to `[DONE]` for both, and p50/p95 of the per-answer difference.
+//!
 //! Frames are observed by polling the simulator's control API every 25 ms (100 ms in the load
 //! test), so the latencies carry up to that much observation delay. Environment: `PIPELINE_USERS` (8),
-//! `PIPELINE_QUESTIONS` (4), `PIPELINE_MAX_TOKENS` (96); `PIPELINE_PHASES` (`scaling,stages,load,shared`).
+//! `PIPELINE_QUESTIONS` (4), `PIPELINE_MAX_TOKENS` (96); `PIPELINE_PHASES` (`scaling,stages,load,shared,upstream`).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -172,6 +182,141 @@ async fn api_client(http: reqwest::Client, url: String, u: usize, n: usize) -> V
         });
     }
     out
+}
+
+/// One streamed chat completion: time to the first content chunk, time to `[DONE]`, the text.
+async fn timed_completion(http: &reqwest::Client, url: &str, body: &Value) -> (f64, f64, String) {
+    use futures_util::StreamExt;
+    let t0 = Instant::now();
+    let r = http.post(url).json(body).send().await.unwrap();
+    assert!(r.status().is_success(), "{url}: {}", r.status());
+    let mut stream = r.bytes_stream();
+    let (mut buf, mut text, mut first) = (String::new(), String::new(), None);
+    while let Some(chunk) = stream.next().await {
+        buf.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while let Some(end) = buf.find("\n\n") {
+            let event: String = buf.drain(..end + 2).collect();
+            let Some(data) = event.trim().strip_prefix("data: ") else {
+                continue;
+            };
+            if data == "[DONE]" {
+                return (first.unwrap_or(f64::NAN), t0.elapsed().as_secs_f64(), text);
+            }
+            let v: Value = serde_json::from_str(data).unwrap();
+            if let Some(c) = v["choices"][0]["delta"]["content"].as_str() {
+                if !c.is_empty() {
+                    first.get_or_insert(t0.elapsed().as_secs_f64());
+                    text.push_str(c);
+                }
+            }
+        }
+    }
+    panic!("{url}: the stream ended without [DONE]");
+}
+
+/// Phase `upstream`: llama.cpp's server directly vs through the box (see the module docs).
+async fn upstream_overhead(answers: usize, max_tokens: usize) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(".venv/bin/python");
+    let installed = std::process::Command::new(&python)
+        .args(["-c", "import llama_cpp.server, uvicorn"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !installed {
+        println!("upstream: skipped: llama.cpp's server is not installed (scripts/fetch-llama-server.sh)");
+        return;
+    }
+    let model = root
+        .join("models")
+        .join(wecom_edge_actors::model::DEFAULT_MODEL_FILE);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _server = tokio::process::Command::new(&python)
+        .args(["-m", "llama_cpp.server", "--model"])
+        .arg(&model)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--n_ctx", "4096", "--n_threads", "1", "--verbose", "false"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}/v1");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !http
+        .get(format!("{base}/models"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "llama.cpp's server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let dir =
+        std::env::temp_dir().join(format!("wecom-edge-bench-upstream-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = format!(
+        "[box]\ndata_dir = \"{}\"\nadmin_listen = \"127.0.0.1:0\"\n\
+         [model]\ngenerator = \"llama\"\nfallback = \"none\"\nmax_tokens = {max_tokens}\n\
+         [openai]\nlisten = \"127.0.0.1:0\"\nallow_anonymous = true\n\
+         [limits]\nper_user_per_minute = 1000\nper_chat_per_minute = 1000\n\
+         [[upstream]]\nname = \"llama\"\nbase_url = \"{base}\"\nmodel = \"smollm2\"\n\
+         context_length = 4096\nretries = 0\ntimeout = \"60s\"\n",
+        dir.display()
+    );
+    let cfg = wecom_edge::config::Config::parse(&text, None, Vec::new()).unwrap();
+    let running = app::start(&cfg).await.unwrap();
+    let through = format!("http://{}/v1/chat/completions", running.openai.unwrap());
+    let direct = format!("{base}/chat/completions");
+    let request = |q: &str, max: usize| {
+        json!({"model": "smollm2", "stream": true, "temperature": 0, "seed": 7,
+               "max_tokens": max, "messages": [{"role": "user", "content": q}]})
+    };
+    let reset = request("Say one word.", 1);
+    // One answer each way first: both paths warm (connections, the box's first turn).
+    timed_completion(&http, &direct, &request(QUESTIONS[0], max_tokens)).await;
+    timed_completion(&http, &through, &request(QUESTIONS[0], max_tokens)).await;
+    let (mut d_first, mut d_done, mut b_first, mut b_done) = (vec![], vec![], vec![], vec![]);
+    let (mut add_first, mut add_done, mut same) = (vec![], vec![], 0);
+    for i in 0..answers {
+        let body = request(QUESTIONS[i % QUESTIONS.len()], max_tokens);
+        timed_completion(&http, &direct, &reset).await;
+        let d = timed_completion(&http, &direct, &body).await;
+        timed_completion(&http, &direct, &reset).await;
+        let b = timed_completion(&http, &through, &body).await;
+        same += usize::from(d.2 == b.2);
+        add_first.push(b.0 - d.0);
+        add_done.push(b.1 - d.1);
+        d_first.push(d.0);
+        d_done.push(d.1);
+        b_first.push(b.0);
+        b_done.push(b.1);
+    }
+    running.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let ms = |v: &mut Vec<f64>, p| pct(v, p) * 1000.0;
+    println!(
+        "upstream: llama.cpp direct: first token p50 {:.0} ms p95 {:.0} ms, answer p50 {:.0} ms p95 {:.0} ms",
+        ms(&mut d_first, 0.5), ms(&mut d_first, 0.95), ms(&mut d_done, 0.5), ms(&mut d_done, 0.95)
+    );
+    println!(
+        "upstream: through the box: first token p50 {:.0} ms p95 {:.0} ms, answer p50 {:.0} ms p95 {:.0} ms",
+        ms(&mut b_first, 0.5), ms(&mut b_first, 0.95), ms(&mut b_done, 0.5), ms(&mut b_done, 0.95)
+    );
+    println!(
+        "upstream: added per answer: first token p50 {:+.1} ms p95 {:+.1} ms, whole answer p50 {:+.1} ms p95 {:+.1} ms \
+         ({answers} answers of <= {max_tokens} tokens, {same} identical to llama.cpp's)",
+        ms(&mut add_first, 0.5), ms(&mut add_first, 0.95), ms(&mut add_done, 0.5), ms(&mut add_done, 0.95)
+    );
 }
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
@@ -436,8 +581,8 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let phases =
-        std::env::var("PIPELINE_PHASES").unwrap_or_else(|_| "scaling,stages,load,shared".into());
+    let phases = std::env::var("PIPELINE_PHASES")
+        .unwrap_or_else(|_| "scaling,stages,load,shared,upstream".into());
     rt.block_on(async {
         for (phase, with_stages, label) in [
             ("scaling", false, ""),
@@ -481,6 +626,9 @@ fn main() {
                 r.tps,
                 r.samples.len() + r.api_samples.len()
             );
+        }
+        if phases.split(',').any(|p| p == "upstream") {
+            upstream_overhead(env("PIPELINE_UPSTREAM_ANSWERS", 12), max_tokens).await;
         }
     });
 }
