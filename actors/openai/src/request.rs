@@ -7,8 +7,9 @@
 //! `stream_options.include_usage`, `max_tokens` / `max_completion_tokens`, `temperature`,
 //! `top_p`, `seed`, `stop` (a string or up to 4), `user`. Refused with a 400 rather than
 //! ignored: `n` > 1, non-zero `presence_penalty` / `frequency_penalty` (the box's sampler has
-//! only a repetition penalty, which is not the same), `logprobs`, `tools` / `functions`,
-//! `response_format` other than `text`, image or audio parts, `tool` messages.
+//! only a repetition penalty, which is not the same), `logprobs`, a non-empty `logit_bias`,
+//! `tools` / `functions`, `response_format` other than `text`, llama.cpp's `grammar` and
+//! `json_schema`, image or audio parts, `tool` messages.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -44,6 +45,10 @@ struct Raw {
     frequency_penalty: Option<f64>,
     logprobs: Option<Value>,
     top_logprobs: Option<Value>,
+    logit_bias: Option<Value>,
+    /// llama.cpp's server extensions that constrain the output.
+    grammar: Option<Value>,
+    json_schema: Option<Value>,
     tools: Option<Value>,
     functions: Option<Value>,
     response_format: Option<Value>,
@@ -189,6 +194,24 @@ pub fn parse(shape: Shape, body: &[u8]) -> Result<Request, ApiError> {
             "logprobs",
             "logprobs are not supported",
         ));
+    }
+    if raw
+        .logit_bias
+        .as_ref()
+        .is_some_and(|b| b.as_object().is_none_or(|o| !o.is_empty()))
+    {
+        return Err(ApiError::unsupported(
+            "logit_bias",
+            "logit_bias is not supported",
+        ));
+    }
+    for (param, v) in [("grammar", &raw.grammar), ("json_schema", &raw.json_schema)] {
+        if truthy(v) {
+            return Err(ApiError::unsupported(
+                param,
+                format!("{param} (constrained output) is not supported"),
+            ));
+        }
     }
     if raw
         .tools
@@ -363,6 +386,9 @@ mod tests {
             (r#""presence_penalty":0.5"#, "presence_penalty"),
             (r#""frequency_penalty":1"#, "frequency_penalty"),
             (r#""logprobs":true"#, "logprobs"),
+            (r#""logit_bias":{"15043":-100}"#, "logit_bias"),
+            (r#""grammar":"root ::= x""#, "grammar"),
+            (r#""json_schema":{"type":"string"}"#, "json_schema"),
             (r#""tools":[{"type":"function"}]"#, "tools"),
             (
                 r#""response_format":{"type":"json_object"}"#,
@@ -380,7 +406,7 @@ mod tests {
             );
         }
         // Zero penalties and n = 1 are what OpenAI's own defaults send.
-        assert!(chat(&format!(r#"{{{m},"n":1,"presence_penalty":0,"frequency_penalty":0,"logprobs":false,"tools":[]}}"#)).is_ok());
+        assert!(chat(&format!(r#"{{{m},"n":1,"presence_penalty":0,"frequency_penalty":0,"logprobs":false,"logit_bias":{{}},"tools":[]}}"#)).is_ok());
         for body in [
             r#"{"messages":[]}"#,
             r#"{"messages":[{"role":"user","content":"q"},{"role":"assistant","content":"a"}]}"#,
