@@ -47,7 +47,7 @@ use wecom_edge_actors::wecom::callback::{
     AcceptFn, AiBotReply, CallbackServer, Inbound, Rejection,
 };
 use wecom_edge_actors::wecom::longconn::{self, BotEvent, LongConnConfig, LongConnHandle};
-use wecom_edge_actors::wecom::standby::{Owner, OwnerWatch};
+use wecom_edge_actors::wecom::standby::OwnerWatch;
 use wecom_edge_actors::wecom::MsgCrypt;
 
 use crate::alerts::Alerter;
@@ -958,6 +958,27 @@ struct BotPumpArgs {
     metrics: Metrics,
 }
 
+impl BotPumpArgs {
+    /// A standby's role change (`takeover`, `yielded`): counted in
+    /// `standby_events{bot_id,event}` and audited as `standby_{event}` with `detail`.
+    fn standby_event(&self, event: &str, mut detail: serde_json::Value) {
+        self.metrics
+            .standby_events
+            .get_or_create(&vec![
+                ("bot_id".into(), self.bot_id.clone()),
+                ("event".into(), event.into()),
+            ])
+            .inc();
+        detail["endpoint"] = json!(self.bot_id);
+        wecom_edge_actors::audit::record(
+            &format!("standby_{event}"),
+            "wecom",
+            &self.bot_id,
+            detail,
+        );
+    }
+}
+
 struct PumpState(JoinHandle<()>);
 
 impl Drop for PumpState {
@@ -1077,51 +1098,25 @@ impl Actor for BotPump {
                     // A standby box: `aibot/{bot_id}` exists only while this box holds (or
                     // is taking) the bot, so that `/readyz/aibot/{bot_id}` means "holds it"
                     // on every box; `standby/{bot_id}` passes while it stands by.
-                    BotEvent::Standby { owner } => {
+                    // (What the standby sees of the owner is logged by the connection.)
+                    BotEvent::Standby { .. } => {
                         a.health.remove(&name);
                         a.health.set(&standby, Ok(()));
-                        if let Owner::Absent(why) = owner {
-                            tracing::warn!(bot_id = %a.bot_id, %why, "standby: the bot's owner does not hold it; taking over unless it returns");
-                        }
                     }
                     BotEvent::TakingOver { owner_gone } => {
                         a.health.remove(&standby);
                         a.health
                             .set(&name, Err("taking over from the owner".into()));
-                        a.metrics
-                            .standby_events
-                            .get_or_create(&vec![
-                                ("bot_id".into(), a.bot_id.clone()),
-                                ("event".into(), "takeover".into()),
-                            ])
-                            .inc();
                         let owner_gone_ms = owner_gone.as_millis() as u64;
                         tracing::warn!(alert = true, bot_id = %a.bot_id, owner_gone_ms, "standby: the bot's owner is gone; this box takes the bot over");
-                        wecom_edge_actors::audit::record(
-                            "standby_takeover",
-                            "wecom",
-                            &a.bot_id,
-                            json!({"endpoint": a.bot_id, "owner_gone_ms": owner_gone_ms}),
-                        );
+                        a.standby_event("takeover", json!({"owner_gone_ms": owner_gone_ms}));
                     }
                     BotEvent::Yielded => {
                         connected_before = false; // the next subscribe is a takeover
                         a.health.remove(&name);
                         a.health.set(&standby, Ok(()));
-                        a.metrics
-                            .standby_events
-                            .get_or_create(&vec![
-                                ("bot_id".into(), a.bot_id.clone()),
-                                ("event".into(), "yielded".into()),
-                            ])
-                            .inc();
                         tracing::warn!(alert = true, bot_id = %a.bot_id, "standby: the bot's owner is back; this box stands by again");
-                        wecom_edge_actors::audit::record(
-                            "standby_yielded",
-                            "wecom",
-                            &a.bot_id,
-                            json!({"endpoint": a.bot_id}),
-                        );
+                        a.standby_event("yielded", json!({}));
                     }
                     BotEvent::Stopped => return,
                 }
