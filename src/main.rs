@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 mod audit_cmd;
+mod console_cmd;
 mod kb_cmd;
 mod model_cmd;
 mod sim_cmd;
@@ -59,6 +60,8 @@ enum Command {
     Audit(audit_cmd::AuditArgs),
     /// The company knowledge base: add, list, remove documents; search them as a turn does.
     Kb(kb_cmd::KbArgs),
+    /// The web console for the IT admin: `set-password` turns it on.
+    Console(console_cmd::ConsoleArgs),
     /// Run the WeCom simulator (API, AI-bot long connection, control API) until SIGTERM.
     Sim(sim_cmd::SimArgs),
     /// Ask a running box to reload its content-filter term files (SIGHUP to PID, systemd's
@@ -502,6 +505,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sim(a) => sim_cmd::run(a).map(|()| ExitCode::SUCCESS),
         Command::Audit(a) => audit_cmd::run(a),
         Command::Kb(a) => kb_cmd::run(a),
+        Command::Console(a) => console_cmd::run(a),
         Command::Config(ConfigCommand::Check { config }) => Ok(config_check(&config)),
         Command::Reload { pid } => {
             use nix::sys::signal::{kill, Signal};

@@ -1,0 +1,12 @@
+//! The IT admin's console (issue 15): the parts that make it safe before any page exists.
+//!
+//! * [`password`] — the console password: set with `wecom-edge console set-password`, kept
+//!   only as an Argon2id hash (PHC string) in `{data_dir}/console-password.phc`, mode 0600.
+//!   Without that file the console stays off.
+//! * [`throttle`] — login attempts: 5 wrong passwords a minute from one address, then that
+//!   address is locked for 15 minutes; 50 a minute from everywhere, then every login is
+//!   locked for a minute (a guess spread over many addresses).
+#![warn(missing_docs)]
+
+pub mod password;
+pub mod throttle;
