@@ -7,12 +7,12 @@
 //!   atomically (written beside it, then renamed). A file that others can read is refused.
 //! * The password itself is never written, logged or kept after hashing.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use password_hash::{PasswordHashString, SaltString};
+
+use crate::private_file;
 
 /// The password file's name in the data directory.
 pub const PASSWORD_FILE: &str = "console-password.phc";
@@ -133,19 +133,7 @@ pub fn set(data_dir: &Path, password: &str) -> Result<PathBuf, PasswordError> {
         path: file.clone(),
         source,
     };
-    std::fs::create_dir_all(data_dir).map_err(io)?;
-    let tmp = data_dir.join(format!(".{PASSWORD_FILE}.tmp"));
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    f.write_all(format!("{}\n", stored.phc()).as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(io)?;
-    std::fs::rename(&tmp, &file).map_err(io)?;
+    private_file::write(&file, format!("{}\n", stored.phc()).as_bytes()).map_err(io)?;
     Ok(file)
 }
 
@@ -156,14 +144,11 @@ pub fn set(data_dir: &Path, password: &str) -> Result<PathBuf, PasswordError> {
 /// [`PasswordError::Malformed`].
 pub fn load(data_dir: &Path) -> Result<Option<StoredPassword>, PasswordError> {
     let file = path(data_dir);
-    let meta = match std::fs::metadata(&file) {
-        Ok(m) => m,
+    match private_file::exposed(&file) {
+        Ok(None) => {}
+        Ok(Some(mode)) => return Err(PasswordError::Exposed { path: file, mode }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(PasswordError::Io { path: file, source }),
-    };
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(PasswordError::Exposed { path: file, mode });
     }
     let text = std::fs::read_to_string(&file).map_err(|source| PasswordError::Io {
         path: file.clone(),
@@ -179,6 +164,8 @@ pub fn load(data_dir: &Path) -> Result<Option<StoredPassword>, PasswordError> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]
