@@ -6,11 +6,14 @@
 //! * [`throttle`] — login attempts: 5 wrong passwords a minute from one address, then that
 //!   address is locked for 15 minutes; 50 a minute from everywhere, then every login is
 //!   locked for a minute (a guess spread over many addresses).
+//! * [`session`] — logged-in sessions (random ids kept only as digests, idle and absolute
+//!   expiry, a locked-down cookie) and their CSRF tokens.
 //! * [`tls`] — the console's HTTPS certificate: self-signed on first start, kept in the data
 //!   directory, shown by its SHA-256 fingerprint.
 #![warn(missing_docs)]
 
 pub mod password;
 mod private_file;
+pub mod session;
 pub mod throttle;
 pub mod tls;
