@@ -1,4 +1,5 @@
-//! The IT admin's console (issue 15): the parts that make it safe before any page exists.
+//! The IT admin's console (issue 15): a browser on the LAN sees and steers the box, over HTTPS,
+//! behind a password.
 //!
 //! * [`password`] — the console password: set with `wecom-edge console set-password`, kept
 //!   only as an Argon2id hash (PHC string) in `{data_dir}/console-password.phc`, mode 0600.
@@ -6,14 +7,18 @@
 //! * [`throttle`] — login attempts: 5 wrong passwords a minute from one address, then that
 //!   address is locked for 15 minutes; 50 a minute from everywhere, then every login is
 //!   locked for a minute (a guess spread over many addresses).
+//! * [`server`] — the HTTPS server: login, logout, Overview; throttled, CSRF-checked, with
+//!   security headers on every answer. [`pages`] renders the HTML (maud, everything escaped).
 //! * [`session`] — logged-in sessions (random ids kept only as digests, idle and absolute
 //!   expiry, a locked-down cookie) and their CSRF tokens.
 //! * [`tls`] — the console's HTTPS certificate: self-signed on first start, kept in the data
 //!   directory, shown by its SHA-256 fingerprint.
 #![warn(missing_docs)]
 
+pub mod pages;
 pub mod password;
 mod private_file;
+pub mod server;
 pub mod session;
 pub mod throttle;
 pub mod tls;

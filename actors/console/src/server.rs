@@ -1,0 +1,357 @@
+//! The console's HTTPS server: login, logout, the Overview page, secure by default.
+//!
+//! * HTTPS only ([`serve`]: rustls over each accepted TCP connection, HTTP/1.1 by hyper);
+//!   a TLS handshake has 10 s.
+//! * Every page needs a session: without one, a GET is sent to `/login` (303) and so is a
+//!   POST, which does nothing.
+//! * `POST /login` goes through [`Throttle`] first (a locked address gets 429 with
+//!   `Retry-After` without its password being checked), then Argon2id on a blocking thread.
+//!   Each outcome is reported as a [`ConsoleEvent`] (the box audits them).
+//! * Every state-changing request of a session carries the session's CSRF token (a hidden
+//!   form field `csrf`); a missing or wrong one is 403. A POST whose `Origin` is not this
+//!   console's own host is 403 too (this also covers the login form, which has no session yet).
+//! * Every answer has `Content-Security-Policy: default-src 'none'; style-src 'self';
+//!   img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'` (no script,
+//!   no inline style), `X-Content-Type-Options: nosniff`, `X-Frame-Options: DENY`,
+//!   `Referrer-Policy: no-referrer` and `Cache-Control: no-store`.
+//! * Routes are fixed strings; the only asset is compiled into the binary. No part of a
+//!   request is ever used as a file path.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Extension, Form, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+
+use crate::pages::{self, Overview};
+use crate::password::StoredPassword;
+use crate::session::{Sessions, COOKIE};
+use crate::throttle::{Failure, Throttle};
+
+const CSS: &str = include_str!("../assets/console.css");
+
+/// The Content-Security-Policy of every answer.
+pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// What happened at the console, for the audit trail (never a password or a session id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsoleEvent {
+    /// A right password: a session started.
+    LoggedIn {
+        /// The client's address.
+        from: IpAddr,
+    },
+    /// A wrong password.
+    LoginFailed {
+        /// The client's address.
+        from: IpAddr,
+        /// Wrong passwords still allowed from it within the minute.
+        left: usize,
+    },
+    /// A wrong password that locked the address (or, `everyone`, every login).
+    Locked {
+        /// The client's address.
+        from: IpAddr,
+        /// How long the lock lasts.
+        retry_after: Duration,
+        /// Every address is locked, not only this one.
+        everyone: bool,
+    },
+    /// A login attempt while locked (its password was not checked).
+    LockedOut {
+        /// The client's address.
+        from: IpAddr,
+    },
+    /// A session ended by logging out.
+    LoggedOut {
+        /// The client's address.
+        from: IpAddr,
+    },
+    /// A state-changing request refused: no or a wrong CSRF token, or a foreign `Origin`.
+    Forbidden {
+        /// The client's address.
+        from: IpAddr,
+        /// The request's path.
+        path: String,
+    },
+}
+
+/// Reads the box's state for the Overview page.
+pub type OverviewFn = Arc<dyn Fn() -> Overview + Send + Sync>;
+/// Receives [`ConsoleEvent`]s.
+pub type EventFn = Arc<dyn Fn(ConsoleEvent) + Send + Sync>;
+
+/// Everything the handlers share; cheap to clone.
+#[derive(Clone)]
+pub struct ConsoleState(Arc<Inner>);
+
+struct Inner {
+    password: StoredPassword,
+    fingerprint: String,
+    sessions: Mutex<Sessions>,
+    throttle: Mutex<Throttle>,
+    overview: OverviewFn,
+    events: EventFn,
+}
+
+impl ConsoleState {
+    /// A console for `password`, showing the certificate `fingerprint`.
+    pub fn new(
+        password: StoredPassword,
+        fingerprint: &str,
+        overview: OverviewFn,
+        events: EventFn,
+    ) -> Self {
+        ConsoleState(Arc::new(Inner {
+            password,
+            fingerprint: fingerprint.to_string(),
+            sessions: Mutex::new(Sessions::new()),
+            throttle: Mutex::new(Throttle::new()),
+            overview,
+            events,
+        }))
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
+        self.0.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn throttle(&self) -> std::sync::MutexGuard<'_, Throttle> {
+        self.0.throttle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The session of this request's cookie: its id and CSRF token.
+    fn session(&self, headers: &HeaderMap) -> Option<(String, String)> {
+        let id = cookie(headers)?;
+        let s = self.sessions().touch(&id, Instant::now())?;
+        Some((id, s.csrf))
+    }
+}
+
+/// The client's address, set per connection by [`serve`].
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub IpAddr);
+
+/// The console's routes (see the module docs). The client address comes from a [`Peer`]
+/// extension, which [`serve`] adds.
+pub fn router(state: ConsoleState) -> Router {
+    Router::new()
+        .route("/", get(overview))
+        .route("/login", get(login_page).post(login))
+        .route("/logout", axum::routing::post(logout))
+        .route("/static/console.css", get(css))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .layer(middleware::from_fn(security_headers))
+        .with_state(state)
+}
+
+/// Serves `app` over HTTPS on `listener` until the task is dropped; each connection gets its
+/// client address as a [`Peer`].
+pub async fn serve(listener: tokio::net::TcpListener, tls: Arc<rustls::ServerConfig>, app: Router) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let (tcp, peer): (_, SocketAddr) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of file descriptors and the like: wait, do not spin.
+                tracing::warn!(error = %e, "console: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone().layer(Extension(Peer(peer.ip())));
+        tokio::spawn(async move {
+            let Ok(Ok(tls)) =
+                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
+            else {
+                return; // not TLS, or too slow: nothing to answer
+            };
+            let svc = hyper_util::service::TowerToHyperService::new(app);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                .await;
+        });
+    }
+}
+
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut r = next.run(req).await;
+    let h = r.headers_mut();
+    for (name, value) in [
+        (header::CONTENT_SECURITY_POLICY, CSP),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CACHE_CONTROL, "no-store"),
+    ] {
+        h.insert(name, HeaderValue::from_static(value));
+    }
+    r
+}
+
+/// The session cookie's value, if the request has one.
+fn cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|kv| kv.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+}
+
+/// A POST's `Origin`, when sent, names this console's own host (browsers send it on form
+/// posts; a page elsewhere cannot make it ours).
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.strip_prefix("https://"));
+    matches!((origin, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
+}
+
+fn page(status: StatusCode, markup: maud::Markup) -> Response {
+    (status, Html(markup.into_string())).into_response()
+}
+
+fn to_login() -> Response {
+    Redirect::to("/login").into_response()
+}
+
+async fn overview(State(s): State<ConsoleState>, headers: HeaderMap) -> Response {
+    let Some((_, csrf)) = s.session(&headers) else {
+        return to_login();
+    };
+    let o = (s.0.overview)();
+    page(StatusCode::OK, pages::overview(&o, &s.0.fingerprint, &csrf))
+}
+
+async fn login_page(State(s): State<ConsoleState>, headers: HeaderMap) -> Response {
+    if s.session(&headers).is_some() {
+        return Redirect::to("/").into_response();
+    }
+    page(StatusCode::OK, pages::login(None))
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    #[serde(default)]
+    password: String,
+}
+
+async fn login(
+    State(s): State<ConsoleState>,
+    Extension(Peer(from)): Extension<Peer>,
+    headers: HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    if !same_origin(&headers) {
+        (s.0.events)(ConsoleEvent::Forbidden {
+            from,
+            path: "/login".into(),
+        });
+        return (StatusCode::FORBIDDEN, "forbidden: foreign Origin\n").into_response();
+    }
+    let locked = |retry_after: Duration| {
+        let msg = format!(
+            "Too many wrong passwords. Try again in {}.",
+            pages::human(retry_after.max(Duration::from_secs(1)))
+        );
+        let mut r = page(StatusCode::TOO_MANY_REQUESTS, pages::login(Some(&msg)));
+        r.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(retry_after.as_secs().max(1)),
+        );
+        r
+    };
+    if let Err(l) = s.throttle().check(from, Instant::now()) {
+        (s.0.events)(ConsoleEvent::LockedOut { from });
+        return locked(l.retry_after);
+    }
+    let stored = s.0.password.clone();
+    let right = tokio::task::spawn_blocking(move || stored.verify(&f.password))
+        .await
+        .unwrap_or(false);
+    if !right {
+        let failure = s.throttle().failed(from, Instant::now());
+        return match failure {
+            Failure::Counted { left } => {
+                (s.0.events)(ConsoleEvent::LoginFailed { from, left });
+                page(
+                    StatusCode::UNAUTHORIZED,
+                    pages::login(Some("Wrong password.")),
+                )
+            }
+            Failure::NowLocked(l) => {
+                (s.0.events)(ConsoleEvent::Locked {
+                    from,
+                    retry_after: l.retry_after,
+                    everyone: l.everyone,
+                });
+                locked(l.retry_after)
+            }
+        };
+    }
+    s.throttle().succeeded(from);
+    let (id, _) = s.sessions().login(Instant::now());
+    (s.0.events)(ConsoleEvent::LoggedIn { from });
+    let mut r = Redirect::to("/").into_response();
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&Sessions::cookie(Some(&id))).expect("hex id"),
+    );
+    r
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn logout(
+    State(s): State<ConsoleState>,
+    Extension(Peer(from)): Extension<Peer>,
+    headers: HeaderMap,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    let Some(id) = cookie(&headers) else {
+        return to_login();
+    };
+    let ok = same_origin(&headers) && s.sessions().check_csrf(&id, &f.csrf, Instant::now());
+    if !ok {
+        (s.0.events)(ConsoleEvent::Forbidden {
+            from,
+            path: "/logout".into(),
+        });
+        return (
+            StatusCode::FORBIDDEN,
+            "forbidden: missing or wrong CSRF token\n",
+        )
+            .into_response();
+    }
+    s.sessions().logout(&id);
+    (s.0.events)(ConsoleEvent::LoggedOut { from });
+    let mut r = to_login();
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&Sessions::cookie(None)).expect("ascii"),
+    );
+    r
+}
+
+async fn css() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], CSS)
+}
