@@ -7,6 +7,7 @@
 //! * [`throttle`] — login attempts: 5 wrong passwords a minute from one address, then that
 //!   address is locked for 15 minutes; 50 a minute from everywhere, then every login is
 //!   locked for a minute (a guess spread over many addresses).
+//! * [`allow`] — `allow_from`: the networks that may connect at all (default: the LAN).
 //! * [`server`] — the HTTPS server: login, logout, Overview; throttled, CSRF-checked, with
 //!   security headers on every answer. [`pages`] renders the HTML (maud, everything escaped).
 //! * [`session`] — logged-in sessions (random ids kept only as digests, idle and absolute
@@ -15,6 +16,7 @@
 //!   directory, shown by its SHA-256 fingerprint.
 #![warn(missing_docs)]
 
+pub mod allow;
 pub mod pages;
 pub mod password;
 mod private_file;

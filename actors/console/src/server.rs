@@ -29,6 +29,7 @@ use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
 
+use crate::allow::AllowFrom;
 use crate::pages::{self, Overview};
 use crate::password::StoredPassword;
 use crate::session::{Sessions, COOKIE};
@@ -152,8 +153,13 @@ pub fn router(state: ConsoleState) -> Router {
 }
 
 /// Serves `app` over HTTPS on `listener` until the task is dropped; each connection gets its
-/// client address as a [`Peer`].
-pub async fn serve(listener: tokio::net::TcpListener, tls: Arc<rustls::ServerConfig>, app: Router) {
+/// client address as a [`Peer`]. A connection from outside `allow` is closed at once.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    allow: AllowFrom,
+    app: Router,
+) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     loop {
         let (tcp, peer): (_, SocketAddr) = match listener.accept().await {
@@ -165,6 +171,10 @@ pub async fn serve(listener: tokio::net::TcpListener, tls: Arc<rustls::ServerCon
                 continue;
             }
         };
+        if !allow.allows(peer.ip()) {
+            tracing::warn!(from = %peer.ip(), "console: connection from outside allow_from dropped");
+            continue;
+        }
         let acceptor = acceptor.clone();
         let app = app.clone().layer(Extension(Peer(peer.ip())));
         tokio::spawn(async move {

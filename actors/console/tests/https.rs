@@ -8,11 +8,13 @@
 //! * A login POST from a foreign Origin is 403.
 //! * Five wrong passwords in a minute lock the address: the sixth attempt, with the right
 //!   password, is 429 with Retry-After. Every step is a `ConsoleEvent`.
+//! * A client outside `allow_from` is disconnected before the TLS handshake.
 
 use std::sync::{Arc, Mutex};
 
 use reqwest::header;
 use reqwest::StatusCode;
+use wecom_edge_console::allow::AllowFrom;
 use wecom_edge_console::pages::Overview;
 use wecom_edge_console::server::{self, ConsoleEvent, ConsoleState, CSP};
 use wecom_edge_console::{password, tls};
@@ -28,6 +30,10 @@ struct Console {
 }
 
 async fn start() -> Console {
+    start_allowing(AllowFrom::lan()).await
+}
+
+async fn start_allowing(allow: AllowFrom) -> Console {
     let dir = tempfile::tempdir().unwrap();
     password::set(dir.path(), PASSWORD).unwrap();
     let stored = password::load(dir.path()).unwrap().unwrap();
@@ -51,6 +57,7 @@ async fn start() -> Console {
     tokio::spawn(server::serve(
         listener,
         tls::server_config(&cert).unwrap(),
+        allow,
         server::router(state),
     ));
     let http = reqwest::Client::builder()
@@ -287,4 +294,17 @@ async fn five_wrong_passwords_in_a_minute_lock_the_address() {
         }
     ));
     assert_eq!(ev[5], ConsoleEvent::LockedOut { from });
+}
+
+#[tokio::test]
+async fn a_client_outside_allow_from_gets_no_answer() {
+    let c = start_allowing(AllowFrom::parse(&["10.0.0.0/8"]).unwrap()).await;
+    let e = c
+        .http
+        .get(format!("{}/login", c.base))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(e.is_connect() || e.is_request(), "{e:?}");
+    assert!(c.events().is_empty());
 }
