@@ -61,6 +61,8 @@ pub struct Running {
     pub callbacks: Option<SocketAddr>,
     /// The OpenAI-compatible API's address, when `[openai]` is configured.
     pub openai: Option<SocketAddr>,
+    /// The console's HTTPS address, when a console password is set.
+    pub console: Option<SocketAddr>,
     /// Health state.
     pub health: Health,
     /// Metrics.
@@ -303,6 +305,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
 }
 
 async fn start_tree(cfg: &Config, api: Api) -> anyhow::Result<Running> {
+    let started = std::time::Instant::now();
     let health = Health::new();
     let metrics = Metrics::new();
     let mut tasks = Vec::new();
@@ -706,11 +709,13 @@ async fn start_tree(cfg: &Config, api: Api) -> anyhow::Result<Running> {
             cfg.data_dir.display()
         );
     }
+    let console = crate::console::start(cfg, &health, started, &mut tasks).await;
     health.set_ready(true);
     tracing::info!(admin = %admin_addr, "wecom-edge is up");
     Ok(Running {
         admin: admin_addr,
         openai: openai_addr,
+        console,
         callbacks,
         health,
         metrics,

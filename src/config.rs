@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+use wecom_edge_actors::console::allow::AllowFrom;
 pub use wecom_edge_actors::limiter::Limits;
 use wecom_edge_actors::model::llama::CacheType;
 use wecom_edge_actors::model::{GenerateParams, SamplingParams};
@@ -64,7 +65,30 @@ struct RawConfig {
     #[serde(default)]
     upstream: Vec<RawUpstream>,
     openai: Option<RawOpenAi>,
+    #[serde(default)]
+    console: RawConsole,
 }
+
+/// `[console]`: where the admin's web console listens (it is on once a password is set).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConsole {
+    listen: Option<SocketAddr>,
+    allow_from: Option<Vec<String>>,
+}
+
+/// `[console]`, checked. The console itself starts only when `console set-password` stored a
+/// password in the data directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Console {
+    /// HTTPS address (default: `admin_listen`'s host, port [`CONSOLE_PORT`]).
+    pub listen: SocketAddr,
+    /// Client networks that may connect (default: loopback and the private LAN ranges).
+    pub allow_from: AllowFrom,
+}
+
+/// The console's default port.
+pub const CONSOLE_PORT: u16 = 9443;
 
 /// `[openai]`: the box's OpenAI-compatible API.
 #[derive(Debug, Deserialize)]
@@ -442,6 +466,8 @@ pub struct Config {
     pub generators: ByEndpoint<GeneratorChoice>,
     /// The OpenAI-compatible API, when `[openai]` is configured.
     pub openai: Option<OpenAi>,
+    /// The admin's web console (`[console]`).
+    pub console: Console,
     /// Whether `model_path` is the model imported from the configuration stick
     /// ([`imported_model`]; `[model] path` unset).
     pub model_imported: bool,
@@ -556,6 +582,11 @@ impl Config {
             } else {
                 "; no local model"
             }
+        ));
+        out.push(format!(
+            "console          https://{}, from {} (on once `wecom-edge console set-password` stored a password)",
+            self.console.listen,
+            self.console.allow_from.nets().collect::<Vec<_>>().join(" ")
         ));
         if let Some(o) = &self.openai {
             out.push(format!(
@@ -900,6 +931,27 @@ impl Config {
             .openai
             .as_ref()
             .map(|o| openai_settings(o, credentials, &mut p));
+        let admin_listen = raw
+            .box_
+            .admin_listen
+            .unwrap_or_else(|| "127.0.0.1:9620".parse().expect("literal"));
+        let console = Console {
+            listen: raw
+                .console
+                .listen
+                .unwrap_or_else(|| SocketAddr::new(admin_listen.ip(), CONSOLE_PORT)),
+            allow_from: match &raw.console.allow_from {
+                None => AllowFrom::lan(),
+                Some(list) if list.is_empty() => {
+                    p.push("console.allow_from is empty: nobody could connect; leave it out for the LAN".into());
+                    AllowFrom::lan()
+                }
+                Some(list) => AllowFrom::parse(list).unwrap_or_else(|e| {
+                    p.push(format!("console.allow_from: {e}"));
+                    AllowFrom::lan()
+                }),
+            },
+        };
         let generators = generator_choices(
             (
                 raw.model.generator.as_deref(),
@@ -1144,10 +1196,7 @@ impl Config {
         }
         Ok(Config {
             data_dir,
-            admin_listen: raw
-                .box_
-                .admin_listen
-                .unwrap_or_else(|| "127.0.0.1:9620".parse().expect("literal")),
+            admin_listen,
             callback_listen: raw.box_.callback_listen,
             api_base: raw
                 .box_
@@ -1163,6 +1212,7 @@ impl Config {
             upstreams,
             generators,
             openai,
+            console,
             device,
             threads: raw.model.threads.unwrap_or(0),
             max_tokens,
@@ -1687,6 +1737,47 @@ mod tests {
             );
         }
         assert_eq!(p.len(), want.len(), "{p:#?}");
+    }
+
+    /// `[console]` (issue 15): the default address follows admin_listen's host; allow_from
+    /// defaults to the LAN and refuses what does not parse or allows nobody.
+    #[test]
+    fn the_console_listens_beside_the_admin_address() {
+        let c = Config::parse(
+            &format!("[box]\nadmin_listen = \"10.0.0.2:9620\"\n{}[openai]\nlisten = \"127.0.0.1:8080\"\nallow_anonymous = true\n", model()),
+            None,
+            vec![],
+        )
+        .unwrap();
+        assert_eq!(c.console.listen, "10.0.0.2:9443".parse().unwrap());
+        assert!(c.console.allow_from.allows("192.168.3.4".parse().unwrap()));
+        assert!(!c.console.allow_from.allows("8.8.8.8".parse().unwrap()));
+        assert!(c
+            .summary()
+            .contains("console          https://10.0.0.2:9443, from 127.0.0.0/8"));
+        let c = Config::parse(
+            &format!("{}[openai]\nlisten = \"127.0.0.1:8080\"\nallow_anonymous = true\n[console]\nlisten = \"0.0.0.0:8443\"\nallow_from = [\"10.1.0.0/16\"]\n", model()),
+            None,
+            vec![],
+        )
+        .unwrap();
+        assert_eq!(c.console.listen, "0.0.0.0:8443".parse().unwrap());
+        assert!(!c.console.allow_from.allows("10.2.0.1".parse().unwrap()));
+        for (body, want) in [
+            ("allow_from = []", "console.allow_from is empty"),
+            (
+                "allow_from = [\"10.0.0.0/40\"]",
+                "console.allow_from: \"10.0.0.0/40\"",
+            ),
+        ] {
+            let p = Config::parse(
+                &format!("{}[openai]\nlisten = \"127.0.0.1:8080\"\nallow_anonymous = true\n[console]\n{body}\n", model()),
+                None,
+                vec![],
+            )
+            .unwrap_err();
+            assert!(p.len() == 1 && p[0].contains(want), "{p:?}");
+        }
     }
 
     /// `[[aibot]] standby`, `owner`, `takeover_after` (issue 14 item 3): read, summarised, and

@@ -109,6 +109,10 @@ pub fn config(o: &DemoOptions, sim: &SimHandle) -> Config {
         upstreams: Vec::new(),
         generators: Default::default(),
         openai: None,
+        console: crate::config::Console {
+            listen: std::net::SocketAddr::new(o.admin_listen.ip(), crate::config::CONSOLE_PORT),
+            allow_from: wecom_edge_actors::console::allow::AllowFrom::lan(),
+        },
         device: o.device.clone(),
         threads: o.threads,
         max_tokens: o.max_tokens,

@@ -4,5 +4,6 @@
 pub mod alerts;
 pub mod app;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod disk;

@@ -450,6 +450,7 @@ fn run_demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
             "ws": d.sim.ws_url(),
             "admin": format!("http://{}", d.running.admin),
             "openai": d.running.openai.map(|a| format!("http://{a}/v1")),
+            "console": d.running.console.map(|a| format!("https://{a}")),
             "data_dir": opts.data_dir,
             "bot_id": demo::DEMO_BOT_ID,
         });

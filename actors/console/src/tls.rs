@@ -81,6 +81,16 @@ pub fn fingerprint(der: &[u8]) -> String {
         .join(":")
 }
 
+/// The fingerprint of the (first) certificate in PEM text `pem`.
+///
+/// # Errors
+/// [`TlsError::Invalid`] when there is no certificate in it.
+pub fn pem_fingerprint(pem: &[u8]) -> Result<String, TlsError> {
+    CertificateDer::from_pem_slice(pem)
+        .map(|c| fingerprint(&c))
+        .map_err(|e| TlsError::Invalid(format!("certificate PEM: {e}")))
+}
+
 /// The certificate in `data_dir`, made first when there is none (`names`: its subject
 /// alternative names — host names or IP addresses the console is reached by). The bool says
 /// whether it was made now.
@@ -181,10 +191,8 @@ mod tests {
         assert!(!created, "reused");
         assert_eq!(again.fingerprint, first.fingerprint);
         let pem = std::fs::read(dir.path().join(CERT_FILE)).unwrap();
-        assert_eq!(
-            fingerprint(&CertificateDer::from_pem_slice(&pem).unwrap()),
-            first.fingerprint
-        );
+        assert_eq!(pem_fingerprint(&pem).unwrap(), first.fingerprint);
+        assert!(pem_fingerprint(b"not a certificate").is_err());
 
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
         assert!(matches!(
