@@ -6,7 +6,8 @@
 //!   POST, which does nothing.
 //! * `POST /login` goes through [`Throttle`] first (a locked address gets 429 with
 //!   `Retry-After` without its password being checked), then Argon2id on a blocking thread.
-//!   Each outcome is reported as a [`ConsoleEvent`] (the box audits them).
+//!   Each outcome is reported as a [`ConsoleEvent`] (the box audits them). At most
+//!   [`MAX_VERIFYING`] passwords are checked at once; a login beyond that is 503 at once.
 //! * Every state-changing request of a session carries the session's CSRF token (a hidden
 //!   form field `csrf`); a missing or wrong one is 403. A POST whose `Origin` is not this
 //!   console's own host is 403 too (this also covers the login form, which has no session yet).
@@ -99,7 +100,13 @@ struct Inner {
     throttle: Mutex<Throttle>,
     overview: OverviewFn,
     events: EventFn,
+    /// Password checks running at once (Argon2id takes 19 MiB and tens of ms each).
+    verifying: tokio::sync::Semaphore,
 }
+
+/// Password checks allowed at once; a login beyond them is answered 503 at once, so a flood
+/// of logins cannot queue gigabytes of Argon2 work.
+pub const MAX_VERIFYING: usize = 2;
 
 impl ConsoleState {
     /// A console for `password`, showing the certificate `fingerprint`.
@@ -116,6 +123,7 @@ impl ConsoleState {
             throttle: Mutex::new(Throttle::new()),
             overview,
             events,
+            verifying: tokio::sync::Semaphore::new(MAX_VERIFYING),
         }))
     }
 
@@ -290,6 +298,15 @@ async fn login(
         (s.0.events)(ConsoleEvent::LockedOut { from });
         return locked(l.retry_after);
     }
+    let Ok(_permit) = s.0.verifying.try_acquire() else {
+        let mut r = page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            pages::login(Some("Busy checking other logins. Try again in a moment.")),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
+    };
     let stored = s.0.password.clone();
     let right = tokio::task::spawn_blocking(move || stored.verify(&f.password))
         .await
