@@ -23,16 +23,6 @@ use wecom_edge_actors::wecom::sim::{self, AiBotSpec, SimConfig, SimHandle};
 
 const TAKEOVER_AFTER: Duration = Duration::from_secs(2);
 
-/// A port free right now on loopback (the owner's admin address must stay the same across
-/// its restart, since the standby is configured with it).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn config(dir: &Path, sim: &SimHandle, admin: &str, standby_of: Option<&str>) -> PathBuf {
     let model = common::model_path();
     let standby = standby_of.map_or(String::new(), |owner| {
@@ -140,7 +130,7 @@ async fn a_standby_takes_over_when_the_owner_dies_and_hands_back_when_it_returns
     .unwrap();
     let s = sim.base_url();
     let http = reqwest::Client::new();
-    let owner_admin = format!("127.0.0.1:{}", free_port());
+    let owner_admin = format!("127.0.0.1:{}", common::free_port());
     let a_cfg = config(&a_dir.0, &sim, &owner_admin, None);
     let (mut a, a_admin) = serve(&a_cfg).await;
     assert_eq!(a_admin, format!("http://{owner_admin}"));

@@ -15,14 +15,6 @@ use std::time::Duration;
 
 use common::{audit_rows, until, TempDir};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generates_on_llama_server_and_falls_back_when_it_is_killed() {
     let python = common::repo().join(".venv/bin/python");
@@ -34,7 +26,7 @@ async fn generates_on_llama_server_and_falls_back_when_it_is_killed() {
         eprintln!("SKIPPED: llama.cpp's server is not installed (scripts/fetch-llama-server.sh)");
         return;
     }
-    let port = free_port();
+    let port = common::free_port();
     let mut server = tokio::process::Command::new(&python)
         .args(["-m", "llama_cpp.server", "--model"])
         .arg(common::model_path())

@@ -101,6 +101,17 @@ where
     }
 }
 
+/// A port free right now on loopback (for an address that must be known before a box starts,
+/// or stay the same across its restart).
+#[allow(dead_code)]
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Starts `wecom-edge demo --headless` on `data_dir` (CPU, the default model, loopback ports)
 /// with `args` added and `configure` applied to the command (environment, …); returns the child
 /// (killed on drop) and the JSON line it prints first (`sim`, `admin`, …).

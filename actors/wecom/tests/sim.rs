@@ -339,6 +339,22 @@ async fn robot_webhook_keeps_the_rate_and_surfaces_93000() {
     h2.stop().await;
 }
 
+/// The simulator with one long-connection bot, `bot-1` with secret `s3cret`.
+async fn sim_with_bot1() -> SimHandle {
+    sim::start(
+        SimConfig {
+            aibots: vec![AiBotSpec {
+                bot_id: "bot-1".into(),
+                secret: "s3cret".into(),
+            }],
+            ..Default::default()
+        },
+        loopback(),
+    )
+    .await
+    .unwrap()
+}
+
 fn bot_config(h: &SimHandle, secret: &str) -> LongConnConfig {
     LongConnConfig {
         url: h.ws_url(),
@@ -351,18 +367,7 @@ fn bot_config(h: &SimHandle, secret: &str) -> LongConnConfig {
 
 #[tokio::test]
 async fn long_connection_streams_reconnects_and_stops_when_kicked() {
-    let h = sim::start(
-        SimConfig {
-            aibots: vec![AiBotSpec {
-                bot_id: "bot-1".into(),
-                secret: "s3cret".into(),
-            }],
-            ..Default::default()
-        },
-        loopback(),
-    )
-    .await
-    .unwrap();
+    let h = sim_with_bot1().await;
     let ctl = Ctl::new(&h);
 
     // Wrong secret: refused, reported, retried.
@@ -557,18 +562,7 @@ impl FakeOwner {
 #[tokio::test]
 async fn a_standby_waits_for_its_owner_takes_over_hands_back_and_stops_for_a_rival() {
     use wecom_edge_wecom::standby::{Owner, OwnerWatch, StandbyConfig};
-    let h = sim::start(
-        SimConfig {
-            aibots: vec![AiBotSpec {
-                bot_id: "bot-1".into(),
-                secret: "s3cret".into(),
-            }],
-            ..Default::default()
-        },
-        loopback(),
-    )
-    .await
-    .unwrap();
+    let h = sim_with_bot1().await;
     let ctl = Ctl::new(&h);
     let owner = FakeOwner::start().await;
     let takeover_after = Duration::from_millis(500);
