@@ -81,6 +81,25 @@ impl Box {
             .collect()
     }
 
+    /// The `kind` rows of `msgid` once there are at least `n` (rows written at the end of a
+    /// turn may land just after its final frame); at most 10 s.
+    async fn rows_awaited(
+        &self,
+        kind: &str,
+        msgid: &str,
+        n: usize,
+    ) -> Vec<wecom_edge_actors::audit::AuditRow> {
+        common::until(
+            &format!("{n} {kind} row(s) of {msgid}"),
+            Duration::from_secs(10),
+            || async {
+                let r = self.rows_for(kind, msgid);
+                (r.len() >= n).then_some(r)
+            },
+        )
+        .await
+    }
+
     /// Sends SIGHUP to the demo as systemd's ExecReload does (`wecom-edge reload --pid`) and
     /// waits for the `kind` row number `n` (`filter_reloaded` or `filter_reload_failed`).
     async fn hangup(&self, pid: u32, kind: &str, n: usize) {
@@ -176,7 +195,7 @@ async fn persona_filter_and_the_exit_guard() {
     // A blocked term inbound: refused, no generation, the rule named, the text not kept.
     let (text, _) = b.ask("ann", "m-blocked", "请介绍一下机密项目的进展").await;
     assert!(text.contains("company policy does not allow"), "{text}");
-    let f = b.rows_for("filter", "m-blocked");
+    let f = b.rows_awaited("filter", "m-blocked", 1).await;
     assert_eq!(f.len(), 1, "{f:?}");
     assert_eq!(f[0].detail["stage"], "in");
     assert_eq!(f[0].detail["action"], "block");
@@ -192,12 +211,15 @@ async fn persona_filter_and_the_exit_guard() {
     // A stage that panics: a notice, a turn_failed row; the session answers the next one.
     let (text, _) = b.ask("ann", "m-panic", "PANICME now").await;
     assert!(text.contains("something went wrong"), "{text}");
-    let failed = b.rows_for("turn_failed", "m-panic");
+    let failed = b.rows_awaited("turn_failed", "m-panic", 1).await;
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].detail["stage"], "prompt");
     let (first, _) = b.ask("ann", "m-q1", Q).await;
     assert!(!first.trim().is_empty() && !first.contains("⚠️"), "{first}");
-    assert_eq!(b.rows_for("generation_finished", "m-q1").len(), 1);
+    assert_eq!(
+        b.rows_awaited("generation_finished", "m-q1", 1).await.len(),
+        1
+    );
 
     // A term from that answer masked: asked again by someone else (no shared cache, the
     // same greedy answer), no frame shows it, the final masks it.
@@ -214,7 +236,7 @@ async fn persona_filter_and_the_exit_guard() {
     }
     let stars: String = term.chars().map(|_| '＊').collect();
     assert!(masked.contains(&stars), "{masked:?} masks {term:?}");
-    let out = b.rows_for("filter", "m-q2");
+    let out = b.rows_awaited("filter", "m-q2", 1).await;
     assert_eq!(out.len(), 1, "{out:?}");
     assert_eq!(out[0].detail["stage"], "out");
     assert_eq!(out[0].detail["action"], "mask");
@@ -232,7 +254,7 @@ async fn persona_filter_and_the_exit_guard() {
             "{term:?} shown in {f:?}"
         );
     }
-    let out = b.rows_for("filter", "m-q3");
+    let out = b.rows_awaited("filter", "m-q3", 1).await;
     assert_eq!(out.len(), 1, "{out:?}");
     assert_eq!(out[0].detail["action"], "block");
     assert_eq!(out[0].detail["rules"], json!(["block.txt:2"]));
