@@ -42,15 +42,18 @@
 //! test), so the latencies carry up to that much observation delay. Environment: `PIPELINE_USERS` (8),
 //! `PIPELINE_QUESTIONS` (4), `PIPELINE_MAX_TOKENS` (96); `PIPELINE_PHASES` (`scaling,stages,load,shared,upstream`).
 
+#[path = "../tests/common/llama_server.rs"]
+mod llama_server;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use wecom_edge::app;
 use wecom_edge::config::Limits;
-use wecom_edge::demo::{self, DemoOptions, DEMO_BOT_ID, DEMO_BOT_SECRET};
+use wecom_edge::demo::{self, DemoOptions, DEMO_BOT_ID};
 use wecom_edge_actors::session::{Action, FilterSpec, KnowledgeSettings, RegexRule};
-use wecom_edge_actors::wecom::sim::{self, AiBotSpec, SimConfig};
+use wecom_edge_actors::wecom::sim;
 
 const QUESTIONS: [&str; 4] = [
     "What is a database index?",
@@ -217,48 +220,15 @@ async fn timed_completion(http: &reqwest::Client, url: &str, body: &Value) -> (f
 /// Phase `upstream`: llama.cpp's server directly vs through the box (see the module docs).
 async fn upstream_overhead(answers: usize, max_tokens: usize) {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let python = root.join(".venv/bin/python");
-    let installed = std::process::Command::new(&python)
-        .args(["-c", "import llama_cpp.server, uvicorn"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !installed {
+    let Some(python) = llama_server::python(root) else {
         println!("upstream: skipped: llama.cpp's server is not installed (scripts/fetch-llama-server.sh)");
         return;
-    }
+    };
     let model = root
         .join("models")
         .join(wecom_edge_actors::model::DEFAULT_MODEL_FILE);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let _server = tokio::process::Command::new(&python)
-        .args(["-m", "llama_cpp.server", "--model"])
-        .arg(&model)
-        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--n_ctx", "4096", "--n_threads", "1", "--verbose", "false"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}/v1");
+    let (_server, base) = llama_server::start(&python, &model).await;
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !http
-        .get(format!("{base}/models"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(
-            Instant::now() < deadline,
-            "llama.cpp's server did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 
     let dir =
         std::env::temp_dir().join(format!("wecom-edge-bench-upstream-{}", std::process::id()));
@@ -401,18 +371,7 @@ async fn run(
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let sim = sim::start(
-        SimConfig {
-            aibots: vec![AiBotSpec {
-                bot_id: DEMO_BOT_ID.into(),
-                secret: DEMO_BOT_SECRET.into(),
-            }],
-            ..Default::default()
-        },
-        any,
-    )
-    .await
-    .unwrap();
+    let sim = sim::start(demo::sim_config(), any).await.unwrap();
     let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("models")
         .join(wecom_edge_actors::model::DEFAULT_MODEL_FILE);

@@ -153,22 +153,25 @@ fn demo_webhooks() -> Vec<Webhook> {
 pub async fn start(o: &DemoOptions) -> anyhow::Result<Demo> {
     std::fs::create_dir_all(&o.data_dir)
         .with_context(|| format!("data directory {}", o.data_dir.display()))?;
-    let sim = sim::start(
-        SimConfig {
-            aibots: vec![AiBotSpec {
-                bot_id: DEMO_BOT_ID.into(),
-                secret: DEMO_BOT_SECRET.into(),
-            }],
-            webhooks: vec![DEMO_ALERTS_KEY.into()],
-            ..Default::default()
-        },
-        o.sim_listen,
-    )
-    .await
-    .with_context(|| format!("simulator listener {}", o.sim_listen))?;
+    let sim = sim::start(sim_config(), o.sim_listen)
+        .await
+        .with_context(|| format!("simulator listener {}", o.sim_listen))?;
     let cfg = config(o, &sim);
     let running = app::start(&cfg).await?;
     Ok(Demo { sim, running })
+}
+
+/// The simulator the demo's box talks to: the AI bot `demo-bot` (long connection) and the
+/// alert robot `demo-alerts`.
+pub fn sim_config() -> SimConfig {
+    SimConfig {
+        aibots: vec![AiBotSpec {
+            bot_id: DEMO_BOT_ID.into(),
+            secret: DEMO_BOT_SECRET.into(),
+        }],
+        webhooks: vec![DEMO_ALERTS_KEY.into()],
+        ..Default::default()
+    }
 }
 
 /// Posts `text` as `userid` in the demo group; returns the req_id the answer streams under.

@@ -12,8 +12,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use wecom_edge::app;
 use wecom_edge::config::Limits;
-use wecom_edge::demo::{self, DemoOptions, DEMO_BOT_ID, DEMO_BOT_SECRET};
-use wecom_edge_actors::wecom::sim::{self, AiBotSpec, SimConfig};
+use wecom_edge::demo::{self, DemoOptions, DEMO_BOT_ID};
+use wecom_edge_actors::wecom::sim;
 
 fn any() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
@@ -22,18 +22,7 @@ fn any() -> SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn waiting_questions_see_their_place_and_only_past_the_bound_are_refused() {
     let dir = common::TempDir::new("queue");
-    let sim = sim::start(
-        SimConfig {
-            aibots: vec![AiBotSpec {
-                bot_id: DEMO_BOT_ID.into(),
-                secret: DEMO_BOT_SECRET.into(),
-            }],
-            ..Default::default()
-        },
-        any(),
-    )
-    .await
-    .unwrap();
+    let sim = sim::start(demo::sim_config(), any()).await.unwrap();
     let opts = DemoOptions {
         sim_listen: any(),
         admin_listen: any(),

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{audit_rows, until, TempDir};
-use wecom_edge::demo::{DEMO_BOT_ID, DEMO_BOT_SECRET};
-use wecom_edge_actors::wecom::sim::{self, AiBotSpec, SimConfig, SimHandle};
+use wecom_edge::demo::{self, DEMO_BOT_ID, DEMO_BOT_SECRET};
+use wecom_edge_actors::wecom::sim::{self, SimHandle};
 
 const TAKEOVER_AFTER: Duration = Duration::from_secs(2);
 
@@ -84,16 +84,6 @@ async fn check(http: &reqwest::Client, admin: &str, name: &str) -> u16 {
     }
 }
 
-async fn sim_bot(http: &reqwest::Client, sim: &str) -> serde_json::Value {
-    http.get(format!("{sim}/sim/aibot/{DEMO_BOT_ID}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 /// Asks through the simulator and waits for the final frame; the req_id.
 async fn ask(http: &reqwest::Client, sim: &str, msgid: &str) -> String {
     let req_id = common::send(http, sim, ("g-standby", "alice"), msgid, "你好").await;
@@ -116,18 +106,9 @@ fn received(dir: &Path) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_takes_over_when_the_owner_dies_and_hands_back_when_it_returns() {
     let (a_dir, b_dir) = (TempDir::new("standby-owner"), TempDir::new("standby-b"));
-    let sim = sim::start(
-        SimConfig {
-            aibots: vec![AiBotSpec {
-                bot_id: DEMO_BOT_ID.into(),
-                secret: DEMO_BOT_SECRET.into(),
-            }],
-            ..Default::default()
-        },
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
+    let sim = sim::start(demo::sim_config(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let s = sim.base_url();
     let http = reqwest::Client::new();
     let owner_admin = format!("127.0.0.1:{}", common::free_port());
@@ -159,13 +140,13 @@ async fn a_standby_takes_over_when_the_owner_dies_and_hands_back_when_it_returns
     // Twice the takeover time with A holding the bot: B never subscribed.
     while standing.elapsed() < TAKEOVER_AFTER * 2 {
         assert_eq!(
-            sim_bot(&http, &s).await["subscribes"],
+            common::sim_bot(&http, &s).await.unwrap()["subscribes"],
             1,
             "only A subscribed"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(sim_bot(&http, &s).await["subscribes"], 1);
+    assert_eq!(common::sim_bot(&http, &s).await.unwrap()["subscribes"], 1);
 
     // A dies: B takes over within takeover_after + one poll + a subscribe.
     a.kill().await.unwrap();
@@ -185,7 +166,7 @@ async fn a_standby_takes_over_when_the_owner_dies_and_hands_back_when_it_returns
         "{failover:?}"
     );
     assert_eq!(check(&http, &b_admin, &standby).await, 404);
-    let st = sim_bot(&http, &s).await;
+    let st = common::sim_bot(&http, &s).await.unwrap();
     assert_eq!(
         (st["connected"].clone(), st["subscribes"].clone()),
         (true.into(), 2.into())
@@ -215,7 +196,7 @@ async fn a_standby_takes_over_when_the_owner_dies_and_hands_back_when_it_returns
     )
     .await;
     req_ids.push(("sb-5", ask(&http, &s, "sb-5").await));
-    assert_eq!(sim_bot(&http, &s).await["subscribes"], 3);
+    assert_eq!(common::sim_bot(&http, &s).await.unwrap()["subscribes"], 3);
 
     // No message answered twice: one box received each, one final frame went out for each.
     let (in_a, in_b) = (received(&a_dir.0), received(&b_dir.0));

@@ -17,40 +17,12 @@ use common::{audit_rows, until, TempDir};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generates_on_llama_server_and_falls_back_when_it_is_killed() {
-    let python = common::repo().join(".venv/bin/python");
-    let installed = std::process::Command::new(&python)
-        .args(["-c", "import llama_cpp.server, uvicorn"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !installed {
+    let Some(python) = common::llama_server::python(&common::repo()) else {
         eprintln!("SKIPPED: llama.cpp's server is not installed (scripts/fetch-llama-server.sh)");
         return;
-    }
-    let port = common::free_port();
-    let mut server = tokio::process::Command::new(&python)
-        .args(["-m", "llama_cpp.server", "--model"])
-        .arg(common::model_path())
-        .args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--n_ctx",
-            "4096",
-        ])
-        .args(["--n_threads", "1", "--verbose", "false"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}/v1");
+    };
+    let (mut server, base) = common::llama_server::start(&python, &common::model_path()).await;
     let http = reqwest::Client::new();
-    until("llama.cpp's server", Duration::from_secs(120), || async {
-        let r = http.get(format!("{base}/models")).send().await.ok()?;
-        r.status().is_success().then_some(())
-    })
-    .await;
 
     let dir = TempDir::new("llama-upstream");
     let cfg = dir.0.join("edge.toml");

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use wecom_edge_actors::model::{CpuBackend, Engine, DEFAULT_MODEL_FILE};
 
+pub mod llama_server;
 pub mod upstream;
 
 /// The repository root.
@@ -152,17 +153,19 @@ pub async fn start_demo(
 #[allow(dead_code)]
 pub async fn bot_connected(http: &reqwest::Client, sim: &str, limit: Duration) {
     until("the bot's long connection", limit, || async {
-        let v: serde_json::Value = http
-            .get(format!("{sim}/sim/aibot/demo-bot"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        (v["connected"] == true).then_some(())
+        (sim_bot(http, sim).await.ok()?["connected"] == true).then_some(())
     })
     .await;
+}
+
+/// The simulator's view of the demo bot: `{"connected","connections","subscribes",…}`.
+#[allow(dead_code)]
+pub async fn sim_bot(http: &reqwest::Client, sim: &str) -> reqwest::Result<serde_json::Value> {
+    http.get(format!("{sim}/sim/aibot/demo-bot"))
+        .send()
+        .await?
+        .json()
+        .await
 }
 
 /// Sends `text` from `userid` in group `chatid` to the demo bot through the simulator (as an

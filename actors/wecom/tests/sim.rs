@@ -90,6 +90,17 @@ where
     }
 }
 
+/// Waits (at most 10 s) for a client's event stream to end: it stopped for good.
+async fn ended(rx: &mut mpsc::Receiver<BotEvent>, what: &str) {
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap()
+            .is_none(),
+        "{what}"
+    );
+}
+
 async fn next_event(rx: &mut mpsc::Receiver<BotEvent>) -> BotEvent {
     tokio::time::timeout(Duration::from_secs(10), rx.recv())
         .await
@@ -498,13 +509,7 @@ async fn long_connection_streams_reconnects_and_stops_when_kicked() {
     let (_other, mut other_rx) = longconn::spawn(bot_config(&h, "s3cret"));
     assert_eq!(next_event(&mut other_rx).await, BotEvent::Connected);
     assert_eq!(next_event(&mut rx).await, BotEvent::Kicked);
-    assert!(
-        tokio::time::timeout(Duration::from_secs(10), rx.recv())
-            .await
-            .unwrap()
-            .is_none(),
-        "the kicked client ended"
-    );
+    ended(&mut rx, "the kicked client ended").await;
     assert!(conn.send_markdown("lisi", "x").await.is_err());
     let st = ctl.get("/sim/aibot/bot-1").await;
     assert_eq!(st["connected"], true);
@@ -648,13 +653,7 @@ async fn a_standby_waits_for_its_owner_takes_over_hands_back_and_stops_for_a_riv
     let (_rival, mut rival_rx) = longconn::spawn(bot_config(&h, "s3cret"));
     assert_eq!(next_event(&mut rival_rx).await, BotEvent::Connected);
     assert_eq!(next_event(&mut rx).await, BotEvent::Kicked);
-    assert!(
-        tokio::time::timeout(Duration::from_secs(10), rx.recv())
-            .await
-            .unwrap()
-            .is_none(),
-        "the standby ended"
-    );
+    ended(&mut rx, "the standby ended").await;
     assert_eq!(ctl.get("/sim/aibot/bot-1").await["subscribes"], 4);
     h.stop().await;
 }
