@@ -8,8 +8,10 @@
 //!   address is locked for 15 minutes; 50 a minute from everywhere, then every login is
 //!   locked for a minute (a guess spread over many addresses).
 //! * [`allow`] — `allow_from`: the networks that may connect at all (default: the LAN).
-//! * [`server`] — the HTTPS server: login, logout, Overview; throttled, CSRF-checked, with
-//!   security headers on every answer. [`pages`] renders the HTML (maud, everything escaped).
+//! * [`server`] — the HTTPS server: login, logout, the session guard; throttled,
+//!   CSRF-checked, with security headers on every answer. [`routes`] are the pages'
+//!   handlers, [`pages`] renders their HTML (maud, everything escaped), [`backend`] is what
+//!   the running box provides them.
 //! * [`session`] — logged-in sessions (random ids kept only as digests, idle and absolute
 //!   expiry, a locked-down cookie) and their CSRF tokens.
 //! * [`tls`] — the console's HTTPS certificate: self-signed on first start, kept in the data
@@ -17,9 +19,11 @@
 #![warn(missing_docs)]
 
 pub mod allow;
+pub mod backend;
 pub mod pages;
 pub mod password;
 mod private_file;
+pub mod routes;
 pub mod server;
 pub mod session;
 pub mod throttle;

@@ -1,45 +1,46 @@
-//! The console's HTTPS server: login, logout, the Overview page, secure by default.
+//! The console's HTTPS server: the login, the session guard, CSRF, security headers; the
+//! pages' handlers are in [`crate::routes`].
 //!
 //! * HTTPS only ([`serve`]: rustls over each accepted TCP connection, HTTP/1.1 by hyper);
 //!   a TLS handshake has 10 s.
-//! * Every page needs a session: without one, a GET is sent to `/login` (303) and so is a
-//!   POST, which does nothing.
+//! * Every page needs a session ([`Authed`]): without one, a GET is sent to `/login` (303)
+//!   and so is a POST, which does nothing.
 //! * `POST /login` goes through [`Throttle`] first (a locked address gets 429 with
 //!   `Retry-After` without its password being checked), then Argon2id on a blocking thread.
 //!   Each outcome is reported as a [`ConsoleEvent`] (the box audits them). At most
 //!   [`MAX_VERIFYING`] passwords are checked at once; a login beyond that is 503 at once.
-//! * Every state-changing request of a session carries the session's CSRF token (a hidden
-//!   form field `csrf`); a missing or wrong one is 403. A POST whose `Origin` is not this
-//!   console's own host is 403 too (this also covers the login form, which has no session yet).
-//! * Every answer has `Content-Security-Policy: default-src 'none'; style-src 'self';
-//!   img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'` (no script,
-//!   no inline style), `X-Content-Type-Options: nosniff`, `X-Frame-Options: DENY`,
-//!   `Referrer-Policy: no-referrer` and `Cache-Control: no-store`.
-//! * Routes are fixed strings; the only asset is compiled into the binary. No part of a
-//!   request is ever used as a file path.
+//! * Every state-changing request of a session carries the session's CSRF token (a form
+//!   field `csrf`; [`Authed::allow`]); a missing or wrong one is 403. A POST whose `Origin`
+//!   is not this console's own host is 403 too (this also covers the login form, which has
+//!   no session yet).
+//! * Every answer has the Content-Security-Policy [`CSP`] (scripts only from the console
+//!   itself, no inline script or style, no framing), `X-Content-Type-Options: nosniff`,
+//!   `X-Frame-Options: DENY`, `Referrer-Policy: no-referrer` and `Cache-Control: no-store`.
+//! * Routes are fixed strings; the assets are compiled into the binary. No part of a request
+//!   is ever used as a file path (an uploaded document's name only picks how it is read).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Extension, Form, Request, State};
+use axum::extract::{Extension, Form, FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
 
 use crate::allow::AllowFrom;
-use crate::pages::{self, Overview};
+use crate::backend::Backend;
+use crate::pages;
 use crate::password::StoredPassword;
 use crate::session::{Sessions, COOKIE};
 use crate::throttle::{Failure, Throttle};
 
-const CSS: &str = include_str!("../assets/console.css");
-
-/// The Content-Security-Policy of every answer.
-pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+/// The Content-Security-Policy of every answer: scripts and fetches only from the console
+/// itself (`/static/try.js`), no inline script or style, no framing.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// What happened at the console, for the audit trail (never a password or a session id).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,24 +83,35 @@ pub enum ConsoleEvent {
         /// The request's path.
         path: String,
     },
+    /// Something the admin did: `verify`, `export`, `knowledge_add`, `knowledge_remove`,
+    /// `try` (the question itself is audited by its turn).
+    Action {
+        /// The client's address.
+        from: IpAddr,
+        /// What was done.
+        action: &'static str,
+        /// It worked.
+        ok: bool,
+        /// What it was done to and what came of it (a document's name, rows exported, the
+        /// verification's summary), as JSON.
+        detail: serde_json::Value,
+    },
 }
 
-/// Reads the box's state for the Overview page.
-pub type OverviewFn = Arc<dyn Fn() -> Overview + Send + Sync>;
 /// Receives [`ConsoleEvent`]s.
 pub type EventFn = Arc<dyn Fn(ConsoleEvent) + Send + Sync>;
 
 /// Everything the handlers share; cheap to clone.
 #[derive(Clone)]
-pub struct ConsoleState(Arc<Inner>);
+pub struct ConsoleState(pub(crate) Arc<Inner>);
 
-struct Inner {
+pub(crate) struct Inner {
     password: StoredPassword,
-    fingerprint: String,
+    pub(crate) fingerprint: String,
     sessions: Mutex<Sessions>,
     throttle: Mutex<Throttle>,
-    overview: OverviewFn,
-    events: EventFn,
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) events: EventFn,
     /// Password checks running at once (Argon2id takes 19 MiB and tens of ms each).
     verifying: tokio::sync::Semaphore,
 }
@@ -109,11 +121,11 @@ struct Inner {
 pub const MAX_VERIFYING: usize = 2;
 
 impl ConsoleState {
-    /// A console for `password`, showing the certificate `fingerprint`.
+    /// A console for `password` over `backend`, showing the certificate `fingerprint`.
     pub fn new(
         password: StoredPassword,
         fingerprint: &str,
-        overview: OverviewFn,
+        backend: Arc<dyn Backend>,
         events: EventFn,
     ) -> Self {
         ConsoleState(Arc::new(Inner {
@@ -121,7 +133,7 @@ impl ConsoleState {
             fingerprint: fingerprint.to_string(),
             sessions: Mutex::new(Sessions::new()),
             throttle: Mutex::new(Throttle::new()),
-            overview,
+            backend,
             events,
             verifying: tokio::sync::Semaphore::new(MAX_VERIFYING),
         }))
@@ -141,6 +153,78 @@ impl ConsoleState {
         let s = self.sessions().touch(&id, Instant::now())?;
         Some((id, s.csrf))
     }
+
+    /// Reports `e` to the box.
+    pub(crate) fn event(&self, e: ConsoleEvent) {
+        (self.0.events)(e);
+    }
+
+    /// Runs `f` on the backend on tokio's blocking pool (SQLite and file reads).
+    pub(crate) async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Backend) -> T + Send + 'static,
+    ) -> T {
+        let b = self.0.backend.clone();
+        tokio::task::spawn_blocking(move || f(b.as_ref()))
+            .await
+            .expect("a console backend call panicked")
+    }
+}
+
+/// A request of a logged-in session: its client, its CSRF token. Without a live session the
+/// request is answered with a redirect to `/login` (for a POST too: nothing is done).
+pub struct Authed {
+    /// The client's address.
+    pub from: IpAddr,
+    /// The session's CSRF token (put in the page's forms).
+    pub csrf: String,
+    id: String,
+    same_origin: bool,
+}
+
+impl FromRequestParts<ConsoleState> for Authed {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        s: &ConsoleState,
+    ) -> Result<Self, Self::Rejection> {
+        let from = parts
+            .extensions
+            .get::<Peer>()
+            .map(|p| p.0)
+            .ok_or_else(|| StatusCode::INTERNAL_SERVER_ERROR.into_response())?;
+        let (id, csrf) = s.session(&parts.headers).ok_or_else(to_login)?;
+        Ok(Authed {
+            from,
+            csrf,
+            id,
+            same_origin: same_origin(&parts.headers),
+        })
+    }
+}
+
+impl Authed {
+    /// A state-changing request may go on: its `csrf` field is this session's token and its
+    /// `Origin` (when sent) is this console. Otherwise the 403 to answer with, reported as
+    /// [`ConsoleEvent::Forbidden`].
+    ///
+    /// # Errors
+    /// The 403 response.
+    pub fn allow(&self, s: &ConsoleState, csrf: &str, path: &str) -> Result<(), Response> {
+        if self.same_origin && s.sessions().check_csrf(&self.id, csrf, Instant::now()) {
+            return Ok(());
+        }
+        s.event(ConsoleEvent::Forbidden {
+            from: self.from,
+            path: path.into(),
+        });
+        Err((
+            StatusCode::FORBIDDEN,
+            "forbidden: missing or wrong CSRF token\n",
+        )
+            .into_response())
+    }
 }
 
 /// The client's address, set per connection by [`serve`].
@@ -150,11 +234,10 @@ pub struct Peer(pub IpAddr);
 /// The console's routes (see the module docs). The client address comes from a [`Peer`]
 /// extension, which [`serve`] adds.
 pub fn router(state: ConsoleState) -> Router {
-    Router::new()
-        .route("/", get(overview))
+    use axum::routing::{get, post};
+    crate::routes::pages(Router::new())
         .route("/login", get(login_page).post(login))
-        .route("/logout", axum::routing::post(logout))
-        .route("/static/console.css", get(css))
+        .route("/logout", post(logout))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         .layer(middleware::from_fn(security_headers))
         .with_state(state)
@@ -240,20 +323,12 @@ fn same_origin(headers: &HeaderMap) -> bool {
     matches!((origin, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
 }
 
-fn page(status: StatusCode, markup: maud::Markup) -> Response {
+pub(crate) fn page(status: StatusCode, markup: maud::Markup) -> Response {
     (status, Html(markup.into_string())).into_response()
 }
 
 fn to_login() -> Response {
     Redirect::to("/login").into_response()
-}
-
-async fn overview(State(s): State<ConsoleState>, headers: HeaderMap) -> Response {
-    let Some((_, csrf)) = s.session(&headers) else {
-        return to_login();
-    };
-    let o = (s.0.overview)();
-    page(StatusCode::OK, pages::overview(&o, &s.0.fingerprint, &csrf))
 }
 
 async fn login_page(State(s): State<ConsoleState>, headers: HeaderMap) -> Response {
@@ -342,43 +417,23 @@ async fn login(
     r
 }
 
+/// A form whose only field is the CSRF token.
 #[derive(Deserialize)]
-struct CsrfForm {
+pub(crate) struct CsrfForm {
     #[serde(default)]
-    csrf: String,
+    pub(crate) csrf: String,
 }
 
-async fn logout(
-    State(s): State<ConsoleState>,
-    Extension(Peer(from)): Extension<Peer>,
-    headers: HeaderMap,
-    Form(f): Form<CsrfForm>,
-) -> Response {
-    let Some(id) = cookie(&headers) else {
-        return to_login();
-    };
-    let ok = same_origin(&headers) && s.sessions().check_csrf(&id, &f.csrf, Instant::now());
-    if !ok {
-        (s.0.events)(ConsoleEvent::Forbidden {
-            from,
-            path: "/logout".into(),
-        });
-        return (
-            StatusCode::FORBIDDEN,
-            "forbidden: missing or wrong CSRF token\n",
-        )
-            .into_response();
+async fn logout(State(s): State<ConsoleState>, a: Authed, Form(f): Form<CsrfForm>) -> Response {
+    if let Err(r) = a.allow(&s, &f.csrf, "/logout") {
+        return r;
     }
-    s.sessions().logout(&id);
-    (s.0.events)(ConsoleEvent::LoggedOut { from });
+    s.sessions().logout(&a.id);
+    s.event(ConsoleEvent::LoggedOut { from: a.from });
     let mut r = to_login();
     r.headers_mut().insert(
         header::SET_COOKIE,
         HeaderValue::from_str(&Sessions::cookie(None)).expect("ascii"),
     );
     r
-}
-
-async fn css() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], CSS)
 }

@@ -15,9 +15,139 @@ use std::sync::{Arc, Mutex};
 use reqwest::header;
 use reqwest::StatusCode;
 use wecom_edge_console::allow::AllowFrom;
-use wecom_edge_console::pages::Overview;
+use wecom_edge_console::backend::*;
+use wecom_edge_console::pages::{Overview, Sample};
 use wecom_edge_console::server::{self, ConsoleEvent, ConsoleState, CSP};
 use wecom_edge_console::{password, tls};
+
+/// A stand-in box: fixed values, documents in memory, an answer streamed in three steps.
+#[derive(Default)]
+struct Fake {
+    docs: Mutex<Vec<Document>>,
+}
+
+impl Backend for Fake {
+    fn overview(&self) -> Overview {
+        Overview {
+            ready: true,
+            model: "SmolLM2 <img src=x onerror=alert(1)>".into(),
+            device: "cpu".into(),
+            version: "0.1.0".into(),
+            history: vec![
+                Sample {
+                    tokens_per_s: 0.0,
+                    queue: 0,
+                },
+                Sample {
+                    tokens_per_s: 37.5,
+                    queue: 2,
+                },
+            ],
+            sample_every: std::time::Duration::from_secs(10),
+            ..Overview::default()
+        }
+    }
+    fn bots(&self) -> Vec<Bot> {
+        vec![Bot {
+            kind: "AI bot (long connection)".into(),
+            id: "bot-1".into(),
+            state: "connected".into(),
+            ok: true,
+            reconnects: Some(3),
+            messages_today: 7,
+            ..Bot::default()
+        }]
+    }
+    fn conversations(&self) -> Result<Conversations, String> {
+        Ok(Conversations {
+            today: vec![("aibot/bot-1".into(), 7, 2)],
+            active: vec!["aibot/bot-1/zhangsan".into()],
+            outbox_pending: 0,
+        })
+    }
+    fn audit(&self, q: &AuditQuery) -> Result<AuditPage, String> {
+        let row = AuditEntry {
+            seq: 1,
+            ts_ms: 1_796_632_205_000,
+            kind: "reply_sent".into(),
+            actor: "session".into(),
+            subject: "aibot/bot-1/zhangsan".into(),
+            detail: r#"{"note":"<img src=x onerror=alert(1)>"}"#.into(),
+        };
+        let keep = q.kind.as_deref().is_none_or(|k| k == "reply_sent");
+        Ok(AuditPage {
+            rows: if keep { vec![row] } else { vec![] },
+            kinds: vec!["reply_sent".into()],
+        })
+    }
+    fn verify(&self) -> Result<String, String> {
+        Ok("1 row, chain intact".into())
+    }
+    fn export(&self, _q: &AuditQuery, f: ExportFormat) -> Result<(Vec<u8>, usize), String> {
+        Ok(match f {
+            ExportFormat::Jsonl => (b"{\"seq\":1}\n".to_vec(), 1),
+            ExportFormat::Csv => (b"seq\n1\n".to_vec(), 1),
+        })
+    }
+    fn knowledge(&self) -> Option<Result<Vec<Document>, String>> {
+        Some(Ok(self.docs.lock().unwrap().clone()))
+    }
+    fn knowledge_add(&self, name: &str, bytes: &[u8]) -> Result<String, String> {
+        let text = String::from_utf8_lossy(bytes);
+        self.docs.lock().unwrap().push(Document {
+            doc: name.into(),
+            title: text
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim_start_matches("# ")
+                .into(),
+            chunks: 1,
+            bytes: bytes.len() as u64,
+            source: "console".into(),
+        });
+        Ok(format!("added {name}"))
+    }
+    fn knowledge_remove(&self, name: &str) -> Result<(), String> {
+        let mut d = self.docs.lock().unwrap();
+        let n = d.len();
+        d.retain(|x| x.doc != name);
+        (d.len() < n)
+            .then_some(())
+            .ok_or(format!("no document {name}"))
+    }
+    fn filter(&self) -> Option<FilterView> {
+        Some(FilterView {
+            terms: 2,
+            regexes: 1,
+        })
+    }
+    fn filter_test(&self, phrase: &str) -> FilterTest {
+        FilterTest {
+            hits: phrase
+                .contains("机密")
+                .then(|| ("secret".into(), "mask".into(), "机密".into()))
+                .into_iter()
+                .collect(),
+            masked: phrase.replace("机密", "**"),
+        }
+    }
+    fn models(&self) -> Vec<ModelFile> {
+        vec![ModelFile {
+            name: "SmolLM2-135M-Instruct.Q4_1.gguf".into(),
+            loaded: true,
+            report: "architecture: llama".into(),
+        }]
+    }
+    fn ask(&self, who: &str, question: &str) -> tokio::sync::mpsc::UnboundedReceiver<TryEvent> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let answer = format!("{who} asked: {question}");
+        let half = answer.chars().take(5).collect::<String>();
+        tx.send(TryEvent::Text(half)).unwrap();
+        tx.send(TryEvent::Final(answer)).unwrap();
+        rx
+    }
+}
 
 const PASSWORD: &str = "a long console password";
 
@@ -43,13 +173,7 @@ async fn start_allowing(allow: AllowFrom) -> Console {
     let state = ConsoleState::new(
         stored,
         &cert.fingerprint,
-        Arc::new(|| Overview {
-            ready: true,
-            model: "SmolLM2 <img src=x onerror=alert(1)>".into(),
-            device: "cpu".into(),
-            version: "0.1.0".into(),
-            ..Overview::default()
-        }),
+        Arc::new(Fake::default()),
         Arc::new(move |e| ev.lock().unwrap().push(e)),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -307,4 +431,273 @@ async fn a_client_outside_allow_from_gets_no_answer() {
         .unwrap_err();
     assert!(e.is_connect() || e.is_request(), "{e:?}");
     assert!(c.events().is_empty());
+}
+
+/// Logs in; the session cookie and the page's CSRF token.
+async fn logged_in(c: &Console) -> (String, String) {
+    let r = c.post("/login", &[("password", PASSWORD)], None).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let cookie = r.headers()[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let page = c.get("/", Some(&cookie)).await.text().await.unwrap();
+    let csrf = page
+        .split(r#"name="csrf" value=""#)
+        .nth(1)
+        .and_then(|t| t.split('"').next())
+        .unwrap()
+        .to_string();
+    (cookie, csrf)
+}
+
+const PAGES: &[&str] = &[
+    "/",
+    "/bots",
+    "/conversations",
+    "/audit",
+    "/audit/export?format=csv",
+    "/knowledge",
+    "/filter",
+    "/model",
+    "/try",
+];
+const POSTS: &[&str] = &[
+    "/audit/verify",
+    "/knowledge/remove",
+    "/filter/test",
+    "/try",
+    "/logout",
+];
+
+#[tokio::test]
+async fn every_page_needs_a_session_and_every_post_its_csrf_token() {
+    let c = start().await;
+    for path in PAGES {
+        let r = c.get(path, None).await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{path}");
+        assert_eq!(location(&r), "/login", "{path}");
+    }
+    for path in POSTS {
+        let r = c.post(path, &[("doc", "x"), ("phrase", "x")], None).await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{path}");
+    }
+    let (cookie, csrf) = logged_in(&c).await;
+    for path in PAGES {
+        let r = c.get(path, Some(&cookie)).await;
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        assert_eq!(r.headers()[header::CONTENT_SECURITY_POLICY], CSP, "{path}");
+    }
+    let wrong = "f".repeat(64);
+    for path in POSTS {
+        for token in ["", wrong.as_str()] {
+            let form = [
+                ("csrf", token),
+                ("doc", "x"),
+                ("phrase", "x"),
+                ("question", "x"),
+            ];
+            let r = c.post(path, &form, Some(&cookie)).await;
+            assert_eq!(r.status(), StatusCode::FORBIDDEN, "{path} with {token:?}");
+        }
+    }
+    // An upload without the token is refused before anything is stored.
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(b"# x".to_vec()).file_name("x.md"),
+    );
+    let r = c
+        .http
+        .post(format!("{}/knowledge/add", c.base))
+        .header(header::COOKIE, &cookie)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let forbidden = c
+        .events()
+        .iter()
+        .filter(|e| matches!(e, ConsoleEvent::Forbidden { .. }))
+        .count();
+    assert_eq!(forbidden, POSTS.len() * 2 + 1);
+    // The session is still good after all that.
+    let r = c
+        .post(
+            "/filter/test",
+            &[("csrf", &csrf), ("phrase", "ok")],
+            Some(&cookie),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_pages_show_the_box_and_act_on_it() {
+    let c = start().await;
+    let (cookie, csrf) = logged_in(&c).await;
+    let text = |path: &'static str| {
+        let (c, cookie) = (&c, cookie.clone());
+        async move { c.get(path, Some(&cookie)).await.text().await.unwrap() }
+    };
+
+    let overview = text("/").await;
+    assert!(
+        overview.contains(r#"<td id="tokens-per-s">37.5</td>"#),
+        "{overview}"
+    );
+    assert!(overview.contains("<polyline"), "the chart: {overview}");
+    let bots = text("/bots").await;
+    assert!(
+        bots.contains("bot-1") && bots.contains("connected"),
+        "{bots}"
+    );
+    let conv = text("/conversations").await;
+    assert!(conv.contains("aibot/bot-1/zhangsan"), "{conv}");
+
+    // Audit: the injected detail as text; a filter; verify; the export as a download.
+    let audit = text("/audit").await;
+    assert!(
+        audit.contains("&lt;img src=x onerror=alert(1)&gt;"),
+        "{audit}"
+    );
+    assert!(!audit.contains("<img"));
+    let none = text("/audit?kind=console_login").await;
+    assert!(none.contains("No rows match."), "{none}");
+    let bad = text("/audit?until=yesterday").await;
+    assert!(
+        bad.contains("until: &quot;yesterday&quot; is not a time"),
+        "{bad}"
+    );
+    let r = c
+        .post("/audit/verify", &[("csrf", &csrf)], Some(&cookie))
+        .await;
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("Intact: 1 row, chain intact"));
+    let r = c
+        .get(
+            "/audit/export?format=csv&kind=&since=&until=",
+            Some(&cookie),
+        )
+        .await;
+    assert_eq!(r.headers()[header::CONTENT_TYPE], "text/csv; charset=utf-8");
+    assert_eq!(
+        r.headers()[header::CONTENT_DISPOSITION],
+        "attachment; filename=\"wecom-edge-audit.csv\""
+    );
+    assert_eq!(r.text().await.unwrap(), "seq\n1\n");
+    let r = c.get("/audit/export?format=xml", Some(&cookie)).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+
+    // Knowledge: upload (the name loses its folders), then remove.
+    let title = "报销制度 <img src=x onerror=alert(1)>";
+    let form = reqwest::multipart::Form::new()
+        .text("csrf", csrf.clone())
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(format!("# {title}\n正文").into_bytes())
+                .file_name("../../报销.md"),
+        );
+    let r = c
+        .http
+        .post(format!("{}/knowledge/add", c.base))
+        .header(header::COOKIE, &cookie)
+        .header(header::ORIGIN, &c.base)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let page = r.text().await.unwrap();
+    assert!(page.contains("added 报销.md"), "{page}");
+    assert!(
+        page.contains("报销制度 &lt;img src=x onerror=alert(1)&gt;"),
+        "{page}"
+    );
+    let r = c
+        .post(
+            "/knowledge/remove",
+            &[("csrf", &csrf), ("doc", "报销.md")],
+            Some(&cookie),
+        )
+        .await;
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains("Removed 报销.md.") && page.contains("No documents yet."),
+        "{page}"
+    );
+
+    // Filter: the sizes and a phrase tested.
+    let r = c
+        .post(
+            "/filter/test",
+            &[("csrf", &csrf), ("phrase", "这是机密文件")],
+            Some(&cookie),
+        )
+        .await;
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains("2 term(s), 1 regular expression(s)"),
+        "{page}"
+    );
+    assert!(page.contains(r#"<q id="masked">这是**文件</q>"#), "{page}");
+
+    // Try it: streamed as server-sent events, or the whole page without the script.
+    let r = c
+        .http
+        .post(format!("{}/try", c.base))
+        .header(header::COOKIE, &cookie)
+        .header(header::ORIGIN, &c.base)
+        .header(header::ACCEPT, "text/event-stream")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(format!("csrf={csrf}&question=%E4%BD%A0%E5%A5%BD"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()[header::CONTENT_TYPE], "text/event-stream");
+    let sse = r.text().await.unwrap();
+    assert_eq!(
+        sse,
+        "event: text\ndata: \"127.0\"\n\nevent: final\ndata: \"127.0.0.1 asked: 你好\"\n\n"
+    );
+    let r = c
+        .post(
+            "/try",
+            &[("csrf", &csrf), ("question", "你好")],
+            Some(&cookie),
+        )
+        .await;
+    assert!(r.text().await.unwrap().contains("127.0.0.1 asked: 你好"));
+    let js = c.get("/static/try.js", None).await;
+    assert_eq!(
+        js.headers()[header::CONTENT_TYPE],
+        "text/javascript; charset=utf-8"
+    );
+
+    let actions: Vec<&'static str> = c
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            ConsoleEvent::Action {
+                action, ok: true, ..
+            } => Some(*action),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "verify",
+            "export",
+            "knowledge_add",
+            "knowledge_remove",
+            "try",
+            "try"
+        ]
+    );
 }
