@@ -342,6 +342,7 @@ async fn start_tree(cfg: &Config, api: Api) -> anyhow::Result<Running> {
     };
     let mut conns = Vec::new();
     let mut pumps = Vec::new();
+    let links = crate::console::Links::default();
     let mut crypts = Vec::new();
     for bot in &cfg.aibots {
         match &bot.mode {
@@ -360,6 +361,8 @@ async fn start_tree(cfg: &Config, api: Api) -> anyhow::Result<Running> {
                     health.set(&format!("aibot/{}", bot.bot_id), Err("connecting".into()));
                 }
                 let (handle, events) = longconn::spawn(lc);
+                let state = if standby.is_some() { "standby" } else { "connecting" };
+                links.register(&bot.bot_id, handle.clone(), state);
                 outbound.bots.insert(bot.bot_id.clone(), handle.clone());
                 conns.push(handle.clone());
                 pumps.push((bot.bot_id.clone(), handle, Arc::new(Mutex::new(events))));
@@ -602,6 +605,7 @@ async fn start_tree(cfg: &Config, api: Api) -> anyhow::Result<Running> {
         SessionScope::User => Scope::User,
         SessionScope::Group => Scope::Group,
     };
+    let console_ctx = ctx.clone();
     let router_args = RouterArgs { ctx, scope };
     let mut wecom = SupervisorSpec::new(Strategy::RestForOne)
         .intensity(10, Duration::from_secs(60))
@@ -622,6 +626,7 @@ async fn start_tree(cfg: &Config, api: Api) -> anyhow::Result<Running> {
             events,
             health: health.clone(),
             metrics: metrics.clone(),
+            links: links.clone(),
         };
         wecom = wecom.child(ChildSpec::new(&format!("aibot/{bot_id}"), move |sup| {
             let a = args.clone();
@@ -709,7 +714,15 @@ async fn start_tree(cfg: &Config, api: Api) -> anyhow::Result<Running> {
             cfg.data_dir.display()
         );
     }
-    let console = crate::console::start(cfg, &health, started, &mut tasks).await;
+    let parts = crate::console::Parts {
+        cfg,
+        health: &health,
+        metrics: &metrics,
+        started,
+        links: &links,
+        ctx: console_ctx,
+    };
+    let console = crate::console::start(parts, &mut tasks).await;
     health.set_ready(true);
     tracing::info!(admin = %admin_addr, "wecom-edge is up");
     Ok(Running {
@@ -961,6 +974,8 @@ struct BotPumpArgs {
     events: Arc<Mutex<mpsc::Receiver<BotEvent>>>,
     health: Health,
     metrics: Metrics,
+    /// What the console shows of this bot's link.
+    links: crate::console::Links,
 }
 
 impl BotPumpArgs {
@@ -1021,9 +1036,11 @@ impl Actor for BotPump {
                     BotEvent::Connected => {
                         if connected_before {
                             a.metrics.websocket_reconnects.inc();
+                            a.links.reconnected(&a.bot_id);
                         }
                         connected_before = true;
                         a.health.set(&name, Ok(()));
+                        a.links.set(&a.bot_id, "connected", true);
                     }
                     BotEvent::Message { req_id, msg } => {
                         let Some(text) = msg.question() else {
@@ -1091,14 +1108,17 @@ impl Actor for BotPump {
                     },
                     BotEvent::Disconnected { reason, .. } => {
                         a.health.set(&name, Err(format!("disconnected: {reason}")));
+                        a.links.set(&a.bot_id, format!("disconnected: {reason}"), false);
                     }
                     BotEvent::AuthFailed { errcode, errmsg } => {
                         a.health
                             .set(&name, Err(format!("subscribe refused: {errcode} {errmsg}")));
+                        a.links.set(&a.bot_id, format!("subscribe refused: {errcode} {errmsg}"), false);
                     }
                     BotEvent::Kicked => {
                         a.health
                             .set(&name, Err("another connection took this bot over".into()));
+                        a.links.set(&a.bot_id, "kicked: another connection took this bot over", false);
                     }
                     // A standby box: `aibot/{bot_id}` exists only while this box holds (or
                     // is taking) the bot, so that `/readyz/aibot/{bot_id}` means "holds it"
@@ -1107,11 +1127,13 @@ impl Actor for BotPump {
                     BotEvent::Standby { .. } => {
                         a.health.remove(&name);
                         a.health.set(&standby, Ok(()));
+                        a.links.set(&a.bot_id, "standby: the owner holds the bot", true);
                     }
                     BotEvent::TakingOver { owner_gone } => {
                         a.health.remove(&standby);
                         a.health
                             .set(&name, Err("taking over from the owner".into()));
+                        a.links.set(&a.bot_id, "taking over from the owner", false);
                         let owner_gone_ms = owner_gone.as_millis() as u64;
                         tracing::warn!(alert = true, bot_id = %a.bot_id, owner_gone_ms, "standby: the bot's owner is gone; this box takes the bot over");
                         a.standby_event("takeover", json!({"owner_gone_ms": owner_gone_ms}));
@@ -1120,6 +1142,7 @@ impl Actor for BotPump {
                         connected_before = false; // the next subscribe is a takeover
                         a.health.remove(&name);
                         a.health.set(&standby, Ok(()));
+                        a.links.set(&a.bot_id, "standby: the owner holds the bot", true);
                         tracing::warn!(alert = true, bot_id = %a.bot_id, "standby: the bot's owner is back; this box stands by again");
                         a.standby_event("yielded", json!({}));
                     }

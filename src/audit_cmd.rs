@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
-use wecom_edge_actors::audit::{AuditError, AuditKey, AuditRow, AuditStore};
+use wecom_edge_actors::audit::{AuditError, AuditKey, AuditStore};
 
 #[derive(Args)]
 pub struct AuditArgs {
@@ -146,37 +146,9 @@ pub fn run(a: AuditArgs) -> anyhow::Result<ExitCode> {
                         writeln!(out, "{}", serde_json::to_string(&r)?)?;
                     }
                 }
-                Format::Csv => write_csv(&mut out, &rows)?,
+                Format::Csv => wecom_edge_actors::audit::write_csv(&mut out, &rows)?,
             }
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn write_csv(out: &mut impl Write, rows: &[AuditRow]) -> anyhow::Result<()> {
-    let mut w = csv::Writer::from_writer(out);
-    w.write_record([
-        "seq",
-        "ts_ms",
-        "kind",
-        "actor",
-        "subject",
-        "detail",
-        "prev_hash",
-        "hash",
-    ])?;
-    for r in rows {
-        w.write_record([
-            r.seq.to_string(),
-            r.ts_ms.to_string(),
-            r.kind.clone(),
-            r.actor.clone(),
-            r.subject.clone(),
-            r.detail.to_string(),
-            r.prev_hash.clone(),
-            r.hash.clone(),
-        ])?;
-    }
-    w.flush()?;
-    Ok(())
 }

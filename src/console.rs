@@ -1,24 +1,448 @@
 //! The admin's web console in the running box (`actors/console`): started when
 //! `wecom-edge console set-password` stored a password in the data directory, on
 //! `[console] listen` over HTTPS with the box's self-signed certificate, its fingerprint in
-//! the journal. Its events become audit rows (`console_*`, the client address as subject;
-//! never a password or a session id); a lock-out is also an alert.
+//! the journal. [`BoxConsole`] is what its pages read and steer: health and metrics, each
+//! bot's link ([`Links`]), the audit store (read-only, per request), the knowledge base, the
+//! content filter, the model files, and "Try it" through the sessions' turn pipeline (as
+//! channel `console`, user = the client's address).
+//!
+//! Its events become audit rows (`console_*`, the client address as subject; never a
+//! password, a session id or a question's text); a lock-out is also an alert.
 //!
 //! A console that cannot start (a password file others can read, a port in use) is logged
 //! and alerted; the box runs on without it.
 
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde_json::json;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use wecom_edge_actors::console::pages::Overview;
+use wecom_edge_actors::audit::{AuditKey, AuditRow, AuditStore};
+use wecom_edge_actors::console::backend::{
+    AuditEntry, AuditPage, AuditQuery, Backend, Bot, Conversations, Document, ExportFormat,
+    FilterTest, FilterView, ModelFile, TryEvent,
+};
+use wecom_edge_actors::console::pages::{Overview, Sample};
 use wecom_edge_actors::console::server::{self, ConsoleEvent, ConsoleState};
 use wecom_edge_actors::console::{password, tls};
-use wecom_edge_actors::watchdog::Health;
+use wecom_edge_actors::model::gguf::GgufFile;
+use wecom_edge_actors::model::inspect::ModelReport;
+use wecom_edge_actors::session::reply::ApiEvent;
+use wecom_edge_actors::session::turn::{ApiTurn, TurnCtx};
+use wecom_edge_actors::session::SessionContext;
+use wecom_edge_actors::watchdog::{Health, Metrics};
+use wecom_edge_actors::wecom::longconn::LongConnHandle;
 
 use crate::config::Config;
+
+/// The load chart's resolution: one sample every 10 s, an hour of them.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(10);
+const SAMPLES: usize = 360;
+
+/// Context the Model page's KV-cache figure is for (`model inspect`'s default).
+const INSPECT_CTX: usize = 4096;
+
+/// Each AI bot's long connection as its pump last saw it (state, since when, reconnects),
+/// with its handle (for the last acknowledged ping). Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Links(Arc<Mutex<HashMap<String, Link>>>);
+
+struct Link {
+    state: String,
+    ok: bool,
+    since: Instant,
+    reconnects: u64,
+    handle: LongConnHandle,
+}
+
+impl Links {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Link>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Tracks `bot_id`'s connection, `connecting` until its pump says otherwise.
+    pub fn register(&self, bot_id: &str, handle: LongConnHandle, state: &str) {
+        self.lock().insert(
+            bot_id.to_string(),
+            Link {
+                state: state.into(),
+                ok: false,
+                since: Instant::now(),
+                reconnects: 0,
+                handle,
+            },
+        );
+    }
+
+    /// `bot_id`'s connection is now `state` (`ok`: a healthy one); `since` restarts when the
+    /// state changes.
+    pub fn set(&self, bot_id: &str, state: impl Into<String>, ok: bool) {
+        if let Some(l) = self.lock().get_mut(bot_id) {
+            let state = state.into();
+            if l.state != state {
+                l.since = Instant::now();
+            }
+            (l.state, l.ok) = (state, ok);
+        }
+    }
+
+    /// `bot_id` subscribed again after a drop.
+    pub fn reconnected(&self, bot_id: &str) {
+        if let Some(l) = self.lock().get_mut(bot_id) {
+            l.reconnects += 1;
+        }
+    }
+}
+
+/// The last hour of load, one [`Sample`] every [`SAMPLE_EVERY`].
+#[derive(Clone, Default)]
+struct Samples(Arc<Mutex<VecDeque<Sample>>>);
+
+impl Samples {
+    /// Samples `metrics` until the task is dropped: tokens/s over each interval, the queue at
+    /// its end.
+    async fn run(self, metrics: Metrics) {
+        let mut tokens = metrics.tokens.get();
+        let mut tick = tokio::time::interval(SAMPLE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last = Instant::now();
+        loop {
+            tick.tick().await;
+            let now_tokens = metrics.tokens.get();
+            let dt = last.elapsed().as_secs_f64().max(1e-3);
+            last = Instant::now();
+            let s = Sample {
+                tokens_per_s: now_tokens.saturating_sub(tokens) as f64 / dt,
+                queue: metrics.queue_depth.get(),
+            };
+            tokens = now_tokens;
+            let mut q = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            if q.len() == SAMPLES {
+                q.pop_front();
+            }
+            q.push_back(s);
+        }
+    }
+
+    fn get(&self) -> Vec<Sample> {
+        let q = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        q.iter().copied().collect()
+    }
+}
+
+/// What the box shows its console ([`Backend`]).
+pub struct BoxConsole {
+    health: Health,
+    metrics: Metrics,
+    started: Instant,
+    samples: Samples,
+    links: Links,
+    ctx: SessionContext,
+    data_dir: PathBuf,
+    version: String,
+    model: String,
+    device: String,
+    /// The loaded model file (a local model).
+    model_path: Option<PathBuf>,
+    /// The imported models' folder (the configuration stick's `models/`).
+    imported: Option<PathBuf>,
+    cache_type: wecom_edge_actors::model::llama::CacheType,
+    /// (kind, id) of every endpoint, in the configuration's order.
+    endpoints: Vec<(&'static str, String)>,
+    /// The `Try it` request ids.
+    asked: AtomicU64,
+}
+
+/// Local midnight is UTC on the box (the appliance runs in UTC): the start of today, unix ms.
+fn midnight_ms() -> i64 {
+    let now = wecom_edge_actors::audit::now_ms();
+    now - now.rem_euclid(86_400_000)
+}
+
+fn entry(r: AuditRow) -> AuditEntry {
+    AuditEntry {
+        seq: r.seq,
+        ts_ms: r.ts_ms,
+        kind: r.kind,
+        actor: r.actor,
+        subject: r.subject,
+        detail: r.detail.to_string(),
+    }
+}
+
+impl BoxConsole {
+    fn store(&self) -> Result<AuditStore, String> {
+        AuditStore::open_read_only(&self.data_dir).map_err(|e| e.to_string())
+    }
+
+    fn rows(&self, q: &AuditQuery) -> Result<Vec<AuditRow>, String> {
+        self.store()?
+            .query(q.kind.as_deref(), q.since_ms, q.until_ms, q.limit)
+            .map_err(|e| e.to_string())
+    }
+
+    fn report(&self, path: &Path) -> String {
+        match GgufFile::open(path) {
+            Ok(g) => ModelReport::from_gguf(&g, INSPECT_CTX, self.cache_type).to_text(),
+            Err(e) => format!("cannot be read: {e}"),
+        }
+    }
+}
+
+impl Backend for BoxConsole {
+    fn overview(&self) -> Overview {
+        Overview {
+            ready: self.health.is_ready() && self.health.failures().is_empty(),
+            health: self.health.failures(),
+            version: self.version.clone(),
+            model: self.model.clone(),
+            device: self.device.clone(),
+            uptime: self.started.elapsed(),
+            history: self.samples.get(),
+            sample_every: SAMPLE_EVERY,
+        }
+    }
+
+    fn bots(&self) -> Vec<Bot> {
+        let today: HashMap<String, u64> = self
+            .store()
+            .and_then(|s| s.inbound_counts(midnight_ms()).map_err(|e| e.to_string()))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(c, n, _)| (c, n))
+            .collect();
+        let links = self.links.lock();
+        self.endpoints
+            .iter()
+            .map(|(kind, id)| {
+                let messages_today = |channel: &str| today.get(&format!("{channel}/{id}")).copied().unwrap_or(0);
+                match (*kind, links.get(id)) {
+                    ("aibot", Some(l)) => Bot {
+                        kind: "AI bot (long connection)".into(),
+                        id: id.clone(),
+                        state: l.state.clone(),
+                        ok: l.ok,
+                        since: Some(l.since.elapsed()),
+                        last_ping: l.handle.last_ping_ack().map(|t| t.elapsed()),
+                        reconnects: Some(l.reconnects),
+                        messages_today: messages_today("aibot"),
+                    },
+                    ("aibot", None) => Bot {
+                        kind: "AI bot (webhook)".into(),
+                        id: id.clone(),
+                        state: "receives callbacks".into(),
+                        ok: true,
+                        messages_today: messages_today("aibot"),
+                        ..Bot::default()
+                    },
+                    ("app", _) => Bot {
+                        kind: "app".into(),
+                        id: id.clone(),
+                        state: "receives callbacks".into(),
+                        ok: true,
+                        messages_today: messages_today("app"),
+                        ..Bot::default()
+                    },
+                    _ => Bot {
+                        kind: "robot webhook".into(),
+                        id: id.clone(),
+                        state: "sends only".into(),
+                        ok: true,
+                        ..Bot::default()
+                    },
+                }
+            })
+            .collect()
+    }
+
+    fn conversations(&self) -> Result<Conversations, String> {
+        let today = self
+            .store()?
+            .inbound_counts(midnight_ms())
+            .map_err(|e| e.to_string())?;
+        let mut active: Vec<String> = ractor::registry::registered()
+            .into_iter()
+            .filter_map(|n| n.strip_prefix("session:").map(str::to_string))
+            .collect();
+        active.sort();
+        Ok(Conversations {
+            today,
+            active,
+            outbox_pending: self.metrics.outbox_pending.get(),
+        })
+    }
+
+    fn audit(&self, q: &AuditQuery) -> Result<AuditPage, String> {
+        let rows = self.rows(q)?.into_iter().map(entry).collect();
+        let kinds = self.store()?.kinds().map_err(|e| e.to_string())?;
+        Ok(AuditPage { rows, kinds })
+    }
+
+    fn verify(&self) -> Result<String, String> {
+        let key = AuditKey::load(&AuditKey::default_path(&self.data_dir))
+            .map_err(|e| format!("the audit key: {e}"))?;
+        let v = AuditStore::verify_dir(&self.data_dir, &key).map_err(|e| e.to_string())?;
+        if v.is_intact() {
+            Ok(v.summary())
+        } else {
+            Err(v.problems().join("; "))
+        }
+    }
+
+    fn export(&self, q: &AuditQuery, format: ExportFormat) -> Result<(Vec<u8>, usize), String> {
+        let mut rows = self.rows(q)?;
+        rows.reverse(); // chain order, as `wecom-edge audit export` writes them
+        let mut out = Vec::new();
+        match format {
+            ExportFormat::Jsonl => {
+                for r in &rows {
+                    out.extend(serde_json::to_vec(r).map_err(|e| e.to_string())?);
+                    out.push(b'\n');
+                }
+            }
+            ExportFormat::Csv => {
+                wecom_edge_actors::audit::write_csv(&mut out, &rows).map_err(|e| e.to_string())?
+            }
+        }
+        Ok((out, rows.len()))
+    }
+
+    fn knowledge(&self) -> Option<Result<Vec<Document>, String>> {
+        let kb = self.ctx.knowledge.as_ref()?;
+        Some(
+            kb.list()
+                .map(|docs| {
+                    docs.into_iter()
+                        .map(|d| Document {
+                            doc: d.doc,
+                            title: d.title,
+                            chunks: d.chunks,
+                            bytes: d.bytes,
+                            source: d.source,
+                        })
+                        .collect()
+                })
+                .map_err(|e| e.to_string()),
+        )
+    }
+
+    fn knowledge_add(&self, name: &str, bytes: &[u8]) -> Result<String, String> {
+        use wecom_edge_actors::audit::knowledge::Added;
+        let kb = self.ctx.knowledge.as_ref().ok_or("no knowledge base")?;
+        let a = kb.add_upload(name, bytes).map_err(|e| e.to_string())?;
+        let what = match a {
+            Added::New(_) => "Added",
+            Added::Updated(_) => "Updated",
+            Added::Unchanged(_) => "Unchanged:",
+        };
+        let d = a.document();
+        Ok(format!("{what} {} («{}», {} chunks).", d.doc, d.title, d.chunks))
+    }
+
+    fn knowledge_remove(&self, name: &str) -> Result<(), String> {
+        let kb = self.ctx.knowledge.as_ref().ok_or("no knowledge base")?;
+        kb.remove(name).map_err(|e| e.to_string())
+    }
+
+    fn filter(&self) -> Option<FilterView> {
+        let f = self.ctx.filter.current();
+        let (terms, regexes) = f.sizes();
+        (!f.is_empty()).then_some(FilterView { terms, regexes })
+    }
+
+    fn filter_test(&self, phrase: &str) -> FilterTest {
+        let f = self.ctx.filter.current();
+        let verdict = f.check(phrase);
+        let hits = verdict
+            .hits
+            .iter()
+            .map(|h| {
+                let matched = phrase.get(h.span.clone()).unwrap_or("").to_string();
+                (h.rule.to_string(), h.action.name().to_string(), matched)
+            })
+            .collect();
+        FilterTest {
+            masked: verdict.masked(phrase),
+            hits,
+        }
+    }
+
+    fn models(&self) -> Vec<ModelFile> {
+        let Some(loaded) = &self.model_path else {
+            return Vec::new();
+        };
+        let loaded_real = std::fs::canonicalize(loaded).unwrap_or_else(|_| loaded.clone());
+        let name = |p: &Path| p.file_name().map_or(String::new(), |f| f.to_string_lossy().into_owned());
+        let mut out = vec![ModelFile {
+            name: name(&loaded_real),
+            loaded: true,
+            report: self.report(loaded),
+        }];
+        if let Some(dir) = &self.imported {
+            let mut others: Vec<PathBuf> = std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.extension().is_some_and(|e| e == "gguf")
+                        && !p.is_symlink()
+                        && std::fs::canonicalize(p).ok().as_ref() != Some(&loaded_real)
+                })
+                .collect();
+            others.sort();
+            for p in others {
+                out.push(ModelFile {
+                    name: name(&p),
+                    loaded: false,
+                    report: self.report(&p),
+                });
+            }
+        }
+        out
+    }
+
+    fn ask(&self, who: &str, question: &str) -> mpsc::UnboundedReceiver<TryEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (events, mut turn_rx) = mpsc::unbounded_channel();
+        let n = self.asked.fetch_add(1, Ordering::Relaxed);
+        let persona = self.ctx.personas.default_value();
+        let turn = TurnCtx::api(
+            self.ctx.clone(),
+            ApiTurn {
+                channel: "console",
+                key_id: "console".into(),
+                user: Some(who.to_string()),
+                request_id: format!("try-{}-{n}", wecom_edge_actors::audit::now_ms()),
+                system: Some(persona.system_message()),
+                history: Vec::new(),
+                question: question.to_string(),
+                persona,
+                events,
+                cancel: Arc::new(AtomicBool::new(false)),
+            },
+        );
+        tokio::spawn(turn.run());
+        tokio::spawn(async move {
+            while let Some(e) = turn_rx.recv().await {
+                let e = match e {
+                    ApiEvent::Text(t) => TryEvent::Text(t),
+                    ApiEvent::Final(t) => TryEvent::Final(t),
+                    ApiEvent::Usage(_) | ApiEvent::Stopped(_) => continue,
+                };
+                if tx.send(e).is_err() {
+                    return;
+                }
+            }
+        });
+        rx
+    }
+}
 
 /// The names the certificate is made for: `localhost`, `wecom-edge`, the host name, and the
 /// listen address when it is a specific one.
@@ -36,31 +460,11 @@ fn cert_names(listen: SocketAddr) -> Vec<String> {
     names
 }
 
-/// What the box tells the Overview page.
-fn overview(cfg: &Config, health: Health, started: Instant) -> impl Fn() -> Overview {
-    let model = if cfg.local_model {
-        cfg.model_path
-            .file_name()
-            .map_or("(none)".into(), |f| f.to_string_lossy().into_owned())
-    } else {
-        format!("upstream {}", cfg.generators.default_value())
-    };
-    let device = cfg.device.clone();
-    move || Overview {
-        ready: health.is_ready() && health.failures().is_empty(),
-        health: health.failures(),
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        model: model.clone(),
-        device: device.clone(),
-        uptime: started.elapsed(),
-    }
-}
-
 fn record(e: ConsoleEvent) {
     let (kind, from, detail) = match e {
-        ConsoleEvent::LoggedIn { from } => ("console_login", from, json!({})),
+        ConsoleEvent::LoggedIn { from } => ("console_login".to_string(), from, json!({})),
         ConsoleEvent::LoginFailed { from, left } => {
-            ("console_login_failed", from, json!({"left": left}))
+            ("console_login_failed".into(), from, json!({"left": left}))
         }
         ConsoleEvent::Locked {
             from,
@@ -69,28 +473,49 @@ fn record(e: ConsoleEvent) {
         } => {
             tracing::warn!(alert = true, %from, everyone, retry_after_s = retry_after.as_secs(), "console: too many wrong passwords; logins locked");
             (
-                "console_locked",
+                "console_locked".into(),
                 from,
                 json!({"retry_after_s": retry_after.as_secs(), "everyone": everyone}),
             )
         }
-        ConsoleEvent::LockedOut { from } => ("console_locked_out", from, json!({})),
-        ConsoleEvent::LoggedOut { from } => ("console_logout", from, json!({})),
+        ConsoleEvent::LockedOut { from } => ("console_locked_out".into(), from, json!({})),
+        ConsoleEvent::LoggedOut { from } => ("console_logout".into(), from, json!({})),
         ConsoleEvent::Forbidden { from, path } => {
-            ("console_forbidden", from, json!({"path": path}))
+            ("console_forbidden".into(), from, json!({"path": path}))
+        }
+        ConsoleEvent::Action {
+            from,
+            action,
+            ok,
+            mut detail,
+        } => {
+            detail["ok"] = json!(ok);
+            (format!("console_{action}"), from, detail)
         }
     };
-    wecom_edge_actors::audit::record(kind, "console", &from.to_string(), detail);
+    wecom_edge_actors::audit::record(&kind, "console", &from.to_string(), detail);
+}
+
+/// What the running box hands the console.
+pub struct Parts<'a> {
+    /// The configuration.
+    pub cfg: &'a Config,
+    /// Health checks.
+    pub health: &'a Health,
+    /// Metrics.
+    pub metrics: &'a Metrics,
+    /// When the box started.
+    pub started: Instant,
+    /// The AI bots' links.
+    pub links: &'a Links,
+    /// The sessions' context ("Try it" runs its turns on it).
+    pub ctx: SessionContext,
 }
 
 /// Starts the console when a password is set; its address. Problems are logged and alerted
 /// (`None`), never fatal to the box.
-pub async fn start(
-    cfg: &Config,
-    health: &Health,
-    started: Instant,
-    tasks: &mut Vec<JoinHandle<()>>,
-) -> Option<SocketAddr> {
+pub async fn start(p: Parts<'_>, tasks: &mut Vec<JoinHandle<()>>) -> Option<SocketAddr> {
+    let cfg = p.cfg;
     let c = &cfg.console;
     let stored = match password::load(&cfg.data_dir) {
         Ok(Some(p)) => p,
@@ -130,10 +555,44 @@ pub async fn start(
         }
     };
     let addr = listener.local_addr().ok()?;
+    let samples = Samples::default();
+    tasks.push(tokio::spawn(samples.clone().run(p.metrics.clone())));
+    let model = if cfg.local_model {
+        cfg.model_path
+            .file_name()
+            .map_or("(none)".into(), |f| f.to_string_lossy().into_owned())
+    } else {
+        format!("upstream {}", cfg.generators.default_value())
+    };
+    let mut endpoints: Vec<(&'static str, String)> = Vec::new();
+    // A webhook AI bot is not in `links`: it is shown as receiving callbacks.
+    endpoints.extend(cfg.aibots.iter().map(|b| ("aibot", b.bot_id.clone())));
+    endpoints.extend(cfg.apps.iter().map(|a| ("app", a.agentid.to_string())));
+    endpoints.extend(cfg.webhooks.iter().map(|w| ("robot", w.name.clone())));
+    let backend = BoxConsole {
+        health: p.health.clone(),
+        metrics: p.metrics.clone(),
+        started: p.started,
+        samples,
+        links: p.links.clone(),
+        ctx: p.ctx,
+        data_dir: cfg.data_dir.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        model,
+        device: cfg.device.clone(),
+        model_path: cfg.local_model.then(|| cfg.model_path.clone()),
+        imported: cfg
+            .model_imported
+            .then(|| cfg.model_path.parent().map(Path::to_path_buf))
+            .flatten(),
+        cache_type: cfg.cache_type,
+        endpoints,
+        asked: AtomicU64::new(0),
+    };
     let state = ConsoleState::new(
         stored,
         &cert.fingerprint,
-        Arc::new(overview(cfg, health.clone(), started)),
+        Arc::new(backend),
         Arc::new(record),
     );
     tracing::info!(url = %format!("https://{addr}"), fingerprint = %cert.fingerprint, "console on");

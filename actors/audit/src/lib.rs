@@ -140,6 +140,40 @@ pub(crate) fn dir_err(dir: &Path, source: std::io::Error) -> AuditError {
     }
 }
 
+/// `rows` as RFC 4180 CSV with a header row — seq, ts_ms, kind, actor, subject, detail (its
+/// JSON text), prev_hash, hash — as `wecom-edge audit export --format csv` and the console's
+/// export write them.
+///
+/// # Errors
+/// Writing to `out`.
+pub fn write_csv(out: impl std::io::Write, rows: &[AuditRow]) -> Result<(), csv::Error> {
+    let mut w = csv::Writer::from_writer(out);
+    w.write_record([
+        "seq",
+        "ts_ms",
+        "kind",
+        "actor",
+        "subject",
+        "detail",
+        "prev_hash",
+        "hash",
+    ])?;
+    for r in rows {
+        w.write_record([
+            r.seq.to_string(),
+            r.ts_ms.to_string(),
+            r.kind.clone(),
+            r.actor.clone(),
+            r.subject.clone(),
+            r.detail.to_string(),
+            r.prev_hash.clone(),
+            r.hash.clone(),
+        ])?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
 /// One audit row.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AuditRow {
@@ -746,6 +780,75 @@ impl AuditStore {
         let mut rows = self.query_rows("ORDER BY seq DESC LIMIT ?1", params![n as i64])?;
         rows.reverse();
         Ok(rows)
+    }
+
+    /// The newest rows first: of `kind` (a trailing `*` matches a prefix; `None`: every
+    /// kind), with `since_ms <= ts_ms < until_ms` where given, at most `limit`.
+    ///
+    /// # Errors
+    /// [`AuditError`].
+    pub fn query(
+        &self,
+        kind: Option<&str>,
+        since_ms: Option<i64>,
+        until_ms: Option<i64>,
+        limit: Option<usize>,
+    ) -> Result<Vec<AuditRow>, AuditError> {
+        // A prefix is matched by a range, not LIKE: `_` and `%` in a kind are literal.
+        let (lo, hi) = match kind {
+            None => (String::new(), None),
+            Some(k) => match k.strip_suffix('*') {
+                Some(prefix) => {
+                    let mut hi = prefix.to_string();
+                    hi.push(char::MAX);
+                    (prefix.to_string(), Some(hi))
+                }
+                None => (k.to_string(), Some(k.to_string())),
+            },
+        };
+        let exact = kind.is_some_and(|k| !k.ends_with('*'));
+        self.query_rows(
+            "WHERE (?1 = 0 OR (?2 = 1 AND kind = ?3) OR (?2 = 0 AND kind >= ?3 AND kind < ?4))
+               AND ts_ms >= ?5 AND ts_ms < ?6
+             ORDER BY seq DESC LIMIT ?7",
+            params![
+                kind.is_some() as i64,
+                exact as i64,
+                lo,
+                hi.unwrap_or_default(),
+                since_ms.unwrap_or(i64::MIN),
+                until_ms.unwrap_or(i64::MAX),
+                limit.map_or(-1, |l| l as i64),
+            ],
+        )
+    }
+
+    /// Every kind the trail holds, sorted.
+    ///
+    /// # Errors
+    /// [`AuditError`].
+    pub fn kinds(&self) -> Result<Vec<String>, AuditError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT DISTINCT kind FROM audit ORDER BY kind")?;
+        let kinds = st.query_map([], |r| r.get(0))?;
+        Ok(kinds.collect::<Result<_, _>>()?)
+    }
+
+    /// Messages received at or after `since_ms`, per channel (`aibot/bot-1`, `app/1000002`):
+    /// (channel, messages, distinct conversations), by channel.
+    ///
+    /// # Errors
+    /// [`AuditError`].
+    pub fn inbound_counts(&self, since_ms: i64) -> Result<Vec<(String, u64, u64)>, AuditError> {
+        let mut st = self.conn.prepare(
+            "SELECT channel, COUNT(*), COUNT(DISTINCT conversation) FROM inbound
+             WHERE received_ms >= ?1 GROUP BY channel ORDER BY channel",
+        )?;
+        let rows = st.query_map(params![since_ms], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn query_rows(

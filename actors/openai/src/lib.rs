@@ -227,6 +227,7 @@ async fn serve(s: ApiState, headers: HeaderMap, shape: Shape, body: Bytes) -> Re
     let turn = TurnCtx::api(
         ctx,
         ApiTurn {
+            channel: "openai",
             key_id,
             user: req.user.clone(),
             request_id: id.clone(),

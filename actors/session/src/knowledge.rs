@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use wecom_edge_audit::knowledge::{Hit, Knowledge, KnowledgeError, SyncReport, MIN_RELATIVE_SCORE};
+use wecom_edge_audit::knowledge::{
+    Added, Document, Hit, Knowledge, KnowledgeError, SyncReport, MIN_RELATIVE_SCORE,
+};
 
 /// `[knowledge]`: how much of the knowledge base a turn uses.
 #[derive(Debug, Clone, PartialEq)]
@@ -92,6 +94,30 @@ impl KnowledgeBase {
     /// [`KnowledgeError::Sqlite`].
     pub fn documents(&self) -> Result<usize, KnowledgeError> {
         self.lock().len()
+    }
+
+    /// The stored documents ([`Knowledge::list`]). Blocking.
+    ///
+    /// # Errors
+    /// [`KnowledgeError::Sqlite`].
+    pub fn list(&self) -> Result<Vec<Document>, KnowledgeError> {
+        self.lock().list()
+    }
+
+    /// Stores an uploaded document ([`Knowledge::add_bytes`], source `console`). Blocking.
+    ///
+    /// # Errors
+    /// [`KnowledgeError`]: unsupported or unreadable, no text, SQLite.
+    pub fn add_upload(&self, name: &str, bytes: &[u8]) -> Result<Added, KnowledgeError> {
+        self.lock().add_bytes(name, bytes, "console")
+    }
+
+    /// Removes document `name` ([`Knowledge::remove`]). Blocking.
+    ///
+    /// # Errors
+    /// [`KnowledgeError::NoSuchDocument`]; SQLite.
+    pub fn remove(&self, name: &str) -> Result<(), KnowledgeError> {
+        self.lock().remove(name)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Knowledge> {

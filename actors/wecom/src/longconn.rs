@@ -189,6 +189,21 @@ pub struct LongConnHandle {
     tx: mpsc::Sender<Command>,
     ack_timeout: Duration,
     pacer: Pacer,
+    last_pong: LastPong,
+}
+
+/// When WeCom last acknowledged a heartbeat `ping` on this connection.
+#[derive(Clone, Debug, Default)]
+struct LastPong(std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>);
+
+impl LastPong {
+    fn now(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+    }
+
+    fn get(&self) -> Option<std::time::Instant> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Starts the connection task on the current runtime: it connects, subscribes and keeps the
@@ -201,12 +216,19 @@ pub fn spawn(config: LongConnConfig) -> (LongConnHandle, mpsc::Receiver<BotEvent
         tx,
         ack_timeout: config.ack_timeout,
         pacer: Pacer::new(&config.quota),
+        last_pong: LastPong::default(),
     };
-    tokio::spawn(run(config, rx, ev_tx));
+    tokio::spawn(run(config, rx, ev_tx, handle.last_pong.clone()));
     (handle, ev_rx)
 }
 
 impl LongConnHandle {
+    /// When WeCom last acknowledged a heartbeat `ping` (every [`LongConnConfig::heartbeat`]
+    /// while subscribed); `None` before the first.
+    pub fn last_ping_ack(&self) -> Option<std::time::Instant> {
+        self.last_pong.get()
+    }
+
     /// Sends a command frame and waits for its ack.
     ///
     /// # Errors
@@ -403,6 +425,7 @@ async fn run(
     cfg: LongConnConfig,
     mut cmds: mpsc::Receiver<Command>,
     events: mpsc::Sender<BotEvent>,
+    pong: LastPong,
 ) {
     if let Some(w) = &cfg.standby {
         if !stand_by(&cfg, w, &mut cmds, &events).await {
@@ -417,7 +440,7 @@ async fn run(
                 failures = 0;
                 let _ = events.send(BotEvent::Connected).await;
                 tracing::info!(bot_id = %cfg.bot_id, "AI-bot long connection subscribed");
-                session(&cfg, ws, &mut cmds, &events).await
+                session(&cfg, ws, &mut cmds, &events, &pong).await
             }
             Err(reason) => End::Reconnect(reason),
         };
@@ -592,6 +615,7 @@ async fn session(
     mut ws: Ws,
     cmds: &mut mpsc::Receiver<Command>,
     events: &mpsc::Sender<BotEvent>,
+    pong: &LastPong,
 ) -> End {
     // Acks for one req_id come back in the order its frames went out.
     let mut pending: HashMap<String, VecDeque<oneshot::Sender<Result<WsFrame, WsError>>>> =
@@ -623,6 +647,7 @@ async fn session(
                     None => {
                         if frame.headers.req_id.starts_with(cmd::PING) {
                             missed = 0;
+                            pong.now();
                         } else {
                             let req_id = frame.headers.req_id.clone();
                             if let Some(queue) = pending.get_mut(&req_id) {

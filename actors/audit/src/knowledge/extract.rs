@@ -60,32 +60,50 @@ impl Kind {
     }
 }
 
-/// The text of the document at `path`.
+/// The text of the document at `path`, and the file's bytes (refused before reading when
+/// over [`MAX_FILE_BYTES`]).
 ///
 /// # Errors
 /// [`KnowledgeError`]: unsupported kind, too large, unreadable, not a valid `.docx`.
-pub fn text(path: &Path) -> Result<String, KnowledgeError> {
-    let kind = Kind::of(path)?;
+pub fn read(path: &Path) -> Result<(String, Vec<u8>), KnowledgeError> {
+    Kind::of(path)?;
     let io = |e: std::io::Error| KnowledgeError::Io {
         path: path.display().to_string(),
         source: e,
     };
     let len = std::fs::metadata(path).map_err(io)?.len();
     if len > MAX_FILE_BYTES {
-        return Err(KnowledgeError::Unsupported {
-            path: path.display().to_string(),
-            why: format!("{len} bytes, over the {MAX_FILE_BYTES}-byte limit"),
-        });
+        return Err(too_large(&path.display().to_string(), len));
     }
     let bytes = std::fs::read(path).map_err(io)?;
+    let text = of_bytes(&path.display().to_string(), &bytes)?;
+    Ok((text, bytes))
+}
+
+fn too_large(name: &str, len: u64) -> KnowledgeError {
+    KnowledgeError::Unsupported {
+        path: name.to_string(),
+        why: format!("{len} bytes, over the {MAX_FILE_BYTES}-byte limit"),
+    }
+}
+
+/// The text of a document held in `bytes` (an upload); `name`'s extension says its kind.
+///
+/// # Errors
+/// [`KnowledgeError`]: unsupported kind, too large, not a valid `.docx` or PDF.
+pub fn of_bytes(name: &str, bytes: &[u8]) -> Result<String, KnowledgeError> {
+    let kind = Kind::of(Path::new(name))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large(name, bytes.len() as u64));
+    }
     match kind {
-        Kind::Markdown | Kind::Text => Ok(decode(&bytes)),
-        Kind::Docx => docx(&bytes).map_err(|why| KnowledgeError::Unsupported {
-            path: path.display().to_string(),
+        Kind::Markdown | Kind::Text => Ok(decode(bytes)),
+        Kind::Docx => docx(bytes).map_err(|why| KnowledgeError::Unsupported {
+            path: name.to_string(),
             why: format!("not a readable .docx: {why}"),
         }),
-        Kind::Pdf => pdf(&bytes).map_err(|why| KnowledgeError::Unsupported {
-            path: path.display().to_string(),
+        Kind::Pdf => pdf(bytes).map_err(|why| KnowledgeError::Unsupported {
+            path: name.to_string(),
             why: format!("not a readable PDF: {why}"),
         }),
     }

@@ -214,17 +214,34 @@ impl Knowledge {
         name: &str,
         source: &str,
     ) -> Result<Added, KnowledgeError> {
-        let text = extract::text(path)?;
-        let bytes = std::fs::read(path).map_err(|e| KnowledgeError::Io {
-            path: path.display().to_string(),
-            source: e,
-        })?;
+        let (text, bytes) = extract::read(path)?;
         let stem = path
             .file_stem()
             .and_then(|s| s.to_str())
             .unwrap_or(name)
             .to_string();
         self.add_text(name, &stem, &text, &bytes, source)
+    }
+
+    /// Stores a document held in `bytes` (an upload) under `name`, whose extension says how
+    /// it is read (as for a file); `source` is `console`. Nothing touches the filesystem but
+    /// the knowledge database.
+    ///
+    /// # Errors
+    /// [`KnowledgeError`]: unsupported or unreadable kind, too large, no text, SQLite.
+    pub fn add_bytes(
+        &mut self,
+        name: &str,
+        bytes: &[u8],
+        source: &str,
+    ) -> Result<Added, KnowledgeError> {
+        let text = extract::of_bytes(name, bytes)?;
+        let stem = std::path::Path::new(name)
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or(name)
+            .to_string();
+        self.add_text(name, &stem, &text, bytes, source)
     }
 
     /// Stores `text` as document `name` (`fallback_title` where it has no level-1 heading;

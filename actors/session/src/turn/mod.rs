@@ -107,9 +107,11 @@ pub const TURN_FAILED: &str = "⚠️ 抱歉，处理这条消息时出了错，
      (Sorry — something went wrong while answering this message; it has been recorded. \
      Please ask again.)";
 
-/// What an API request brings to a turn ([`TurnCtx::api`]).
+/// What an API request (or the console's "Try it") brings to a turn ([`TurnCtx::api`]).
 pub struct ApiTurn {
-    /// The API key's id (never the key).
+    /// `openai`, or `console` for the admin console's "Try it".
+    pub channel: &'static str,
+    /// The API key's id (never the key); the console's `console`.
     pub key_id: String,
     /// The request's `user`, if given (rate limits count per user of a key).
     pub user: Option<String>,
@@ -186,10 +188,11 @@ impl TurnCtx {
 
     /// A stateless turn for an API request: its own system message (or none) and history,
     /// answered through [`ReplyTo::Api`](crate::reply::ReplyTo::Api); the limiter counts it
-    /// as user `a.user` of endpoint `openai/{a.key_id}`.
+    /// as user `a.user` of endpoint `{a.channel}/{a.key_id}`, its audit rows are about
+    /// conversation `{a.channel}/{a.key_id}/{a.request_id}`.
     pub fn api(ctx: SessionContext, a: ApiTurn) -> TurnCtx {
         let origin = crate::reply::Origin {
-            channel: "openai".into(),
+            channel: a.channel.into(),
             endpoint: a.key_id.clone(),
             user: a.user.unwrap_or_else(|| a.key_id.clone()),
             chat: None,
@@ -203,7 +206,7 @@ impl TurnCtx {
             reply: crate::reply::ReplyTo::Api { events: a.events },
             received: std::time::Instant::now(),
         };
-        let key = format!("openai/{}/{}", a.key_id, a.request_id);
+        let key = format!("{}/{}/{}", a.channel, a.key_id, a.request_id);
         let answer = Speaker {
             system: a.system,
             question: a.question,
