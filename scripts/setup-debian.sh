@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing wecom-edge needs on a fresh Debian (bookworm or later):
 # a C toolchain (for the onig regex library the tokenizer uses), Python 3 with pip (the model
-# fetch script) and venv (the openai client of the API tests), systemd-analyze, and Rust via
+# fetch script) and venv (the openai client of the API tests), systemd-analyze, Chromium with
+# ChromeDriver (the console's browser test), and Rust via
 # rustup when no cargo is on PATH. The appliance image's tools (mmdebstrap, mtools, QEMU, OVMF,
 # …) are installed by image/build and image/smoke-test themselves. Idempotent: installs nothing
 # that is already there.
@@ -17,6 +18,11 @@ command -v curl >/dev/null 2>&1 || missing+=(curl ca-certificates)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 # systemd-analyze: the units' offline checks (systemd/check).
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+# The console's browser test (tests/browser_console.rs): Debian's Chromium and ChromeDriver,
+# and a small CJK font so its screenshots show Chinese.
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+[ -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || missing+=(fonts-wqy-microhei)
 
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""

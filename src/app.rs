@@ -361,7 +361,11 @@ async fn start_tree(cfg: &Config, api: Api) -> anyhow::Result<Running> {
                     health.set(&format!("aibot/{}", bot.bot_id), Err("connecting".into()));
                 }
                 let (handle, events) = longconn::spawn(lc);
-                let state = if standby.is_some() { "standby" } else { "connecting" };
+                let state = if standby.is_some() {
+                    "standby"
+                } else {
+                    "connecting"
+                };
                 links.register(&bot.bot_id, handle.clone(), state);
                 outbound.bots.insert(bot.bot_id.clone(), handle.clone());
                 conns.push(handle.clone());
@@ -721,6 +725,11 @@ async fn start_tree(cfg: &Config, api: Api) -> anyhow::Result<Running> {
         started,
         links: &links,
         ctx: console_ctx,
+        device: match (cfg.local_model, use_cuda(&cfg.device)) {
+            (false, _) => "upstream",
+            (true, Ok(true)) => "cuda",
+            (true, _) => "cpu",
+        },
     };
     let console = crate::console::start(parts, &mut tasks).await;
     health.set_ready(true);
@@ -1108,17 +1117,26 @@ impl Actor for BotPump {
                     },
                     BotEvent::Disconnected { reason, .. } => {
                         a.health.set(&name, Err(format!("disconnected: {reason}")));
-                        a.links.set(&a.bot_id, format!("disconnected: {reason}"), false);
+                        a.links
+                            .set(&a.bot_id, format!("disconnected: {reason}"), false);
                     }
                     BotEvent::AuthFailed { errcode, errmsg } => {
                         a.health
                             .set(&name, Err(format!("subscribe refused: {errcode} {errmsg}")));
-                        a.links.set(&a.bot_id, format!("subscribe refused: {errcode} {errmsg}"), false);
+                        a.links.set(
+                            &a.bot_id,
+                            format!("subscribe refused: {errcode} {errmsg}"),
+                            false,
+                        );
                     }
                     BotEvent::Kicked => {
                         a.health
                             .set(&name, Err("another connection took this bot over".into()));
-                        a.links.set(&a.bot_id, "kicked: another connection took this bot over", false);
+                        a.links.set(
+                            &a.bot_id,
+                            "kicked: another connection took this bot over",
+                            false,
+                        );
                     }
                     // A standby box: `aibot/{bot_id}` exists only while this box holds (or
                     // is taking) the bot, so that `/readyz/aibot/{bot_id}` means "holds it"
@@ -1127,7 +1145,8 @@ impl Actor for BotPump {
                     BotEvent::Standby { .. } => {
                         a.health.remove(&name);
                         a.health.set(&standby, Ok(()));
-                        a.links.set(&a.bot_id, "standby: the owner holds the bot", true);
+                        a.links
+                            .set(&a.bot_id, "standby: the owner holds the bot", true);
                     }
                     BotEvent::TakingOver { owner_gone } => {
                         a.health.remove(&standby);
@@ -1142,7 +1161,8 @@ impl Actor for BotPump {
                         connected_before = false; // the next subscribe is a takeover
                         a.health.remove(&name);
                         a.health.set(&standby, Ok(()));
-                        a.links.set(&a.bot_id, "standby: the owner holds the bot", true);
+                        a.links
+                            .set(&a.bot_id, "standby: the owner holds the bot", true);
                         tracing::warn!(alert = true, bot_id = %a.bot_id, "standby: the bot's owner is back; this box stands by again");
                         a.standby_event("yielded", json!({}));
                     }

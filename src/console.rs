@@ -220,7 +220,8 @@ impl Backend for BoxConsole {
         self.endpoints
             .iter()
             .map(|(kind, id)| {
-                let messages_today = |channel: &str| today.get(&format!("{channel}/{id}")).copied().unwrap_or(0);
+                let messages_today =
+                    |channel: &str| today.get(&format!("{channel}/{id}")).copied().unwrap_or(0);
                 match (*kind, links.get(id)) {
                     ("aibot", Some(l)) => Bot {
                         kind: "AI bot (long connection)".into(),
@@ -341,7 +342,10 @@ impl Backend for BoxConsole {
             Added::Unchanged(_) => "Unchanged:",
         };
         let d = a.document();
-        Ok(format!("{what} {} («{}», {} chunks).", d.doc, d.title, d.chunks))
+        Ok(format!(
+            "{what} {} («{}», {} chunks).",
+            d.doc, d.title, d.chunks
+        ))
     }
 
     fn knowledge_remove(&self, name: &str) -> Result<(), String> {
@@ -377,7 +381,10 @@ impl Backend for BoxConsole {
             return Vec::new();
         };
         let loaded_real = std::fs::canonicalize(loaded).unwrap_or_else(|_| loaded.clone());
-        let name = |p: &Path| p.file_name().map_or(String::new(), |f| f.to_string_lossy().into_owned());
+        let name = |p: &Path| {
+            p.file_name()
+                .map_or(String::new(), |f| f.to_string_lossy().into_owned())
+        };
         let mut out = vec![ModelFile {
             name: name(&loaded_real),
             loaded: true,
@@ -510,6 +517,8 @@ pub struct Parts<'a> {
     pub links: &'a Links,
     /// The sessions' context ("Try it" runs its turns on it).
     pub ctx: SessionContext,
+    /// Where the model runs: `cpu`, `cuda`, or `upstream` (no local model).
+    pub device: &'static str,
 }
 
 /// Starts the console when a password is set; its address. Problems are logged and alerted
@@ -579,7 +588,7 @@ pub async fn start(p: Parts<'_>, tasks: &mut Vec<JoinHandle<()>>) -> Option<Sock
         data_dir: cfg.data_dir.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         model,
-        device: cfg.device.clone(),
+        device: p.device.to_string(),
         model_path: cfg.local_model.then(|| cfg.model_path.clone()),
         imported: cfg
             .model_imported

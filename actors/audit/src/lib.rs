@@ -846,7 +846,11 @@ impl AuditStore {
              WHERE received_ms >= ?1 GROUP BY channel ORDER BY channel",
         )?;
         let rows = st.query_map(params![since_ms], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)? as u64,
+                r.get::<_, i64>(2)? as u64,
+            ))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }

@@ -12,7 +12,13 @@ use wecom_edge_audit::AuditStore;
 fn rows_by_kind_prefix_and_time_newest_first() {
     let d = TempDir::new("query");
     let mut s = AuditStore::open(&d.0, key()).unwrap();
-    for kind in ["console_login", "reply_sent", "console_logout", "consolex", "console_login"] {
+    for kind in [
+        "console_login",
+        "reply_sent",
+        "console_logout",
+        "consolex",
+        "console_login",
+    ] {
         s.append(kind, "t", "", &json!({})).unwrap();
     }
     let seqs = |kind: Option<&str>, limit: Option<usize>| -> Vec<(i64, String)> {
@@ -25,11 +31,20 @@ fn rows_by_kind_prefix_and_time_newest_first() {
     };
     let all = seqs(None, None);
     assert_eq!(all.len(), 5);
-    assert!(all.windows(2).all(|w| w[0].0 > w[1].0), "newest first: {all:?}");
+    assert!(
+        all.windows(2).all(|w| w[0].0 > w[1].0),
+        "newest first: {all:?}"
+    );
     let logins = seqs(Some("console_login"), None);
     assert_eq!(logins.len(), 2);
-    let console: Vec<String> = seqs(Some("console_*"), None).into_iter().map(|r| r.1).collect();
-    assert_eq!(console, ["console_login", "console_logout", "console_login"]);
+    let console: Vec<String> = seqs(Some("console_*"), None)
+        .into_iter()
+        .map(|r| r.1)
+        .collect();
+    assert_eq!(
+        console,
+        ["console_login", "console_logout", "console_login"]
+    );
     // `_` is not a wildcard: "console_*" does not match "consolex".
     assert!(!console.contains(&"consolex".to_string()));
     assert_eq!(seqs(Some("console%"), None), []);
@@ -62,7 +77,10 @@ fn messages_are_counted_per_channel_and_conversation() {
     }
     assert_eq!(
         s.inbound_counts(0).unwrap(),
-        [("aibot/bot-1".to_string(), 3, 2), ("app/1000002".to_string(), 1, 1)]
+        [
+            ("aibot/bot-1".to_string(), 3, 2),
+            ("app/1000002".to_string(), 1, 1)
+        ]
     );
     assert_eq!(s.inbound_counts(i64::MAX).unwrap(), []);
 }

@@ -85,7 +85,7 @@ async fn audit(
 
 async fn verify(State(s): State<ConsoleState>, a: Authed, Form(f): Form<CsrfForm>) -> Response {
     if let Err(r) = a.allow(&s, &f.csrf, "/audit/verify") {
-        return r;
+        return r.into_response();
     }
     let v = s.blocking(|b| b.verify()).await;
     s.event(ConsoleEvent::Action {
@@ -196,7 +196,7 @@ async fn knowledge_add(State(s): State<ConsoleState>, a: Authed, m: Multipart) -
         Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
     };
     if let Err(r) = a.allow(&s, &csrf, "/knowledge/add") {
-        return r;
+        return r.into_response();
     }
     let Some((name, bytes)) = file.and_then(|(n, b)| Some((document_name(&n)?, b))) else {
         return knowledge_page(&s, &a, Some(Err("Choose a file to upload.".into()))).await;
@@ -230,7 +230,7 @@ async fn knowledge_remove(
     Form(f): Form<RemoveForm>,
 ) -> Response {
     if let Err(r) = a.allow(&s, &f.csrf, "/knowledge/remove") {
-        return r;
+        return r.into_response();
     }
     let doc = f.doc.clone();
     let done = s.blocking(move |b| b.knowledge_remove(&doc)).await;
@@ -266,7 +266,7 @@ async fn filter_test(
     Form(f): Form<PhraseForm>,
 ) -> Response {
     if let Err(r) = a.allow(&s, &f.csrf, "/filter/test") {
-        return r;
+        return r.into_response();
     }
     let phrase = f.phrase.clone();
     let (v, t) = s
@@ -302,7 +302,7 @@ async fn try_ask(
     Form(f): Form<QuestionForm>,
 ) -> Response {
     if let Err(r) = a.allow(&s, &f.csrf, "/try") {
-        return r;
+        return r.into_response();
     }
     let question = f.question.trim().to_string();
     if question.is_empty() || question.len() > MAX_QUESTION_BYTES {

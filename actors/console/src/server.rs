@@ -15,7 +15,10 @@
 //!   no session yet).
 //! * Every answer has the Content-Security-Policy [`CSP`] (scripts only from the console
 //!   itself, no inline script or style, no framing), `X-Content-Type-Options: nosniff`,
-//!   `X-Frame-Options: DENY`, `Referrer-Policy: no-referrer` and `Cache-Control: no-store`.
+//!   `X-Frame-Options: DENY`, `Referrer-Policy: same-origin` and `Cache-Control: no-store`.
+//!   (Not `no-referrer`: under it browsers send `Origin: null` on the console's own form
+//!   posts — the Fetch standard's "append a request `Origin` header" — and the Origin check
+//!   would refuse every login; `same-origin` still sends nothing to other sites.)
 //! * Routes are fixed strings; the assets are compiled into the binary. No part of a request
 //!   is ever used as a file path (an uploaded document's name only picks how it is read).
 
@@ -210,8 +213,8 @@ impl Authed {
     /// [`ConsoleEvent::Forbidden`].
     ///
     /// # Errors
-    /// The 403 response.
-    pub fn allow(&self, s: &ConsoleState, csrf: &str, path: &str) -> Result<(), Response> {
+    /// [`Refused`]: answer with it.
+    pub fn allow(&self, s: &ConsoleState, csrf: &str, path: &str) -> Result<(), Refused> {
         if self.same_origin && s.sessions().check_csrf(&self.id, csrf, Instant::now()) {
             return Ok(());
         }
@@ -219,11 +222,22 @@ impl Authed {
             from: self.from,
             path: path.into(),
         });
-        Err((
+        Err(Refused)
+    }
+}
+
+/// A state-changing request without this session's CSRF token, or from a foreign `Origin`:
+/// answered 403.
+#[derive(Debug)]
+pub struct Refused;
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        (
             StatusCode::FORBIDDEN,
             "forbidden: missing or wrong CSRF token\n",
         )
-            .into_response())
+            .into_response()
     }
 }
 
@@ -289,7 +303,7 @@ async fn security_headers(req: Request, next: Next) -> Response {
         (header::CONTENT_SECURITY_POLICY, CSP),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::X_FRAME_OPTIONS, "DENY"),
-        (header::REFERRER_POLICY, "no-referrer"),
+        (header::REFERRER_POLICY, "same-origin"),
         (header::CACHE_CONTROL, "no-store"),
     ] {
         h.insert(name, HeaderValue::from_static(value));
@@ -426,7 +440,7 @@ pub(crate) struct CsrfForm {
 
 async fn logout(State(s): State<ConsoleState>, a: Authed, Form(f): Form<CsrfForm>) -> Response {
     if let Err(r) = a.allow(&s, &f.csrf, "/logout") {
-        return r;
+        return r.into_response();
     }
     s.sessions().logout(&a.id);
     s.event(ConsoleEvent::LoggedOut { from: a.from });

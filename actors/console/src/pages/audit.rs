@@ -134,7 +134,7 @@ pub fn page(
                             tr {
                                 td { (r.seq) }
                                 td.nowrap { (utc(r.ts_ms)) }
-                                td { code { (r.kind) } }
+                                td.nowrap { code { (r.kind) } }
                                 td { (r.actor) }
                                 td { code { (r.subject) } }
                                 td { code.detail { (r.detail) } }
