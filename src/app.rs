@@ -61,8 +61,8 @@ pub struct Running {
     pub callbacks: Option<SocketAddr>,
     /// The OpenAI-compatible API's address, when `[openai]` is configured.
     pub openai: Option<SocketAddr>,
-    /// The console's HTTPS address, when a console password is set.
-    pub console: Option<SocketAddr>,
+    /// The console, when a console password is set.
+    pub console: Option<crate::console::Running>,
     /// Health state.
     pub health: Health,
     /// Metrics.

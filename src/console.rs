@@ -521,12 +521,79 @@ pub struct Parts<'a> {
     pub device: &'static str,
 }
 
-/// Starts the console when a password is set; its address. Problems are logged and alerted
-/// (`None`), never fatal to the box.
-pub async fn start(p: Parts<'_>, tasks: &mut Vec<JoinHandle<()>>) -> Option<SocketAddr> {
+/// The file the appliance's login screen (tty1) shows: the console's URL and certificate
+/// fingerprint. The image links `/etc/issue.d/50-wecom-edge-console.issue` to it; agetty(8)
+/// expands `\4` to the box's IPv4 address.
+pub const ISSUE_FILE: &str = "console.issue";
+
+/// Writes [`ISSUE_FILE`] in `data_dir` (a failure is only logged: it is a convenience).
+fn write_issue(data_dir: &Path, addr: SocketAddr, fingerprint: &str) {
+    let host = if addr.ip().is_unspecified() {
+        "\\4".to_string()
+    } else {
+        addr.ip().to_string()
+    };
+    let text = format!(
+        "Web console: https://{host}:{}/\nIts certificate's SHA-256 fingerprint (check it when the browser warns):\n  {fingerprint}\n\n",
+        addr.port()
+    );
+    let path = data_dir.join(ISSUE_FILE);
+    let tmp = data_dir.join(format!(".{ISSUE_FILE}.new"));
+    let r = std::fs::write(&tmp, text).and_then(|()| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))?;
+        std::fs::rename(&tmp, &path)
+    });
+    if let Err(e) = r {
+        tracing::warn!(path = %path.display(), error = %e, "console: the login screen's note could not be written");
+    }
+}
+
+/// The running console.
+#[derive(Debug, Clone)]
+pub struct Running {
+    /// Its HTTPS address.
+    pub addr: SocketAddr,
+    /// Its certificate's SHA-256 fingerprint (`AB:CD:…`).
+    pub fingerprint: String,
+}
+
+impl Running {
+    /// The URLs an admin can type: the listen address's, or, where it listens on every
+    /// address, one per IPv4 address of this machine's interfaces (loopback last).
+    pub fn urls(&self) -> Vec<String> {
+        let port = self.addr.port();
+        if !self.addr.ip().is_unspecified() {
+            return vec![format!("https://{}/", self.addr)];
+        }
+        let mut ips: Vec<std::net::Ipv4Addr> = nix::ifaddrs::getifaddrs()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.address?.as_sockaddr_in().map(|a| a.ip()))
+            .collect();
+        ips.sort_by_key(|ip| (ip.is_loopback(), *ip));
+        ips.dedup();
+        ips.into_iter()
+            .map(|ip| format!("https://{ip}:{port}/"))
+            .collect()
+    }
+}
+
+/// Starts the console when a password is set. Problems are logged and alerted (`None`),
+/// never fatal to the box.
+pub async fn start(p: Parts<'_>, tasks: &mut Vec<JoinHandle<()>>) -> Option<Running> {
     let cfg = p.cfg;
     let c = &cfg.console;
-    let stored = match password::load(&cfg.data_dir) {
+    // The data directory's (`console set-password`), else the appliance's credential
+    // (imported from the configuration stick's `console-password`).
+    let from_credentials = || match std::env::var_os("CREDENTIALS_DIRECTORY") {
+        Some(d) => password::load_file(PathBuf::from(d).join(password::CREDENTIAL)),
+        None => Ok(None),
+    };
+    let stored = match password::load(&cfg.data_dir).and_then(|p| match p {
+        Some(p) => Ok(Some(p)),
+        None => from_credentials(),
+    }) {
         Ok(Some(p)) => p,
         Ok(None) => {
             tracing::info!("console off: no password set (wecom-edge console set-password)");
@@ -564,6 +631,7 @@ pub async fn start(p: Parts<'_>, tasks: &mut Vec<JoinHandle<()>>) -> Option<Sock
         }
     };
     let addr = listener.local_addr().ok()?;
+    write_issue(&cfg.data_dir, addr, &cert.fingerprint);
     let samples = Samples::default();
     tasks.push(tokio::spawn(samples.clone().run(p.metrics.clone())));
     let model = if cfg.local_model {
@@ -611,5 +679,8 @@ pub async fn start(p: Parts<'_>, tasks: &mut Vec<JoinHandle<()>>) -> Option<Sock
         c.allow_from.clone(),
         server::router(state),
     )));
-    Some(addr)
+    Some(Running {
+        addr,
+        fingerprint: cert.fingerprint.clone(),
+    })
 }

@@ -363,8 +363,9 @@ fn serve(path: &Path) -> anyhow::Result<ExitCode> {
     }
     runtime()?.block_on(async move {
         let mut running = app::start(&cfg).await?;
-        // The one line `serve` writes to stdout: the unit sends stdout to the console too, and
-        // the appliance's boot test waits for this marker (logs go to stderr, the journal).
+        // What `serve` writes to stdout (the READY line, then the console's): the unit sends
+        // stdout to the screen too, and the appliance's boot test waits for the READY marker
+        // (logs go to stderr, the journal).
         let model = std::fs::canonicalize(&cfg.model_path).unwrap_or(cfg.model_path.clone());
         println!(
             "wecom-edge: READY admin=http://{} data_dir={} model={} pid={}",
@@ -373,6 +374,15 @@ fn serve(path: &Path) -> anyhow::Result<ExitCode> {
             model.display(),
             std::process::id()
         );
+        // The admin reads the console's address and certificate off the screen (tty1) before
+        // trusting the browser's warning about a self-signed certificate.
+        if let Some(c) = &running.console {
+            println!(
+                "wecom-edge: console {} certificate SHA-256 {}",
+                c.urls().join(" "),
+                c.fingerprint
+            );
+        }
         let _ = std::io::stdout().flush();
         let code = tokio::select! {
             r = until_signal() => { r?; ExitCode::SUCCESS }
@@ -450,7 +460,7 @@ fn run_demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
             "ws": d.sim.ws_url(),
             "admin": format!("http://{}", d.running.admin),
             "openai": d.running.openai.map(|a| format!("http://{a}/v1")),
-            "console": d.running.console.map(|a| format!("https://{a}")),
+            "console": d.running.console.as_ref().map(|c| format!("https://{}", c.addr)),
             "data_dir": opts.data_dir,
             "bot_id": demo::DEMO_BOT_ID,
         });

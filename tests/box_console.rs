@@ -111,3 +111,36 @@ async fn the_box_serves_its_console_once_a_password_is_set() {
     );
     assert!(!format!("{:?}", audit_rows(&data)).contains(PASSWORD));
 }
+
+/// On the appliance the password comes from the configuration stick as a systemd credential
+/// (`$CREDENTIALS_DIRECTORY/wecom-edge-console_console-password.phc`), not the data directory;
+/// the login screen's note names the console's port and its certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_appliance_credential_turns_the_console_on() {
+    let dir = TempDir::new("box-console-cred");
+    let data = dir.0.join("data");
+    let creds = dir.0.join("creds");
+    let cfg = dir.0.join("edge.toml");
+    std::fs::write(&cfg, "[console]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+    let hashed = wecom_edge_actors::console::password::set(&dir.0, PASSWORD).unwrap();
+    std::fs::create_dir_all(&creds).unwrap();
+    std::fs::rename(
+        hashed,
+        creds.join(wecom_edge_actors::console::password::CREDENTIAL),
+    )
+    .unwrap();
+    let (_box, info) = common::start_demo(&data, &["--config", cfg.to_str().unwrap()], |c| {
+        c.env("CREDENTIALS_DIRECTORY", &creds);
+    })
+    .await;
+    let base = info["console"].as_str().expect("the console's URL");
+    let port = base.rsplit(':').next().unwrap();
+    let pem = std::fs::read(data.join("console-cert.pem")).unwrap();
+    let fingerprint = wecom_edge_actors::console::tls::pem_fingerprint(&pem).unwrap();
+    let issue = std::fs::read_to_string(data.join("console.issue")).unwrap();
+    assert!(
+        issue.starts_with(&format!("Web console: https://127.0.0.1:{port}/\n")),
+        "{issue}"
+    );
+    assert!(issue.contains(&fingerprint), "{issue}");
+}

@@ -329,3 +329,38 @@ fn term_files_and_documents_are_imported_and_reloaded() {
     );
     assert!(r.systemctl.is_empty(), "{:?}", r.systemctl);
 }
+
+/// The stick's `console-password`: hashed into `console/` (what the unit hands the service
+/// as a credential), deleted from the stick, the service restarted; a short one is refused
+/// with nothing changed and left where it was.
+#[test]
+fn a_console_password_on_the_stick_is_hashed_and_leaves_the_stick() {
+    use std::os::unix::fs::PermissionsExt;
+    let b = Box_::new(EDGE_TOML);
+    let s = stick("console-pw", &[], None);
+    std::fs::write(s.0.join("console-password"), "too short\n").unwrap();
+    let r = b.import(&s.0);
+    assert!(!r.ok, "{}", r.out);
+    assert!(r.out.contains("console-password on"), "{}", r.out);
+    assert!(r.out.contains("at least 12"), "{}", r.out);
+    assert!(!b.etc().join("console").exists());
+    assert!(s.0.join("console-password").exists(), "a refused one stays");
+    assert!(r.systemctl.is_empty(), "{:?}", r.systemctl);
+
+    let password = "图书馆 console password";
+    std::fs::write(s.0.join("console-password"), format!("{password}\n")).unwrap();
+    let r = b.import(&s.0);
+    assert!(r.ok, "{}", r.out);
+    assert!(r.out.contains("imported the console password"), "{}", r.out);
+    assert!(!s.0.join("console-password").exists(), "consumed");
+    let file = b.etc().join("console/console-password.phc");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let stored = wecom_edge_actors::console::password::load_file(file)
+        .unwrap()
+        .unwrap();
+    assert!(stored.verify(password));
+    assert_eq!(r.systemctl, ["--no-block try-restart wecom-edge.service"]);
+    // Nothing else changed.
+    assert!(!b.etc().join("edge.toml.previous").exists());
+}

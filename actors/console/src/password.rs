@@ -143,7 +143,19 @@ pub fn set(data_dir: &Path, password: &str) -> Result<PathBuf, PasswordError> {
 /// [`PasswordError::Io`], [`PasswordError::Exposed`] (mode other than 600 or 400),
 /// [`PasswordError::Malformed`].
 pub fn load(data_dir: &Path) -> Result<Option<StoredPassword>, PasswordError> {
-    let file = path(data_dir);
+    load_file(path(data_dir))
+}
+
+/// The console password's file as the appliance keeps it: imported from the configuration
+/// stick into `/etc/wecom-edge/console/`, handed to the service by systemd as this
+/// credential (`LoadCredential=wecom-edge-console:/etc/wecom-edge/console`).
+pub const CREDENTIAL: &str = "wecom-edge-console_console-password.phc";
+
+/// The stored password in `file` (`None`: no such file); as [`load`].
+///
+/// # Errors
+/// As [`load`].
+pub fn load_file(file: PathBuf) -> Result<Option<StoredPassword>, PasswordError> {
     match private_file::exposed(&file) {
         Ok(None) => {}
         Ok(Some(mode)) => return Err(PasswordError::Exposed { path: file, mode }),
