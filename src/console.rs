@@ -560,7 +560,9 @@ pub struct Running {
 
 impl Running {
     /// The URLs an admin can type: the listen address's, or, where it listens on every
-    /// address, one per IPv4 address of this machine's interfaces (loopback last).
+    /// address, one per IPv4 address of this machine's interfaces (loopback last). Where the
+    /// interfaces cannot be listed (the unit's `RestrictAddressFamilies=` leaves out netlink),
+    /// the address this machine would send from towards the LAN, then loopback.
     pub fn urls(&self) -> Vec<String> {
         let port = self.addr.port();
         if !self.addr.ip().is_unspecified() {
@@ -571,12 +573,32 @@ impl Running {
             .flatten()
             .filter_map(|i| i.address?.as_sockaddr_in().map(|a| a.ip()))
             .collect();
+        if ips.iter().all(|ip| ip.is_loopback()) {
+            ips.extend(outward_ipv4());
+            ips.push(std::net::Ipv4Addr::LOCALHOST);
+        }
         ips.sort_by_key(|ip| (ip.is_loopback(), *ip));
         ips.dedup();
         ips.into_iter()
             .map(|ip| format!("https://{ip}:{port}/"))
             .collect()
     }
+}
+
+/// The source address of this machine's route towards the LAN: a UDP socket "connected" (no
+/// packet is sent) to TEST-NET-1 (the default route), else to an address in each private
+/// range; the first that has a route.
+fn outward_ipv4() -> Option<std::net::Ipv4Addr> {
+    ["192.0.2.1:9", "10.254.254.254:9", "172.31.254.254:9", "192.168.254.254:9"]
+        .iter()
+        .find_map(|to| {
+            let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+            s.connect(to).ok()?;
+            match s.local_addr().ok()?.ip() {
+                std::net::IpAddr::V4(ip) if !ip.is_unspecified() && !ip.is_loopback() => Some(ip),
+                _ => None,
+            }
+        })
 }
 
 /// Starts the console when a password is set. Problems are logged and alerted (`None`),

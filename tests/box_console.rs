@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::{audit_rows, until, TempDir};
@@ -37,15 +35,7 @@ async fn the_box_serves_its_console_once_a_password_is_set() {
     assert!(info["console"].is_null(), "{info}");
     drop(child);
 
-    let mut set = std::process::Command::new(env!("CARGO_BIN_EXE_wecom-edge"))
-        .args(["console", "set-password", "--data-dir"])
-        .arg(&data)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    writeln!(set.stdin.take().unwrap(), "{PASSWORD}").unwrap();
-    assert!(set.wait().unwrap().success());
+    common::set_console_password(&data, PASSWORD);
 
     let (_box, info) =
         common::start_demo(&data, &["--config", cfg.to_str().unwrap()], |_| {}).await;

@@ -16,7 +16,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -194,15 +193,7 @@ async fn an_admin_uses_the_console_in_chromium() {
         "[console]\nlisten = \"127.0.0.1:0\"\n\n[filter]\nmask = [\"filter/mask.txt\"]\n",
     )
     .unwrap();
-    let mut set = std::process::Command::new(env!("CARGO_BIN_EXE_wecom-edge"))
-        .args(["console", "set-password", "--data-dir"])
-        .arg(&data)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    writeln!(set.stdin.take().unwrap(), "{PASSWORD}").unwrap();
-    assert!(set.wait().unwrap().success());
+    common::set_console_password(&data, PASSWORD);
     let (_box, info) =
         common::start_demo(&data, &["--config", cfg.to_str().unwrap()], |_| {}).await;
     let console = info["console"]

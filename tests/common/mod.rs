@@ -149,6 +149,21 @@ pub async fn start_demo(
     (child, serde_json::from_str(&first).unwrap())
 }
 
+/// Runs `wecom-edge console set-password --data-dir DATA_DIR` with `password` on its stdin.
+#[allow(dead_code)]
+pub fn set_console_password(data_dir: &std::path::Path, password: &str) {
+    use std::io::Write;
+    let mut set = std::process::Command::new(env!("CARGO_BIN_EXE_wecom-edge"))
+        .args(["console", "set-password", "--data-dir"])
+        .arg(data_dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    writeln!(set.stdin.take().unwrap(), "{password}").unwrap();
+    assert!(set.wait().unwrap().success(), "console set-password");
+}
+
 /// Waits up to `limit` until the simulator says the demo bot's long connection is up.
 #[allow(dead_code)]
 pub async fn bot_connected(http: &reqwest::Client, sim: &str, limit: Duration) {
