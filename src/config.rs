@@ -75,6 +75,8 @@ struct RawConfig {
 struct RawConsole {
     listen: Option<SocketAddr>,
     allow_from: Option<Vec<String>>,
+    certificate: Option<PathBuf>,
+    key: Option<String>,
 }
 
 /// `[console]`, checked. The console itself starts only when `console set-password` stored a
@@ -85,6 +87,9 @@ pub struct Console {
     pub listen: SocketAddr,
     /// Client networks that may connect (default: loopback and the private LAN ranges).
     pub allow_from: AllowFrom,
+    /// The company's own certificate (PEM, with its chain) and key (PEM), checked to be a
+    /// pair; `None`: the box's self-signed one.
+    pub certificate: Option<(Vec<u8>, Secret)>,
 }
 
 /// The console's default port.
@@ -584,9 +589,10 @@ impl Config {
             }
         ));
         out.push(format!(
-            "console          https://{}, from {} (on once `wecom-edge console set-password` stored a password)",
+            "console          https://{}, from {}, {} certificate (on once `wecom-edge console set-password` stored a password)",
             self.console.listen,
-            self.console.allow_from.nets().collect::<Vec<_>>().join(" ")
+            self.console.allow_from.nets().collect::<Vec<_>>().join(" "),
+            if self.console.certificate.is_some() { "the company's" } else { "a self-signed" }
         ));
         if let Some(o) = &self.openai {
             out.push(format!(
@@ -951,6 +957,7 @@ impl Config {
                     AllowFrom::lan()
                 }),
             },
+            certificate: console_certificate(&raw.console, config_dir, credentials, &mut p),
         };
         let generators = generator_choices(
             (
@@ -1235,6 +1242,51 @@ impl Config {
             admins,
             warnings,
         })
+    }
+}
+
+/// `[console] certificate` (a PEM file, relative to the configuration) and `key` (a secret
+/// reference, `credential:NAME` on the appliance: the key never sits in the readable
+/// configuration directory), read and checked to be a pair.
+fn console_certificate(
+    raw: &RawConsole,
+    config_dir: Option<&Path>,
+    credentials: Option<&Path>,
+    p: &mut Vec<String>,
+) -> Option<(Vec<u8>, Secret)> {
+    let (cert, key) = match (&raw.certificate, &raw.key) {
+        (None, None) => return None,
+        (Some(c), Some(k)) => (c, k),
+        _ => {
+            p.push("console.certificate and console.key go together (or leave both out for the self-signed certificate)".into());
+            return None;
+        }
+    };
+    if !(key.starts_with("credential:") || key.starts_with("env:")) {
+        p.push(
+            "console.key: give it as \"credential:FILE\" (or env:NAME), not in the configuration"
+                .into(),
+        );
+        return None;
+    }
+    let key = resolve("console.key", key, credentials, p);
+    let path = relative_to(config_dir, cert);
+    let pem = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) => {
+            p.push(format!("console.certificate {}: {e}", path.display()));
+            return None;
+        }
+    };
+    if key.expose().is_empty() {
+        return None; // resolve said why
+    }
+    match wecom_edge_actors::console::tls::from_pem(&pem, key.expose().as_bytes()) {
+        Ok(_) => Some((pem, key)),
+        Err(e) => {
+            p.push(format!("console.certificate {}: {e}", path.display()));
+            None
+        }
     }
 }
 
@@ -1737,6 +1789,57 @@ mod tests {
             );
         }
         assert_eq!(p.len(), want.len(), "{p:#?}");
+    }
+
+    /// `[console] certificate` + `key`: the company's own certificate, its key only as a
+    /// credential; a pair that does not match, a missing half, or a key in the file refused.
+    #[test]
+    fn the_console_takes_the_company_certificate_with_its_key_as_a_credential() {
+        use wecom_edge_actors::console::tls;
+        let dir = std::env::temp_dir().join(format!("cfg-console-cert-{}", std::process::id()));
+        let (ours, other) = (dir.join("ours"), dir.join("other"));
+        let creds = dir.join("creds");
+        for d in [&ours, &other, &creds] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let (cert, _) = tls::load_or_create(&ours, &["console.corp".into()]).unwrap();
+        tls::load_or_create(&other, &["other".into()]).unwrap();
+        std::fs::copy(ours.join(tls::CERT_FILE), dir.join("console.pem")).unwrap();
+        std::fs::copy(ours.join(tls::KEY_FILE), creds.join("console-key.pem")).unwrap();
+        std::fs::copy(other.join(tls::KEY_FILE), creds.join("other-key.pem")).unwrap();
+        let parse = |console: &str| {
+            Config::parse_in(
+                &format!("{}[openai]\nlisten = \"127.0.0.1:8080\"\nallow_anonymous = true\n[console]\n{console}\n", model()),
+                Some(&creds),
+                vec![],
+                Some(&dir),
+            )
+        };
+        let c =
+            parse("certificate = \"console.pem\"\nkey = \"credential:console-key.pem\"").unwrap();
+        let (pem, key) = c.console.certificate.clone().unwrap();
+        let served = tls::from_pem(&pem, key.expose().as_bytes()).unwrap();
+        assert_eq!(served.fingerprint, cert.fingerprint);
+        assert!(c.summary().contains("the company's certificate"));
+        for (body, want) in [
+            ("certificate = \"console.pem\"", "go together"),
+            (
+                "certificate = \"console.pem\"\nkey = \"credential:other-key.pem\"",
+                "certificate and key",
+            ),
+            (
+                "certificate = \"console.pem\"\nkey = \"-----BEGIN PRIVATE KEY-----\"",
+                "not in the configuration",
+            ),
+            (
+                "certificate = \"missing.pem\"\nkey = \"credential:console-key.pem\"",
+                "missing.pem",
+            ),
+        ] {
+            let p = parse(body).unwrap_err();
+            assert!(p.len() == 1 && p[0].contains(want), "{body}: {p:?}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// `[console]` (issue 15): the default address follows admin_listen's host; allow_from

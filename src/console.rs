@@ -589,16 +589,21 @@ impl Running {
 /// packet is sent) to TEST-NET-1 (the default route), else to an address in each private
 /// range; the first that has a route.
 fn outward_ipv4() -> Option<std::net::Ipv4Addr> {
-    ["192.0.2.1:9", "10.254.254.254:9", "172.31.254.254:9", "192.168.254.254:9"]
-        .iter()
-        .find_map(|to| {
-            let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
-            s.connect(to).ok()?;
-            match s.local_addr().ok()?.ip() {
-                std::net::IpAddr::V4(ip) if !ip.is_unspecified() && !ip.is_loopback() => Some(ip),
-                _ => None,
-            }
-        })
+    [
+        "192.0.2.1:9",
+        "10.254.254.254:9",
+        "172.31.254.254:9",
+        "192.168.254.254:9",
+    ]
+    .iter()
+    .find_map(|to| {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+        s.connect(to).ok()?;
+        match s.local_addr().ok()?.ip() {
+            std::net::IpAddr::V4(ip) if !ip.is_unspecified() && !ip.is_loopback() => Some(ip),
+            _ => None,
+        }
+    })
 }
 
 /// Starts the console when a password is set. Problems are logged and alerted (`None`),
@@ -626,7 +631,12 @@ pub async fn start(p: Parts<'_>, tasks: &mut Vec<JoinHandle<()>>) -> Option<Runn
             return None;
         }
     };
-    let cert = match tls::load_or_create(&cfg.data_dir, &cert_names(c.listen)) {
+    let cert = match &c.certificate {
+        // The company's own (checked by the configuration already).
+        Some((pem, key)) => tls::from_pem(pem, key.expose().as_bytes()).map(|c| (c, false)),
+        None => tls::load_or_create(&cfg.data_dir, &cert_names(c.listen)),
+    };
+    let cert = match cert {
         Ok((cert, created)) => {
             if created {
                 tracing::info!(fingerprint = %cert.fingerprint, "console: made its self-signed certificate");

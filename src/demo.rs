@@ -112,6 +112,7 @@ pub fn config(o: &DemoOptions, sim: &SimHandle) -> Config {
         console: crate::config::Console {
             listen: std::net::SocketAddr::new(o.admin_listen.ip(), crate::config::CONSOLE_PORT),
             allow_from: wecom_edge_actors::console::allow::AllowFrom::lan(),
+            certificate: None,
         },
         device: o.device.clone(),
         threads: o.threads,

@@ -8,6 +8,8 @@
 //! * The fingerprint is SHA-256 over the certificate's DER, as browsers show it
 //!   (`AB:CD:…`, 32 pairs); the Overview page, tty1 and the journal print it, so the admin can
 //!   check what the browser's warning shows before accepting the certificate.
+//! * A company may give its own certificate instead ([`from_pem`]: the certificate with its
+//!   chain, and its key).
 //! * [`server_config`] is a rustls server configuration (TLS 1.2 and 1.3, ring's safe
 //!   defaults) for that certificate.
 
@@ -49,9 +51,10 @@ pub enum TlsError {
     Invalid(String),
 }
 
-/// The console's certificate and key.
+/// The console's certificate (with the chain up to its CA, for a company's own) and key.
 pub struct ConsoleCert {
     cert: CertificateDer<'static>,
+    chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     /// SHA-256 over the certificate's DER, `AB:CD:…`.
     pub fingerprint: String,
@@ -139,11 +142,40 @@ pub fn load_or_create(data_dir: &Path, names: &[String]) -> Result<(ConsoleCert,
     Ok((
         ConsoleCert {
             cert,
+            chain: Vec::new(),
             key,
             fingerprint,
         },
         created,
     ))
+}
+
+/// A certificate the company issued (`[console] certificate` and `key`): `cert_pem` holds
+/// the console's certificate first, then any intermediate CA certificates; `key_pem` its
+/// private key (PKCS #8, SEC 1 or PKCS #1). Checked by building the server configuration:
+/// a key that does not match the certificate is refused.
+///
+/// # Errors
+/// [`TlsError::Invalid`]: no certificate, no key, or a pair rustls refuses.
+pub fn from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<ConsoleCert, TlsError> {
+    let mut certs = CertificateDer::pem_slice_iter(cert_pem);
+    let cert = certs
+        .next()
+        .ok_or_else(|| TlsError::Invalid("no certificate in the certificate file".into()))?
+        .map_err(|e| TlsError::Invalid(format!("certificate PEM: {e}")))?;
+    let chain = certs
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Invalid(format!("certificate chain PEM: {e}")))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| TlsError::Invalid(format!("private key PEM: {e}")))?;
+    let c = ConsoleCert {
+        fingerprint: fingerprint(&cert),
+        cert,
+        chain,
+        key,
+    };
+    server_config(&c)?;
+    Ok(c)
 }
 
 /// A rustls server configuration serving `c` (no client certificates; HTTP/1.1 by ALPN).
@@ -156,7 +188,12 @@ pub fn server_config(c: &ConsoleCert) -> Result<Arc<rustls::ServerConfig>, TlsEr
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Invalid(format!("TLS versions: {e}")))?
         .with_no_client_auth()
-        .with_single_cert(vec![c.cert.clone()], c.key.clone_key())
+        .with_single_cert(
+            std::iter::once(c.cert.clone())
+                .chain(c.chain.iter().cloned())
+                .collect(),
+            c.key.clone_key(),
+        )
         .map_err(|e| TlsError::Invalid(format!("certificate and key: {e}")))?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
@@ -199,6 +236,25 @@ mod tests {
             load_or_create(dir.path(), &names),
             Err(TlsError::Exposed { mode: 0o640, .. })
         ));
+    }
+
+    /// A company's own certificate: used as given (its fingerprint, not a new one); a key
+    /// that is not the certificate's is refused.
+    #[test]
+    fn a_company_certificate_is_taken_with_its_key_only() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        load_or_create(a.path(), &["console.corp.example".to_string()]).unwrap();
+        load_or_create(b.path(), &["other".to_string()]).unwrap();
+        let read = |d: &tempfile::TempDir, f: &str| std::fs::read(d.path().join(f)).unwrap();
+        let c = from_pem(&read(&a, CERT_FILE), &read(&a, KEY_FILE)).unwrap();
+        assert_eq!(
+            c.fingerprint,
+            pem_fingerprint(&read(&a, CERT_FILE)).unwrap()
+        );
+        let wrong = from_pem(&read(&a, CERT_FILE), &read(&b, KEY_FILE)).unwrap_err();
+        assert!(wrong.to_string().contains("certificate and key"), "{wrong}");
+        assert!(from_pem(b"", &read(&a, KEY_FILE)).is_err());
+        assert!(from_pem(&read(&a, CERT_FILE), b"").is_err());
     }
 
     /// A real TLS handshake on loopback: a client that trusts exactly this certificate
