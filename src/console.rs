@@ -44,6 +44,10 @@ use crate::config::Config;
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(10);
 const SAMPLES: usize = 360;
 
+/// The file in the data directory that asks the appliance to switch models (its content: the
+/// model's file name); `wecom-edge-model-switch.path` watches for it.
+pub const SWITCH_REQUEST: &str = "model-switch.request";
+
 /// Context the Model page's KV-cache figure is for (`model inspect`'s default).
 const INSPECT_CTX: usize = 4096;
 
@@ -184,6 +188,12 @@ impl BoxConsole {
         self.store()?
             .query(q.kind.as_deref(), q.since_ms, q.until_ms, q.limit)
             .map_err(|e| e.to_string())
+    }
+
+    /// The model `models/previous.gguf` names (the one a switch goes back to).
+    fn previous_model(&self) -> Option<String> {
+        let link = std::fs::read_link(self.imported.as_ref()?.join("previous.gguf")).ok()?;
+        Some(link.file_name()?.to_string_lossy().into_owned())
     }
 
     fn report(&self, path: &Path) -> String {
@@ -388,6 +398,7 @@ impl Backend for BoxConsole {
         let mut out = vec![ModelFile {
             name: name(&loaded_real),
             loaded: true,
+            switchable: false,
             report: self.report(loaded),
         }];
         if let Some(dir) = &self.imported {
@@ -403,15 +414,37 @@ impl Backend for BoxConsole {
                 })
                 .collect();
             others.sort();
+            let previous = self.previous_model();
             for p in others {
+                let n = name(&p);
                 out.push(ModelFile {
-                    name: name(&p),
+                    switchable: previous.as_deref() == Some(n.as_str()),
+                    name: n,
                     loaded: false,
                     report: self.report(&p),
                 });
             }
         }
         out
+    }
+
+    fn switch_model(&self, name: &str) -> Result<String, String> {
+        // Only the name the listing offers; the request names it, the root helper checks it
+        // again (systemd/wecom-edge-config-import --switch).
+        let offered = self
+            .models()
+            .into_iter()
+            .any(|m| m.switchable && m.name == name);
+        if !offered {
+            return Err(format!("{name} is not a model this box can switch to"));
+        }
+        let tmp = self.data_dir.join(format!(".{SWITCH_REQUEST}.new"));
+        std::fs::write(&tmp, format!("{name}\n"))
+            .and_then(|()| std::fs::rename(&tmp, self.data_dir.join(SWITCH_REQUEST)))
+            .map_err(|e| format!("the switch request could not be written: {e}"))?;
+        Ok(format!(
+            "Switching to {name}: the box checks it (it loads, scores a text, generates a token) and then restarts on it, in a minute or so. If the check fails, nothing changes and the journal says why."
+        ))
     }
 
     fn ask(&self, who: &str, question: &str) -> mpsc::UnboundedReceiver<TryEvent> {
@@ -562,7 +595,7 @@ impl Running {
     /// The URLs an admin can type: the listen address's, or, where it listens on every
     /// address, one per IPv4 address of this machine's interfaces (loopback last). Where the
     /// interfaces cannot be listed (the unit's `RestrictAddressFamilies=` leaves out netlink),
-    /// the address this machine would send from towards the LAN, then loopback.
+    /// the address this machine would send from towards the LAN; without one, a placeholder.
     pub fn urls(&self) -> Vec<String> {
         let port = self.addr.port();
         if !self.addr.ip().is_unspecified() {
@@ -575,7 +608,11 @@ impl Running {
             .collect();
         if ips.iter().all(|ip| ip.is_loopback()) {
             ips.extend(outward_ipv4());
-            ips.push(std::net::Ipv4Addr::LOCALHOST);
+        }
+        if ips.iter().all(|ip| ip.is_loopback()) {
+            // No LAN address yet (DHCP still going): the login screen's note shows the
+            // address once it is there (agetty's `\4`).
+            return vec![format!("https://<the box's LAN address>:{port}/")];
         }
         ips.sort_by_key(|ip| (ip.is_loopback(), *ip));
         ips.dedup();

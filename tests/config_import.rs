@@ -364,3 +364,42 @@ fn a_console_password_on_the_stick_is_hashed_and_leaves_the_stick() {
     // Nothing else changed.
     assert!(!b.etc().join("edge.toml.previous").exists());
 }
+
+/// `--switch REQUEST` (the console's Model page): the previous model is checked and swapped
+/// in, the request consumed; a name that is not the previous model changes nothing.
+#[test]
+fn the_console_switches_back_to_the_previous_model() {
+    let b = Box_::new(EDGE_TOML);
+    let m = b.models();
+    std::fs::create_dir_all(&m).unwrap();
+    std::fs::copy(data("synthetic/qwen2-q4_k_m.gguf"), m.join("qwen2.gguf")).unwrap();
+    std::fs::copy(data("synthetic/qwen2-q4_k_m.gguf"), m.join("other.gguf")).unwrap();
+    std::os::unix::fs::symlink("other.gguf", m.join("active.gguf")).unwrap();
+    std::os::unix::fs::symlink("qwen2.gguf", m.join("previous.gguf")).unwrap();
+    let req = b.dir.0.join("model-switch.request");
+    let switch = |name: &str| {
+        std::fs::write(&req, format!("{name}\n")).unwrap();
+        let out = Command::new("sh")
+            .arg(repo().join("systemd/wecom-edge-config-import"))
+            .args(["--switch", req.to_str().unwrap()])
+            .env("WECOM_EDGE_CONFIG_DIR", b.etc())
+            .env("WECOM_EDGE_BIN", env!("CARGO_BIN_EXE_wecom-edge"))
+            .env("WECOM_EDGE_SYSTEMCTL", b.dir.0.join("systemctl"))
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (ok, out) = switch("../edge.toml");
+    assert!(!ok && out.contains("not an imported model"), "{out}");
+    let (ok, out) = switch("nothing.gguf");
+    assert!(!ok && out.contains("not the previous model"), "{out}");
+    assert_eq!(b.link("active.gguf").as_deref(), Some("other.gguf"));
+    let (ok, out) = switch("qwen2.gguf");
+    assert!(ok, "{out}");
+    assert!(!req.exists(), "consumed");
+    assert_eq!(b.link("active.gguf").as_deref(), Some("qwen2.gguf"));
+    assert_eq!(b.link("previous.gguf").as_deref(), Some("other.gguf"));
+}

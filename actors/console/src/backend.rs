@@ -137,6 +137,8 @@ pub struct ModelFile {
     pub name: String,
     /// The one answering now.
     pub loaded: bool,
+    /// The box can switch to it from the console ([`Backend::switch_model`]).
+    pub switchable: bool,
     /// `wecom-edge model inspect`'s report (text), or why the file could not be read.
     pub report: String,
 }
@@ -194,6 +196,12 @@ pub trait Backend: Send + Sync + 'static {
     fn filter_test(&self, phrase: &str) -> FilterTest;
     /// The model files.
     fn models(&self) -> Vec<ModelFile>;
+    /// Asks the box to switch to the imported model `name` (one [`ModelFile::switchable`]):
+    /// it is checked as a stick's model is, then the box restarts on it. What happens next.
+    ///
+    /// # Errors
+    /// No such switchable model; the request could not be written.
+    fn switch_model(&self, name: &str) -> Result<String, String>;
     /// Asks `question` through the same turn pipeline as a WeCom user, as console user
     /// `who` (its own audit actor id); the answer streams on the receiver.
     fn ask(&self, who: &str, question: &str) -> UnboundedReceiver<TryEvent>;

@@ -43,6 +43,7 @@ pub(crate) fn pages(r: Router<ConsoleState>) -> Router<ConsoleState> {
         .route("/filter", get(filter))
         .route("/filter/test", post(filter_test))
         .route("/model", get(model))
+        .route("/model/switch", post(model_switch))
         .route("/try", get(try_page).post(try_ask))
         .route("/static/console.css", get(css))
         .route("/static/try.js", get(try_js))
@@ -277,7 +278,39 @@ async fn filter_test(
 
 async fn model(State(s): State<ConsoleState>, a: Authed) -> Response {
     let m = s.blocking(|b| b.models()).await;
-    ok(pages::model::page(&m, &a.csrf))
+    ok(pages::model::page(&m, &None, &a.csrf))
+}
+
+#[derive(Deserialize)]
+struct SwitchForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    model: String,
+}
+
+async fn model_switch(
+    State(s): State<ConsoleState>,
+    a: Authed,
+    Form(f): Form<SwitchForm>,
+) -> Response {
+    if let Err(r) = a.allow(&s, &f.csrf, "/model/switch") {
+        return r.into_response();
+    }
+    let name = f.model.clone();
+    let (done, m) = s
+        .blocking(move |b| (b.switch_model(&name), b.models()))
+        .await;
+    s.event(ConsoleEvent::Action {
+        from: a.from,
+        action: "model_switch",
+        ok: done.is_ok(),
+        detail: match &done {
+            Ok(_) => json!({"model": f.model}),
+            Err(e) => json!({"model": f.model, "error": e}),
+        },
+    });
+    ok(pages::model::page(&m, &Some(done), &a.csrf))
 }
 
 async fn try_page(a: Authed) -> Response {

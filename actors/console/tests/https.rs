@@ -133,11 +133,25 @@ impl Backend for Fake {
         }
     }
     fn models(&self) -> Vec<ModelFile> {
-        vec![ModelFile {
-            name: "SmolLM2-135M-Instruct.Q4_1.gguf".into(),
-            loaded: true,
-            report: "architecture: llama".into(),
-        }]
+        vec![
+            ModelFile {
+                name: "SmolLM2-135M-Instruct.Q4_1.gguf".into(),
+                loaded: true,
+                report: "architecture: llama".into(),
+                ..ModelFile::default()
+            },
+            ModelFile {
+                name: "qwen2.5-7b-instruct-q4_k_m.gguf".into(),
+                switchable: true,
+                report: "architecture: qwen2".into(),
+                ..ModelFile::default()
+            },
+        ]
+    }
+    fn switch_model(&self, name: &str) -> Result<String, String> {
+        (name == "qwen2.5-7b-instruct-q4_k_m.gguf")
+            .then(|| format!("Switching to {name}."))
+            .ok_or(format!("{name} is not a model this box can switch to"))
     }
     fn ask(&self, who: &str, question: &str) -> tokio::sync::mpsc::UnboundedReceiver<TryEvent> {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -467,6 +481,7 @@ const PAGES: &[&str] = &[
 ];
 const POSTS: &[&str] = &[
     "/audit/verify",
+    "/model/switch",
     "/knowledge/remove",
     "/filter/test",
     "/try",
@@ -647,6 +662,41 @@ async fn the_pages_show_the_box_and_act_on_it() {
     );
     assert!(page.contains(r#"<q id="masked">这是**文件</q>"#), "{page}");
 
+    // Model: the imported one can be switched to; a name from elsewhere cannot.
+    let model = text("/model").await;
+    assert_eq!(
+        model.matches(r#"action="/model/switch""#).count(),
+        1,
+        "{model}"
+    );
+    let r = c
+        .post(
+            "/model/switch",
+            &[
+                ("csrf", &csrf),
+                ("model", "qwen2.5-7b-instruct-q4_k_m.gguf"),
+            ],
+            Some(&cookie),
+        )
+        .await;
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("Switching to qwen2.5-7b-instruct-q4_k_m.gguf."));
+    let r = c
+        .post(
+            "/model/switch",
+            &[("csrf", &csrf), ("model", "../../etc/passwd")],
+            Some(&cookie),
+        )
+        .await;
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("../../etc/passwd is not a model this box can switch to"));
+
     // Try it: streamed as server-sent events, or the whole page without the script.
     let r = c
         .http
@@ -696,6 +746,7 @@ async fn the_pages_show_the_box_and_act_on_it() {
             "export",
             "knowledge_add",
             "knowledge_remove",
+            "model_switch",
             "try",
             "try"
         ]

@@ -9,7 +9,8 @@ use crate::backend::{Document, FilterTest, FilterView};
 /// What the last action on the page did: `Ok(message)` or `Err(why)`.
 pub type Outcome = Option<Result<String, String>>;
 
-fn outcome(o: &Outcome) -> Markup {
+/// What the last action did, above a page's content.
+pub(crate) fn outcome(o: &Outcome) -> Markup {
     html! {
         @match o {
             None => {},
