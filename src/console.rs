@@ -184,8 +184,8 @@ impl BoxConsole {
         AuditStore::open_read_only(&self.data_dir).map_err(|e| e.to_string())
     }
 
-    fn rows(&self, q: &AuditQuery) -> Result<Vec<AuditRow>, String> {
-        self.store()?
+    fn rows(store: &AuditStore, q: &AuditQuery) -> Result<Vec<AuditRow>, String> {
+        store
             .query(q.kind.as_deref(), q.since_ms, q.until_ms, q.limit)
             .map_err(|e| e.to_string())
     }
@@ -289,8 +289,9 @@ impl Backend for BoxConsole {
     }
 
     fn audit(&self, q: &AuditQuery) -> Result<AuditPage, String> {
-        let rows = self.rows(q)?.into_iter().map(entry).collect();
-        let kinds = self.store()?.kinds().map_err(|e| e.to_string())?;
+        let store = self.store()?;
+        let rows = Self::rows(&store, q)?.into_iter().map(entry).collect();
+        let kinds = store.kinds().map_err(|e| e.to_string())?;
         Ok(AuditPage { rows, kinds })
     }
 
@@ -306,7 +307,7 @@ impl Backend for BoxConsole {
     }
 
     fn export(&self, q: &AuditQuery, format: ExportFormat) -> Result<(Vec<u8>, usize), String> {
-        let mut rows = self.rows(q)?;
+        let mut rows = Self::rows(&self.store()?, q)?;
         rows.reverse(); // chain order, as `wecom-edge audit export` writes them
         let mut out = Vec::new();
         match format {
@@ -429,12 +430,18 @@ impl Backend for BoxConsole {
     }
 
     fn switch_model(&self, name: &str) -> Result<String, String> {
-        // Only the name the listing offers; the request names it, the root helper checks it
+        // Only the model the listing offers as switchable (the previous one, a plain file,
+        // not the one loaded), checked without reading any GGUF; the root helper checks it
         // again (systemd/wecom-edge-config-import --switch).
-        let offered = self
-            .models()
-            .into_iter()
-            .any(|m| m.switchable && m.name == name);
+        let loaded = self
+            .model_path
+            .as_ref()
+            .and_then(|p| std::fs::canonicalize(p).ok());
+        let offered = self.previous_model().as_deref() == Some(name)
+            && self.imported.as_ref().is_some_and(|d| {
+                let p = d.join(name);
+                p.is_file() && !p.is_symlink() && std::fs::canonicalize(&p).ok() != loaded
+            });
         if !offered {
             return Err(format!("{name} is not a model this box can switch to"));
         }
