@@ -33,6 +33,41 @@ pub struct BlockQ4K {
 
 const _: () = assert!(std::mem::size_of::<BlockQ4K>() == 144);
 
+/// The super-blocks laid out as Q4_K (Q4_K, Q5_K): `d`, `dmin`, the 12 bytes of 6-bit scales
+/// and minimums and 128 bytes of nibbles; Q5_K adds 32 bytes of fifth bits. One SIMD kernel
+/// serves both.
+pub(crate) trait K4Block: Copy + 'static {
+    /// Super-block scale of the scales (f16 bytes).
+    fn d(&self) -> [u8; 2];
+    /// Super-block scale of the minimums (f16 bytes).
+    fn dmin(&self) -> [u8; 2];
+    /// The packed scales and minimums (`get_scale_min_k4`).
+    fn scales(&self) -> &[u8; 12];
+    /// Nibbles in 4 groups of 64 weights.
+    fn qs(&self) -> &[u8; 128];
+    /// The fifth bits (Q5_K: bit `2g` of `qh[l]` for weight `64g+l`, bit `2g+1` for
+    /// `64g+32+l`), `None` for Q4_K.
+    fn qh(&self) -> Option<&[u8; 32]>;
+}
+
+impl K4Block for BlockQ4K {
+    fn d(&self) -> [u8; 2] {
+        self.d
+    }
+    fn dmin(&self) -> [u8; 2] {
+        self.dmin
+    }
+    fn scales(&self) -> &[u8; 12] {
+        &self.scales
+    }
+    fn qs(&self) -> &[u8; 128] {
+        &self.qs
+    }
+    fn qh(&self) -> Option<&[u8; 32]> {
+        None
+    }
+}
+
 /// The 8 scales and 8 minimums of a Q4_K/Q5_K super-block (`get_scale_min_k4`).
 #[inline]
 pub(crate) fn scales_mins(s: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
@@ -97,7 +132,7 @@ impl Format for Q4K {
         if has_avx2() {
             let mut out = [0.0f32];
             // SAFETY: AVX2, FMA and F16C are present (checked at run time).
-            unsafe { avx2::tile::<1>(blocks(row), [x], &mut out) };
+            unsafe { avx2::tile::<BlockQ4K, 1>(blocks(row), [x], &mut out) };
             return out[0];
         }
         dot_portable(row, x)
@@ -111,11 +146,11 @@ impl Format for Q4K {
             if let ([ActRow::Q8K(x)], [o]) = (xs, &mut *out) {
                 let mut one = [0.0f32];
                 // SAFETY: AVX2, FMA and F16C are present (checked at run time).
-                unsafe { avx2::tile::<1>(row, [x], &mut one) };
+                unsafe { avx2::tile::<BlockQ4K, 1>(row, [x], &mut one) };
                 *o = one[0];
                 return;
             }
-            avx2_tiles!(GgmlType::Q4_K, q8k_rows, avx2::tile, row, xs, out);
+            avx2_tiles!(GgmlType::Q4_K, q8k_rows, avx2::tile[BlockQ4K], row, xs, out);
             return;
         }
         for (o, &x) in out.iter_mut().zip(xs) {
@@ -146,14 +181,15 @@ pub fn dot_portable(row: &[u8], x: &[BlockQ8K]) -> f32 {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use super::{h, BlockQ4K, BlockQ8K};
+pub(crate) mod avx2 {
+    use super::{h, BlockQ8K, K4Block};
+    use crate::formats::prefetch_ahead;
     use std::arch::x86_64::*;
 
     /// The 8 scales (bytes 0..8) and 8 minimums (bytes 8..16) of `get_scale_min_k4`, unpacked
     /// with whole-word masks as ggml's AVX2 kernel does (`kmask1..3`).
     #[inline(always)]
-    unsafe fn scales_mins_u32(s: &[u8; 12]) -> [u32; 4] {
+    pub(crate) unsafe fn scales_mins_u32(s: &[u8; 12]) -> [u32; 4] {
         const KMASK1: u32 = 0x3f3f3f3f;
         const KMASK2: u32 = 0x0f0f0f0f;
         const KMASK3: u32 = 0x03030303;
@@ -167,14 +203,22 @@ mod avx2 {
         ]
     }
 
-    /// Per 64 weights: `maddubs` (u8 nibbles × i8 activations → i16 pairs), then `madd` with the
-    /// sub-block scale (→ i32); per super-block one int→float conversion and an FMA into eight
-    /// f32 lanes, the minimum term (`bsums` pair sums × minimums) into four; one horizontal sum
-    /// per row. The nibbles and scales are decoded once for the `C` tokens of the tile; each
-    /// token's sums are the same instructions in the same order as with `C = 1`.
+    /// Per 64 weights: `maddubs` (u8 quants × i8 activations → i16 pairs; Q5_K's fifth bit
+    /// OR-ed in as 16, at most 31·127·2 < 2¹⁵), then `madd` with the sub-block scale (→ i32);
+    /// per super-block one int→float conversion and an FMA into eight f32 lanes, the minimum
+    /// term (`bsums` pair sums × minimums) into four; one horizontal sum per row. The quants
+    /// and scales are decoded once for the `C` tokens of the tile; each token's sums are the
+    /// same instructions in the same order as with `C = 1`. The weights `PREFETCH_AHEAD`
+    /// bytes on are prefetched (the next rows of the task, which the hardware prefetcher
+    /// loses at each 4 KiB page).
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn tile<const C: usize>(row: &[BlockQ4K], x: [&[BlockQ8K]; C], out: &mut [f32; C]) {
+    pub unsafe fn tile<B: K4Block, const C: usize>(
+        row: &[B],
+        x: [&[BlockQ8K]; C],
+        out: &mut [f32; C],
+    ) {
         let mask = _mm256_set1_epi8(0x0f);
+        let one = _mm256_set1_epi8(1);
         // Byte pairs (2j, 2j+1) repeated: broadcasts i16 lane j (ggml's get_scale_shuffle_k4).
         const SCALE_SHUFFLE: [__m256i; 8] = {
             let mut m = [[0u8; 32]; 8];
@@ -202,7 +246,8 @@ mod avx2 {
         }
         let xp: [*const BlockQ8K; C] = x.map(|x| x.as_ptr());
         for (i, b) in row.iter().enumerate() {
-            let u = scales_mins_u32(&b.scales);
+            prefetch_ahead(b);
+            let u = scales_mins_u32(b.scales());
             // 8 scales then 8 minimums as i16; each scale is broadcast by one byte shuffle.
             let sm = _mm256_cvtepu8_epi16(_mm_set_epi32(
                 u[3] as i32,
@@ -213,10 +258,21 @@ mod avx2 {
             let scales = _mm256_permute2x128_si256(sm, sm, 0x00);
             let mins = _mm256_extracti128_si256(sm, 1);
             let mut sumi = [_mm256_setzero_si256(); C];
+            // Q5_K: the fifth bits, shifted right by 2 per group of 64 (bit 0 of each byte is
+            // then the low half's bit, bit 1 the high half's).
+            let mut hbits = b
+                .qh()
+                .map(|qh| _mm256_loadu_si256(qh.as_ptr() as *const __m256i));
             for g in 0..4 {
-                let bits = _mm256_loadu_si256(b.qs.as_ptr().add(32 * g) as *const __m256i);
-                let lo = _mm256_and_si256(bits, mask);
-                let hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), mask);
+                let bits = _mm256_loadu_si256(b.qs().as_ptr().add(32 * g) as *const __m256i);
+                let mut lo = _mm256_and_si256(bits, mask);
+                let mut hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), mask);
+                if let Some(hb) = hbits.as_mut() {
+                    let bit = |v: __m256i| _mm256_slli_epi16(_mm256_and_si256(v, one), 4);
+                    lo = _mm256_or_si256(lo, bit(*hb));
+                    hi = _mm256_or_si256(hi, bit(_mm256_srli_epi16(*hb, 1)));
+                    *hb = _mm256_srli_epi16(*hb, 2);
+                }
                 let (s1, s2) = (
                     _mm256_shuffle_epi8(scales, SCALE_SHUFFLE[2 * g]),
                     _mm256_shuffle_epi8(scales, SCALE_SHUFFLE[2 * g + 1]),
@@ -230,7 +286,7 @@ mod avx2 {
                     sumi[c] = _mm256_add_epi32(sumi[c], _mm256_add_epi32(pl, ph));
                 }
             }
-            let (d, dmin) = (h(b.d), h(b.dmin));
+            let (d, dmin) = (h(b.d()), h(b.dmin()));
             for c in 0..C {
                 let xb = &*xp[c].add(i);
                 acc[c] = _mm256_fmadd_ps(

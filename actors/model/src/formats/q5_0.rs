@@ -154,6 +154,7 @@ mod avx2 {
         let ones = _mm256_set1_epi16(1);
         let mut acc = [_mm256_setzero_ps(); C];
         for (i, b) in row.iter().enumerate() {
+            crate::formats::prefetch_ahead(b);
             let raw = _mm_loadu_si128(b.qs.as_ptr() as *const __m128i);
             let lo = _mm_and_si128(raw, mask);
             let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);

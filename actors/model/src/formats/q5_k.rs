@@ -5,10 +5,14 @@
 //! uint8_t qs[128]`), ggml-quants.c `dequantize_row_q5_K`: scales and nibbles as Q4_K; the fifth
 //! bit of weight `64g+l` is bit `2g` of `qh[l]`, of weight `64g+32+l` bit `2g+1`.
 //! Activations: Q8_K ([`super::BlockQ8K`]) with the minimum term from `bsums` (ggml-cpu
-//! `ggml_vec_dot_q5_K_q8_K`).
+//! `ggml_vec_dot_q5_K_q8_K`). The SIMD kernel is Q4_K's ([`K4Block`]) with the fifth bit
+//! OR-ed into each quant.
 
-use super::q4_k::{min_term, scales_mins};
-use super::{blocks, h, Act, ActRow, Format};
+use super::q4_k::{min_term, scales_mins, K4Block};
+#[cfg(target_arch = "x86_64")]
+use super::{avx2_tiles, q4_k::avx2, q8k_rows, TILE};
+use super::{blocks, h, Act, ActRow, BlockQ8K, Format};
+use crate::kernels::cpu::has_avx2;
 use crate::quant::GgmlType;
 
 /// One Q5_K super-block.
@@ -28,6 +32,24 @@ pub struct BlockQ5K {
 }
 
 const _: () = assert!(std::mem::size_of::<BlockQ5K>() == 176);
+
+impl K4Block for BlockQ5K {
+    fn d(&self) -> [u8; 2] {
+        self.d
+    }
+    fn dmin(&self) -> [u8; 2] {
+        self.dmin
+    }
+    fn scales(&self) -> &[u8; 12] {
+        &self.scales
+    }
+    fn qs(&self) -> &[u8; 128] {
+        &self.qs
+    }
+    fn qh(&self) -> Option<&[u8; 32]> {
+        Some(&self.qh)
+    }
+}
 
 impl BlockQ5K {
     /// The 256 quants (0..31) in weight order.
@@ -74,21 +96,53 @@ impl Format for Q5K {
         let ActRow::Q8K(x) = x else {
             panic!("Q5_K: Q8_K activations expected")
         };
-        let mut acc = 0.0f32;
-        for (b, xb) in blocks::<BlockQ5K>(row).iter().zip(x) {
-            let (sc, mn) = scales_mins(&b.scales);
-            let q = b.quants();
-            let mut sumi = 0i32;
-            for (j, &s) in sc.iter().enumerate() {
-                let p: i32 = (32 * j..32 * j + 32)
-                    .map(|i| q[i] as i32 * xb.qs[i] as i32)
-                    .sum();
-                sumi += s as i32 * p;
-            }
-            acc += xb.d * (h(b.d) * sumi as f32 - h(b.dmin) * min_term(&mn, xb) as f32);
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2() {
+            let mut out = [0.0f32];
+            // SAFETY: AVX2, FMA and F16C are present (checked at run time).
+            unsafe { avx2::tile::<BlockQ5K, 1>(blocks(row), [x], &mut out) };
+            return out[0];
         }
-        acc
+        dot_portable(row, x)
     }
+
+    fn dot_tile(&self, row: &[u8], xs: &[ActRow<'_>], out: &mut [f32]) {
+        assert_eq!(xs.len(), out.len(), "dot_tile: one output per token");
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2() {
+            let row = blocks(row);
+            if let ([ActRow::Q8K(x)], [o]) = (xs, &mut *out) {
+                let mut one = [0.0f32];
+                // SAFETY: AVX2, FMA and F16C are present (checked at run time).
+                unsafe { avx2::tile::<BlockQ5K, 1>(row, [x], &mut one) };
+                *o = one[0];
+                return;
+            }
+            avx2_tiles!(GgmlType::Q5_K, q8k_rows, avx2::tile[BlockQ5K], row, xs, out);
+            return;
+        }
+        for (o, &x) in out.iter_mut().zip(xs) {
+            *o = self.dot(row, x);
+        }
+    }
+}
+
+/// The portable dot product (the integer sums of the SIMD path, in scalar code).
+pub fn dot_portable(row: &[u8], x: &[BlockQ8K]) -> f32 {
+    let mut acc = 0.0f32;
+    for (b, xb) in blocks::<BlockQ5K>(row).iter().zip(x) {
+        let (sc, mn) = scales_mins(&b.scales);
+        let q = b.quants();
+        let mut sumi = 0i32;
+        for (j, &s) in sc.iter().enumerate() {
+            let p: i32 = (32 * j..32 * j + 32)
+                .map(|i| q[i] as i32 * xb.qs[i] as i32)
+                .sum();
+            sumi += s as i32 * p;
+        }
+        acc += xb.d * (h(b.d) * sumi as f32 - h(b.dmin) * min_term(&mn, xb) as f32);
+    }
+    acc
 }
 
 #[cfg(test)]

@@ -157,6 +157,7 @@ mod avx2 {
         }
         let xp: [*const BlockQ8K; C] = x.map(|x| x.as_ptr());
         for (j, b) in row.iter().enumerate() {
+            crate::formats::prefetch_ahead(b);
             let mut sumi = [_mm256_setzero_si256(); C];
             for n in 0..2 {
                 let ql0 = _mm256_loadu_si256(b.ql.as_ptr().add(64 * n) as *const __m256i);
