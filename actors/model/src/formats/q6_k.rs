@@ -138,16 +138,17 @@ pub fn dot_portable(row: &[u8], x: &[BlockQ8K]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{h, offset, BlockQ6K, BlockQ8K};
+    use super::{h, BlockQ6K, BlockQ8K};
     use std::arch::x86_64::*;
 
     /// The 6-bit quants of 128 weights are assembled once per half super-block for the `C`
     /// tokens of the tile; each token's sums are the same instructions in the same order as
-    /// with `C = 1`.
+    /// with `C = 1`. The `−32` offset (`32·Σ sc·bsums`) is subtracted from the integer sums
+    /// in eight i32 lanes; one FMA per super-block and token, one horizontal sum per row.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn tile<const C: usize>(row: &[BlockQ6K], x: [&[BlockQ8K]; C], out: &mut [f32; C]) {
         let m4 = _mm256_set1_epi8(0x0f);
-        let mut acc = [0.0f32; C];
+        let mut acc = [_mm256_setzero_ps(); C];
         // Bounds are checked once here; the loop reads through pointers.
         for xc in &x {
             assert!(
@@ -183,19 +184,27 @@ mod avx2 {
                         let xv = _mm256_loadu_si256(
                             (*xp[c].add(j)).qs.as_ptr().add(128 * n + 32 * i) as *const __m256i,
                         );
-                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(*v, xv), scale);
-                        sumi[c] = _mm256_add_epi32(sumi[c], p);
+                        let prod = _mm256_madd_epi16(_mm256_maddubs_epi16(*v, xv), scale);
+                        sumi[c] = _mm256_add_epi32(sumi[c], prod);
                     }
                 }
             }
+            let sc = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.scales.as_ptr() as *const __m128i));
             let d = h(b.d);
             for c in 0..C {
                 let xb = &*xp[c].add(j);
-                let s = crate::kernels::cpu::avx2::hsum_i32(sumi[c]);
-                acc[c] += d * xb.d * (s - offset(b, xb)) as f32;
+                let bs = _mm256_loadu_si256(xb.bsums.as_ptr() as *const __m256i);
+                let off = _mm256_slli_epi32(_mm256_madd_epi16(sc, bs), 5);
+                acc[c] = _mm256_fmadd_ps(
+                    _mm256_set1_ps(d * xb.d),
+                    _mm256_cvtepi32_ps(_mm256_sub_epi32(sumi[c], off)),
+                    acc[c],
+                );
             }
         }
-        *out = acc;
+        for c in 0..C {
+            out[c] = crate::kernels::cpu::avx2::hsum(acc[c]);
+        }
     }
 }
 

@@ -326,16 +326,6 @@ pub(crate) mod avx2 {
         }
     }
 
-    /// The sum of eight i32 lanes.
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    pub(crate) unsafe fn hsum_i32(v: __m256i) -> i32 {
-        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
-        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
-        _mm_cvtsi128_si32(s)
-    }
-
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     pub(crate) unsafe fn hsum(v: __m256) -> f32 {
