@@ -89,29 +89,97 @@ pub trait Format: Send + Sync + 'static {
 /// Token tiles of at most this many tokens ([`Format::dot_tile`]).
 pub const TILE: usize = 4;
 
-/// Runs an AVX2 tile kernel over `xs` in tiles of at most [`TILE`] tokens: `$rows($ty, tile)`
-/// ([`q8_rows`] / [`q8k_rows`]) gives a tile's activation rows and `$tile` is the format's
-/// `unsafe fn tile<const C: usize>(row, [&[A]; C], &mut [f32; C])`, each token's value the
-/// same as with `C = 1`. The caller has checked AVX2, FMA and F16C at run time.
-#[cfg(target_arch = "x86_64")]
-macro_rules! avx2_tiles {
-    ($ty:expr, $rows:ident, $($tile:ident)::+ $([$g:ty])?, $row:expr, $xs:expr, $out:expr) => {
-        for (xs, out) in $xs.chunks(TILE).zip($out.chunks_mut(TILE)) {
-            let (x, n) = $rows($ty, xs);
-            // SAFETY: AVX2, FMA and F16C are present (checked at run time by the caller).
-            unsafe {
-                match n {
-                    4 => $($tile)::+::<$($g,)? 4>($row, x, out.try_into().unwrap()),
-                    3 => $($tile)::+::<$($g,)? 3>($row, [x[0], x[1], x[2]], out.try_into().unwrap()),
-                    2 => $($tile)::+::<$($g,)? 2>($row, [x[0], x[1]], out.try_into().unwrap()),
-                    _ => $($tile)::+::<$($g,)? 1>($row, [x[0]], out.try_into().unwrap()),
+/// Implements [`Format::dot`] and [`Format::dot_tile`] for a format with an AVX2 tile kernel
+/// and a portable dot product:
+///
+/// ```ignore
+/// tiled_dot!(ty: GgmlType::Q4_K, act: Q8K "Q8_K", block: BlockQ4K,
+///            tile: avx2::tile[BlockQ4K], portable: dot_portable);
+/// ```
+///
+/// `tile` is `unsafe fn tile<[B,] const C: usize>(&[Block], [&[A]; C], &mut [f32; C])` (AVX2,
+/// FMA, F16C), each token's value the same as with `C = 1`; `dot` is the tile with `C = 1` and
+/// `dot_tile` runs it over tiles of at most [`TILE`] tokens, so a token's bits never depend on
+/// its tile. Without AVX2 (or with `WECOM_EDGE_NO_SIMD`), both take `portable(row, &[A])`.
+/// Activations of another [`Act`] panic with `"{type}: {act} activations expected"`.
+macro_rules! tiled_dot {
+    (
+        ty: $ty:expr,
+        act: $act:ident $act_name:literal,
+        block: $block:ty,
+        tile: $($tile:ident)::+ $([$g:ty])?,
+        portable: $portable:path $(,)?
+    ) => {
+        fn dot(&self, row: &[u8], x: $crate::formats::ActRow<'_>) -> f32 {
+            let $crate::formats::ActRow::$act(x) = x else {
+                panic!("{}: {} activations expected", $ty.name(), $act_name)
+            };
+            #[cfg(target_arch = "x86_64")]
+            if $crate::kernels::cpu::has_avx2() {
+                let mut out = [0.0f32];
+                let row = $crate::formats::blocks::<$block>(row);
+                // SAFETY: AVX2, FMA and F16C are present (checked at run time).
+                unsafe { $($tile)::+::<$($g,)? 1>(row, [x], &mut out) };
+                return out[0];
+            }
+            $portable(row, x)
+        }
+
+        fn dot_tile(
+            &self,
+            row: &[u8],
+            xs: &[$crate::formats::ActRow<'_>],
+            out: &mut [f32],
+        ) {
+            use $crate::formats::TILE;
+            assert_eq!(xs.len(), out.len(), "dot_tile: one output per token");
+            #[cfg(target_arch = "x86_64")]
+            if $crate::kernels::cpu::has_avx2() {
+                let row = $crate::formats::blocks::<$block>(row);
+                for (xs, out) in xs.chunks(TILE).zip(out.chunks_mut(TILE)) {
+                    let mut x = [&[][..]; TILE];
+                    for (x, a) in x.iter_mut().zip(xs) {
+                        let $crate::formats::ActRow::$act(a) = *a else {
+                            panic!("{}: {} activations expected", $ty.name(), $act_name)
+                        };
+                        *x = a;
+                    }
+                    // SAFETY: AVX2, FMA and F16C are present (checked at run time).
+                    unsafe {
+                        match out {
+                            [a, b, c, d] => {
+                                let mut o = [0.0f32; 4];
+                                $($tile)::+::<$($g,)? 4>(row, x, &mut o);
+                                [*a, *b, *c, *d] = o;
+                            }
+                            [a, b, c] => {
+                                let mut o = [0.0f32; 3];
+                                $($tile)::+::<$($g,)? 3>(row, [x[0], x[1], x[2]], &mut o);
+                                [*a, *b, *c] = o;
+                            }
+                            [a, b] => {
+                                let mut o = [0.0f32; 2];
+                                $($tile)::+::<$($g,)? 2>(row, [x[0], x[1]], &mut o);
+                                [*a, *b] = o;
+                            }
+                            [a] => {
+                                let mut o = [0.0f32; 1];
+                                $($tile)::+::<$($g,)? 1>(row, [x[0]], &mut o);
+                                *a = o[0];
+                            }
+                            _ => unreachable!("a tile of 1..=TILE tokens"),
+                        }
+                    }
                 }
+                return;
+            }
+            for (o, &x) in out.iter_mut().zip(xs) {
+                *o = self.dot(row, x);
             }
         }
     };
 }
-#[cfg(target_arch = "x86_64")]
-pub(crate) use avx2_tiles;
+pub(crate) use tiled_dot;
 
 /// How far ahead of the block being read the tile kernels prefetch weights, in bytes.
 /// Rows of a task are contiguous, so this runs on into the task's next rows. The hardware
@@ -135,49 +203,6 @@ pub(crate) fn prefetch_ahead<T>(b: &T) {
         unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(o)) };
         o += 64;
     }
-}
-
-/// The Q8_K rows of `xs` (a tile of at most [`TILE`] tokens), for the K-quant tile kernels.
-///
-/// # Panics
-/// If a row is not Q8_K or the tile is larger than [`TILE`].
-pub(crate) fn q8k_rows<'a>(ty: GgmlType, xs: &[ActRow<'a>]) -> ([&'a [BlockQ8K]; TILE], usize) {
-    assert!(
-        xs.len() <= TILE,
-        "{}: tile of {} tokens",
-        ty.name(),
-        xs.len()
-    );
-    let mut rows: [&[BlockQ8K]; TILE] = [&[]; TILE];
-    for (r, x) in rows.iter_mut().zip(xs) {
-        let ActRow::Q8K(x) = *x else {
-            panic!("{}: Q8_K activations expected", ty.name())
-        };
-        *r = x;
-    }
-    (rows, xs.len())
-}
-
-/// The Q8_0 rows of `xs` (a tile of at most [`TILE`] tokens), for the Q8_0-paired tile
-/// kernels (Q5_0).
-///
-/// # Panics
-/// If a row is not Q8_0 or the tile is larger than [`TILE`].
-pub(crate) fn q8_rows<'a>(ty: GgmlType, xs: &[ActRow<'a>]) -> ([&'a [BlockQ8]; TILE], usize) {
-    assert!(
-        xs.len() <= TILE,
-        "{}: tile of {} tokens",
-        ty.name(),
-        xs.len()
-    );
-    let mut rows: [&[BlockQ8]; TILE] = [&[]; TILE];
-    for (r, x) in rows.iter_mut().zip(xs) {
-        let ActRow::Q8(x) = *x else {
-            panic!("{}: Q8_0 activations expected", ty.name())
-        };
-        *r = x;
-    }
-    (rows, xs.len())
 }
 
 /// The implementation of `ty`, or `None` for types the engine cannot decode.

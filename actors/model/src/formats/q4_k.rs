@@ -11,10 +11,7 @@
 //! `Σ = d_x·(d·Σ_j sc_j·Σ_{i∈j} q_i·q8_i − dmin·Σ_j m_j·bsum_j)`: the minimum term reads the
 //! activation's `bsums` (8 multiply-adds per 256 weights); the inner loop stays u8 × i8.
 
-#[cfg(target_arch = "x86_64")]
-use super::avx2_tiles;
-use super::{blocks, h, q8k_rows, Act, ActRow, BlockQ8K, Format, TILE};
-use crate::kernels::cpu::has_avx2;
+use super::{blocks, h, tiled_dot, Act, BlockQ8K, Format};
 use crate::quant::GgmlType;
 
 /// One Q4_K super-block.
@@ -124,39 +121,13 @@ impl Format for Q4K {
         }
     }
 
-    fn dot(&self, row: &[u8], x: ActRow<'_>) -> f32 {
-        let ActRow::Q8K(x) = x else {
-            panic!("Q4_K: Q8_K activations expected")
-        };
-        #[cfg(target_arch = "x86_64")]
-        if has_avx2() {
-            let mut out = [0.0f32];
-            // SAFETY: AVX2, FMA and F16C are present (checked at run time).
-            unsafe { avx2::tile::<BlockQ4K, 1>(blocks(row), [x], &mut out) };
-            return out[0];
-        }
-        dot_portable(row, x)
-    }
-
-    fn dot_tile(&self, row: &[u8], xs: &[ActRow<'_>], out: &mut [f32]) {
-        assert_eq!(xs.len(), out.len(), "dot_tile: one output per token");
-        #[cfg(target_arch = "x86_64")]
-        if has_avx2() {
-            let row = blocks(row);
-            if let ([ActRow::Q8K(x)], [o]) = (xs, &mut *out) {
-                let mut one = [0.0f32];
-                // SAFETY: AVX2, FMA and F16C are present (checked at run time).
-                unsafe { avx2::tile::<BlockQ4K, 1>(row, [x], &mut one) };
-                *o = one[0];
-                return;
-            }
-            avx2_tiles!(GgmlType::Q4_K, q8k_rows, avx2::tile[BlockQ4K], row, xs, out);
-            return;
-        }
-        for (o, &x) in out.iter_mut().zip(xs) {
-            *o = self.dot(row, x);
-        }
-    }
+    tiled_dot!(
+        ty: GgmlType::Q4_K,
+        act: Q8K "Q8_K",
+        block: BlockQ4K,
+        tile: avx2::tile[BlockQ4K],
+        portable: dot_portable,
+    );
 }
 
 /// The portable dot product (the integer sums of the SIMD path, in scalar code).

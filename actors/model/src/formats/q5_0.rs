@@ -8,10 +8,8 @@
 //! `bytes_from_bits_32`, and ORs `0xF0` into weights whose fifth bit is clear: that byte read as
 //! signed is `q − 16`).
 
-#[cfg(target_arch = "x86_64")]
-use super::avx2_tiles;
-use super::{blocks, h, q8_rows, Act, ActRow, Format, TILE};
-use crate::kernels::cpu::{has_avx2, BlockQ8};
+use super::{blocks, h, tiled_dot, Act, Format};
+use crate::kernels::cpu::BlockQ8;
 use crate::quant::GgmlType;
 
 /// One Q5_0 block.
@@ -73,32 +71,13 @@ impl Format for Q5_0 {
         }
     }
 
-    fn dot(&self, row: &[u8], x: ActRow<'_>) -> f32 {
-        let ActRow::Q8(x) = x else {
-            panic!("Q5_0: Q8_0 activations expected")
-        };
-        #[cfg(target_arch = "x86_64")]
-        if has_avx2() {
-            let mut out = [0.0f32];
-            // SAFETY: AVX2, FMA and F16C are present (checked at run time).
-            unsafe { avx2::tile::<1>(blocks(row), [x], &mut out) };
-            return out[0];
-        }
-        dot_portable(row, x)
-    }
-
-    fn dot_tile(&self, row: &[u8], xs: &[ActRow<'_>], out: &mut [f32]) {
-        assert_eq!(xs.len(), out.len(), "dot_tile: one output per token");
-        #[cfg(target_arch = "x86_64")]
-        if has_avx2() {
-            let row = blocks(row);
-            avx2_tiles!(GgmlType::Q5_0, q8_rows, avx2::tile, row, xs, out);
-            return;
-        }
-        for (o, &x) in out.iter_mut().zip(xs) {
-            *o = self.dot(row, x);
-        }
-    }
+    tiled_dot!(
+        ty: GgmlType::Q5_0,
+        act: Q8 "Q8_0",
+        block: BlockQ5_0,
+        tile: avx2::tile,
+        portable: dot_portable,
+    );
 }
 
 /// The portable dot product: the same integer sum per block, one multiply per block.

@@ -8,11 +8,10 @@
 //! `ggml_vec_dot_q5_K_q8_K`). The SIMD kernel is Q4_K's ([`K4Block`]) with the fifth bit
 //! OR-ed into each quant.
 
-use super::q4_k::{min_term, scales_mins, K4Block};
 #[cfg(target_arch = "x86_64")]
-use super::{avx2_tiles, q4_k::avx2, q8k_rows, TILE};
-use super::{blocks, h, Act, ActRow, BlockQ8K, Format};
-use crate::kernels::cpu::has_avx2;
+use super::q4_k::avx2;
+use super::q4_k::{min_term, scales_mins, K4Block};
+use super::{blocks, h, tiled_dot, Act, BlockQ8K, Format};
 use crate::quant::GgmlType;
 
 /// One Q5_K super-block.
@@ -92,39 +91,13 @@ impl Format for Q5K {
         }
     }
 
-    fn dot(&self, row: &[u8], x: ActRow<'_>) -> f32 {
-        let ActRow::Q8K(x) = x else {
-            panic!("Q5_K: Q8_K activations expected")
-        };
-        #[cfg(target_arch = "x86_64")]
-        if has_avx2() {
-            let mut out = [0.0f32];
-            // SAFETY: AVX2, FMA and F16C are present (checked at run time).
-            unsafe { avx2::tile::<BlockQ5K, 1>(blocks(row), [x], &mut out) };
-            return out[0];
-        }
-        dot_portable(row, x)
-    }
-
-    fn dot_tile(&self, row: &[u8], xs: &[ActRow<'_>], out: &mut [f32]) {
-        assert_eq!(xs.len(), out.len(), "dot_tile: one output per token");
-        #[cfg(target_arch = "x86_64")]
-        if has_avx2() {
-            let row = blocks(row);
-            if let ([ActRow::Q8K(x)], [o]) = (xs, &mut *out) {
-                let mut one = [0.0f32];
-                // SAFETY: AVX2, FMA and F16C are present (checked at run time).
-                unsafe { avx2::tile::<BlockQ5K, 1>(row, [x], &mut one) };
-                *o = one[0];
-                return;
-            }
-            avx2_tiles!(GgmlType::Q5_K, q8k_rows, avx2::tile[BlockQ5K], row, xs, out);
-            return;
-        }
-        for (o, &x) in out.iter_mut().zip(xs) {
-            *o = self.dot(row, x);
-        }
-    }
+    tiled_dot!(
+        ty: GgmlType::Q5_K,
+        act: Q8K "Q8_K",
+        block: BlockQ5K,
+        tile: avx2::tile[BlockQ5K],
+        portable: dot_portable,
+    );
 }
 
 /// The portable dot product (the integer sums of the SIMD path, in scalar code).

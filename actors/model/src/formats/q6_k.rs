@@ -12,10 +12,7 @@
 //! (0..63) goes into the integer products and the `−32` offset is applied once per super-block
 //! as `32·Σ_s sc_s·bsum_s`.
 
-#[cfg(target_arch = "x86_64")]
-use super::avx2_tiles;
-use super::{blocks, h, q8k_rows, Act, ActRow, BlockQ8K, Format, TILE};
-use crate::kernels::cpu::has_avx2;
+use super::{blocks, h, tiled_dot, Act, BlockQ8K, Format};
 use crate::quant::GgmlType;
 
 /// One Q6_K super-block.
@@ -84,39 +81,13 @@ impl Format for Q6K {
         }
     }
 
-    fn dot(&self, row: &[u8], x: ActRow<'_>) -> f32 {
-        let ActRow::Q8K(x) = x else {
-            panic!("Q6_K: Q8_K activations expected")
-        };
-        #[cfg(target_arch = "x86_64")]
-        if has_avx2() {
-            let mut out = [0.0f32];
-            // SAFETY: AVX2, FMA and F16C are present (checked at run time).
-            unsafe { avx2::tile::<1>(blocks(row), [x], &mut out) };
-            return out[0];
-        }
-        dot_portable(row, x)
-    }
-
-    fn dot_tile(&self, row: &[u8], xs: &[ActRow<'_>], out: &mut [f32]) {
-        assert_eq!(xs.len(), out.len(), "dot_tile: one output per token");
-        #[cfg(target_arch = "x86_64")]
-        if has_avx2() {
-            let row = blocks(row);
-            if let ([ActRow::Q8K(x)], [o]) = (xs, &mut *out) {
-                let mut one = [0.0f32];
-                // SAFETY: AVX2, FMA and F16C are present (checked at run time).
-                unsafe { avx2::tile::<1>(row, [x], &mut one) };
-                *o = one[0];
-                return;
-            }
-            avx2_tiles!(GgmlType::Q6_K, q8k_rows, avx2::tile, row, xs, out);
-            return;
-        }
-        for (o, &x) in out.iter_mut().zip(xs) {
-            *o = self.dot(row, x);
-        }
-    }
+    tiled_dot!(
+        ty: GgmlType::Q6_K,
+        act: Q8K "Q8_K",
+        block: BlockQ6K,
+        tile: avx2::tile,
+        portable: dot_portable,
+    );
 }
 
 /// The portable dot product (the integer sums of the SIMD path, in scalar code).
