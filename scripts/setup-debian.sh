@@ -2,7 +2,7 @@
 # Installs what building and testing wecom-edge needs on a fresh Debian (bookworm or later):
 # a C toolchain (for the onig regex library the tokenizer uses), Python 3 with pip (the model
 # fetch script) and venv (the openai client of the API tests), systemd-analyze, Chromium with
-# ChromeDriver (the console's browser test), and Rust via
+# ChromeDriver (the console's browser test), Mesa's lavapipe Vulkan driver (the GPU kernels' tests), and Rust via
 # rustup when no cargo is on PATH. The appliance image's tools (mmdebstrap, mtools, QEMU, OVMF,
 # …) are installed by image/build and image/smoke-test themselves. Idempotent: installs nothing
 # that is already there.
@@ -23,6 +23,10 @@ command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 [ -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || missing+=(fonts-wqy-microhei)
+# The GPU kernels' tests without a GPU (feature `vulkan`): Mesa's lavapipe, a Vulkan driver that
+# runs on the CPU, and the Vulkan loader.
+ls /usr/share/vulkan/icd.d/lvp_icd.*.json >/dev/null 2>&1 || missing+=(mesa-vulkan-drivers)
+ls /usr/lib/*/libvulkan.so.1 >/dev/null 2>&1 || missing+=(libvulkan1)
 
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's whole check, as README gives it and CI runs it (.ci/run):
-# set-up, model fetch, formatting, lints, the CUDA build check, every test, the systemd units'
+# set-up, model fetch, formatting, lints, the CUDA build check, every test, the GPU kernels and
+# the model on Vulkan (lavapipe, no GPU needed), the systemd units'
 # offline checks, and the appliance image built and booted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,8 +27,12 @@ echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo check --features cuda (compiles the CubeCL kernels; nothing runs on a GPU here)"
 cargo check --workspace --features cuda
+echo "== cargo clippy --features vulkan (the model crate on burn-wgpu)"
+cargo clippy -p wecom-edge-model --features vulkan --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace
+echo "== the GPU kernels and the model on Vulkan: lavapipe, Mesa's CPU driver (feature vulkan)"
+cargo test -p wecom-edge-model --features vulkan -- vulkan
 
 echo "== systemd units: verify silent, security exposure <= 2.0"
 systemd/check target/debug/wecom-edge

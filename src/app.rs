@@ -132,17 +132,13 @@ fn model_sup(
         parked_ttl: cfg.idle_timeout,
         ..Default::default()
     };
-    let model_spec = if use_cuda(&cfg.device)? {
-        cuda_child(cfg.model_path.clone(), cfg.cache_type, scheduler, progress)?
-    } else {
-        model_child::<model::CpuBackend>(ModelArgs {
-            path: cfg.model_path.clone(),
-            device: Default::default(),
-            cache_type: cfg.cache_type,
-            scheduler,
-            progress,
-        })
-    };
+    let model_spec = gpu_or_cpu_child(
+        model_device(&cfg.device)?,
+        cfg.model_path.clone(),
+        cfg.cache_type,
+        scheduler,
+        progress,
+    );
     Ok(SupervisorSpec::new(Strategy::RestForOne)
         .intensity(5, Duration::from_secs(60))
         .events(ev_tx)
@@ -245,17 +241,9 @@ fn generators(cfg: &Config) -> anyhow::Result<(wecom_edge_actors::session::Gener
     Ok((out, by_name))
 }
 
-/// Which backend the model runs on: `auto` picks CUDA in a `cuda` build with /dev/nvidia0.
-fn use_cuda(device: &str) -> anyhow::Result<bool> {
-    let gpu = std::path::Path::new("/dev/nvidia0").exists();
-    match device {
-        "cuda" if !cfg!(feature = "cuda") => {
-            anyhow::bail!("model.device = \"cuda\": this build has no CUDA support")
-        }
-        "cuda" => Ok(true),
-        "auto" => Ok(cfg!(feature = "cuda") && gpu),
-        _ => Ok(false),
-    }
+/// Which backend the model runs on ([`model::device::resolve`] of `model.device`).
+fn model_device(device: &str) -> anyhow::Result<model::device::Device> {
+    model::device::resolve(device).map_err(|e| anyhow::anyhow!("model.{e}"))
 }
 
 fn model_child<B: QuantBackend>(args: ModelArgs<B>) -> ChildSpec
@@ -725,10 +713,10 @@ async fn start_tree(cfg: &Config, api: Api) -> anyhow::Result<Running> {
         started,
         links: &links,
         ctx: console_ctx,
-        device: match (cfg.local_model, use_cuda(&cfg.device)) {
+        device: match (cfg.local_model, model_device(&cfg.device)) {
             (false, _) => "upstream",
-            (true, Ok(true)) => "cuda",
-            (true, _) => "cpu",
+            (true, Ok(d)) => d.name(),
+            (true, Err(_)) => "cpu",
         },
     };
     let console = crate::console::start(parts, &mut tasks).await;
@@ -945,30 +933,32 @@ async fn write_probe_on(a: &ActorRef<AuditMsg>) -> Result<(), String> {
     }
 }
 
-#[cfg(feature = "cuda")]
-fn cuda_child(
+/// The model actor's child spec on `device`'s backend.
+fn gpu_or_cpu_child(
+    device: model::device::Device,
     path: PathBuf,
     cache_type: model::llama::CacheType,
     scheduler: SchedulerConfig,
     progress: Arc<dyn Progress + Sync>,
-) -> anyhow::Result<ChildSpec> {
-    Ok(model_child::<model::cuda::CudaBackend>(ModelArgs {
-        path,
-        device: Default::default(),
-        cache_type,
-        scheduler,
-        progress,
-    }))
-}
-
-#[cfg(not(feature = "cuda"))]
-fn cuda_child(
-    _path: PathBuf,
-    _cache_type: model::llama::CacheType,
-    _scheduler: SchedulerConfig,
-    _progress: Arc<dyn Progress + Sync>,
-) -> anyhow::Result<ChildSpec> {
-    anyhow::bail!("this build has no CUDA support")
+) -> ChildSpec {
+    macro_rules! child {
+        ($b:ty) => {
+            model_child::<$b>(ModelArgs {
+                path,
+                device: Default::default(),
+                cache_type,
+                scheduler,
+                progress,
+            })
+        };
+    }
+    match device {
+        #[cfg(feature = "cuda")]
+        model::device::Device::Cuda => child!(model::gpu::CudaBackend),
+        #[cfg(feature = "vulkan")]
+        model::device::Device::Vulkan => child!(model::gpu::VulkanBackend),
+        _ => child!(model::CpuBackend),
+    }
 }
 
 /// Feeds one AI bot's long-connection events to the router; keeps the bot's health.

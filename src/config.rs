@@ -476,7 +476,7 @@ pub struct Config {
     /// Whether `model_path` is the model imported from the configuration stick
     /// ([`imported_model`]; `[model] path` unset).
     pub model_imported: bool,
-    /// `auto`, `cpu` or `cuda`.
+    /// `auto`, `cpu`, `cuda` or `vulkan` (`model::device::resolve`).
     pub device: String,
     /// CPU threads (0 = all).
     pub threads: usize,
@@ -984,8 +984,11 @@ impl Config {
             ));
         }
         let device = raw.model.device.unwrap_or_else(|| "auto".into());
-        if !matches!(device.as_str(), "auto" | "cpu" | "cuda") {
-            p.push(format!("model.device: {device:?} is not auto, cpu or cuda"));
+        if !wecom_edge_actors::model::device::CHOICES.contains(&device.as_str()) {
+            p.push(format!(
+                "model.device: {device:?} is not {}",
+                wecom_edge_actors::model::device::CHOICES.join(", ")
+            ));
         }
         let max_tokens = raw.model.max_tokens.unwrap_or(512);
         if max_tokens == 0 {

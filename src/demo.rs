@@ -40,7 +40,7 @@ pub struct DemoOptions {
     pub data_dir: PathBuf,
     /// GGUF model.
     pub model: PathBuf,
-    /// `auto`, `cpu` or `cuda`.
+    /// `auto`, `cpu`, `cuda` or `vulkan`.
     pub device: String,
     /// CPU threads (0: all).
     pub threads: usize,

@@ -84,8 +84,9 @@ struct ModelArgs {
     /// CPU threads for inference [default: all cores]
     #[arg(long)]
     threads: Option<usize>,
-    /// Where the model runs: `auto` picks the GPU when built with `--features cuda` and
-    /// /dev/nvidia0 exists, else the CPU.
+    /// Where the model runs: `auto` picks CUDA when built with `--features cuda` and
+    /// /dev/nvidia0 exists, else Vulkan when built with `--features vulkan` and a GPU is
+    /// present (/dev/dri/renderD*), else the CPU.
     #[arg(long, value_enum, default_value_t = DeviceKind::Auto)]
     device: DeviceKind,
     /// KV cache element type (llama.cpp's `--cache-type-k/-v`): f16 or f32
@@ -102,21 +103,23 @@ pub(crate) enum DeviceKind {
     Auto,
     Cpu,
     Cuda,
+    Vulkan,
 }
 
 impl DeviceKind {
-    /// Resolves `auto`; refuses `cuda` in a build without the feature.
-    fn resolve(self) -> anyhow::Result<DeviceKind> {
+    /// The name, as `model.device` takes it.
+    fn name(self) -> &'static str {
         match self {
-            DeviceKind::Auto if cfg!(feature = "cuda") && Path::new("/dev/nvidia0").exists() => {
-                Ok(DeviceKind::Cuda)
-            }
-            DeviceKind::Auto => Ok(DeviceKind::Cpu),
-            DeviceKind::Cuda if !cfg!(feature = "cuda") => {
-                bail!("--device cuda: this build has no CUDA support (build with --features cuda)")
-            }
-            other => Ok(other),
+            DeviceKind::Auto => "auto",
+            DeviceKind::Cpu => "cpu",
+            DeviceKind::Cuda => "cuda",
+            DeviceKind::Vulkan => "vulkan",
         }
+    }
+
+    /// Resolves `auto` ([`model::device::resolve`]); refuses a GPU this build lacks.
+    fn resolve(self) -> anyhow::Result<model::device::Device> {
+        model::device::resolve(self.name()).map_err(|e| anyhow::anyhow!("--{e}"))
     }
 }
 
@@ -397,9 +400,7 @@ fn serve(path: &Path) -> anyhow::Result<ExitCode> {
 }
 
 fn run_demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
-    if a.model.device == DeviceKind::Cuda {
-        a.model.device.resolve()?;
-    }
+    a.model.device.resolve()?;
     if let Some(0) = a.model.threads {
         bail!("--threads must be at least 1");
     }
@@ -441,12 +442,7 @@ fn run_demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
         admin_listen: a.admin_listen,
         data_dir: demo::data_dir(a.data_dir)?,
         model,
-        device: match a.model.device {
-            DeviceKind::Auto => "auto",
-            DeviceKind::Cpu => "cpu",
-            DeviceKind::Cuda => "cuda",
-        }
-        .into(),
+        device: a.model.device.name().into(),
         threads: a.model.threads.unwrap_or(0),
         max_tokens: a.max_tokens,
         temperature: a.temperature,
@@ -493,7 +489,13 @@ macro_rules! on_backend {
     ($kind:expr, $f:ident, $args:expr) => {
         match $kind.resolve()? {
             #[cfg(feature = "cuda")]
-            DeviceKind::Cuda => $f::<model::cuda::CudaBackend>($args, &Default::default()),
+            model::device::Device::Cuda => {
+                $f::<model::gpu::CudaBackend>($args, &Default::default())
+            }
+            #[cfg(feature = "vulkan")]
+            model::device::Device::Vulkan => {
+                $f::<model::gpu::VulkanBackend>($args, &Default::default())
+            }
             _ => $f::<model::CpuBackend>($args, &Default::default()),
         }
     };

@@ -98,14 +98,20 @@ impl<B: QuantBackend> Engine<B> {
     /// # Errors
     /// Any [`ModelError`] of the reader, the tokenizer or the model;
     /// [`ModelError::DoesNotFit`] when the weights exceed the memory available (`MemAvailable`;
-    /// on a GPU backend its free memory, as `nvidia-smi` reports it).
+    /// on a GPU backend its free memory, as `nvidia-smi` reports it, against the weights' size
+    /// in the GPU form, [`crate::kernels::affine::gpu_bytes`]).
     pub fn load(path: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
         let gguf = GgufFile::open(path)?;
         // Refuse before touching the weights what this machine cannot hold.
         let weights: u64 = gguf.tensors().iter().map(|t| t.n_bytes).sum();
         if B::ON_GPU {
+            let on_gpu = gguf
+                .tensors()
+                .iter()
+                .map(|t| crate::kernels::affine::gpu_bytes(t.ggml_type, t.n_elements()))
+                .sum();
             if let Some(gpu) = crate::inspect::gpu_memory() {
-                crate::inspect::check_fits_gpu(gguf.path(), weights, &gpu)?;
+                crate::inspect::check_fits_gpu(gguf.path(), on_gpu, &gpu)?;
             }
         } else {
             crate::inspect::check_fits(gguf.path(), weights, crate::inspect::mem_available())?;

@@ -3,17 +3,19 @@
 //! modules with fused 4-bit matmul kernels, sampling and generation.
 //!
 //! The CPU backend is Burn's `Flex` ([`CpuBackend`]); with the `cuda` feature,
-//! [`cuda::CudaBackend`] runs the same model with CubeCL kernels on an NVIDIA GPU.
+//! `gpu::CudaBackend` runs the same model with CubeCL kernels on an NVIDIA GPU, with the
+//! `vulkan` feature `gpu::VulkanBackend` runs them on burn-wgpu over Vulkan (SPIR-V).
 
 pub mod actor;
 pub mod arch;
 pub mod backend;
-#[cfg(feature = "cuda")]
-pub mod cuda;
+pub mod device;
 pub mod engine;
 pub mod error;
 pub mod formats;
 pub mod gguf;
+#[cfg(any(feature = "cuda", feature = "vulkan"))]
+pub mod gpu;
 pub mod inspect;
 pub mod kernels;
 pub mod llama;

@@ -178,11 +178,6 @@ impl GgmlType {
     }
 }
 
-#[inline]
-pub(crate) fn f16_at(b: &[u8], at: usize) -> f32 {
-    f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
-}
-
 /// Decodes `n` elements of type `ty` from `data` into f32, appending to `out`
 /// ([`crate::formats::Format::dequantize`]).
 ///

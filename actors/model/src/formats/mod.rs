@@ -55,6 +55,17 @@ pub enum ActRow<'a> {
     F32(&'a [f32]),
 }
 
+/// How a format's weights are laid out for the GPU kernels (`crate::gpu`): groups of `group`
+/// consecutive weights of a row, each `value = d·q + m` with one f32 `d` and `m` per group and
+/// an integer `q` of `bits` bits (4: unsigned 0..16, two to a byte; 8: signed −128..128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AffineLayout {
+    /// Bits per quant: 4 or 8.
+    pub bits: u32,
+    /// Weights per group (16 or 32; divides the block size).
+    pub group: usize,
+}
+
 /// A GGUF block format.
 pub trait Format: Send + Sync + 'static {
     /// The ggml type.
@@ -83,6 +94,22 @@ pub trait Format: Send + Sync + 'static {
         for (o, &x) in out.iter_mut().zip(xs) {
             *o = self.dot(row, x);
         }
+    }
+
+    /// The format's [`AffineLayout`] for the GPU kernels; `None` for the float formats (F32,
+    /// F16, BF16), which the GPU takes as dense f32.
+    fn affine_layout(&self) -> Option<AffineLayout> {
+        None
+    }
+
+    /// Calls `group(d, m, q)` for each group of the whole blocks `data`, in weight order, with
+    /// `d·q + m` (f32, `d·q` exact) equal to [`Format::dequantize`]'s value of every weight
+    /// (`q` as [`Format::affine_layout`] says).
+    ///
+    /// # Panics
+    /// For a format without an affine layout.
+    fn affine_groups(&self, _data: &[u8], _group: &mut dyn FnMut(f32, f32, &[i8])) {
+        panic!("{}: no affine layout", self.ty().name())
     }
 }
 
@@ -405,6 +432,24 @@ pub(crate) mod testing {
             }
         }
         out
+    }
+
+    /// Byte offsets of a block's f16 scale fields (ggml-common.h).
+    pub fn f16_fields(ty: GgmlType) -> &'static [usize] {
+        use GgmlType::*;
+        match ty {
+            Q4_0 | Q5_0 | Q8_0 => &[0],
+            Q4_1 | Q5_1 | Q4_K | Q5_K => &[0, 2],
+            Q2_K => &[80, 82],
+            Q3_K => &[108],
+            Q6_K => &[208],
+            _ => &[],
+        }
+    }
+
+    /// [`random_blocks`] with finite, positive scales in every f16 field.
+    pub fn random_weights(ty: GgmlType, n_blocks: usize, seed: u64) -> Vec<u8> {
+        random_blocks(ty, n_blocks, seed, f16_fields(ty))
     }
 
     /// The format's dot product agrees with the f64 reference on `rows` random rows of `k`.

@@ -7,7 +7,7 @@
 //! `(qs[l+16] >> 2j) & 3`, each run taking the next scale byte. The dot product decodes the
 //! weights exactly and multiplies them with the Q8_K activations ([`super::dot_dequantized_k`]).
 
-use super::{blocks, h, Act, ActRow, Format};
+use super::{blocks, h, Act, ActRow, AffineLayout, Format};
 use crate::quant::GgmlType;
 
 /// One Q2_K super-block.
@@ -36,6 +36,30 @@ impl Format for Q2K {
 
     fn act(&self) -> Act {
         Act::Q8K
+    }
+
+    fn affine_layout(&self) -> Option<AffineLayout> {
+        Some(AffineLayout { bits: 4, group: 16 })
+    }
+
+    /// Sub-blocks of 16: `d·sc·q − dmin·m`, the 2-bit `q` in the 4-bit container.
+    fn affine_groups(&self, data: &[u8], group: &mut dyn FnMut(f32, f32, &[i8])) {
+        for b in blocks::<BlockQ2K>(data) {
+            let (d, dmin) = (h(b.d), h(b.dmin));
+            let mut is = 0;
+            for n in 0..2 {
+                let q = &b.qs[32 * n..32 * n + 32];
+                for j in 0..4 {
+                    for half in 0..2 {
+                        let sc = b.scales[is];
+                        is += 1;
+                        let qs: [i8; 16] =
+                            std::array::from_fn(|l| ((q[l + 16 * half] >> (2 * j)) & 3) as i8);
+                        group(d * (sc & 0x0f) as f32, -(dmin * (sc >> 4) as f32), &qs);
+                    }
+                }
+            }
+        }
     }
 
     fn dequantize(&self, data: &[u8], out: &mut [f32]) {

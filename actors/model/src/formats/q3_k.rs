@@ -8,7 +8,7 @@
 //! 1 and moves up once per shift, across both halves). The dot product decodes the weights
 //! exactly and multiplies them with the Q8_K activations ([`super::dot_dequantized_k`]).
 
-use super::{blocks, h, Act, ActRow, Format};
+use super::{blocks, h, Act, ActRow, AffineLayout, Format};
 use crate::quant::GgmlType;
 
 /// One Q3_K super-block.
@@ -43,6 +43,39 @@ impl Format for Q3K {
 
     fn act(&self) -> Act {
         Act::Q8K
+    }
+
+    fn affine_layout(&self) -> Option<AffineLayout> {
+        Some(AffineLayout { bits: 4, group: 16 })
+    }
+
+    /// Sub-blocks of 16: `dl·(q − 4)` as `dl·q − 4·dl` with `q = lq − hb + 4` in 0..8: both
+    /// products exact, and so is their difference.
+    fn affine_groups(&self, data: &[u8], group: &mut dyn FnMut(f32, f32, &[i8])) {
+        for b in blocks::<BlockQ3K>(data) {
+            let d = h(b.d);
+            let (mut is, mut m) = (0, 1u8);
+            for n in 0..2 {
+                let q = &b.qs[32 * n..32 * n + 32];
+                for j in 0..4 {
+                    for half in 0..2 {
+                        let dl = d * scale(&b.scales, is) as f32;
+                        is += 1;
+                        let qs: [i8; 16] = std::array::from_fn(|l| {
+                            let lq = ((q[l + 16 * half] >> (2 * j)) & 3) as i8;
+                            let hb = if b.hmask[l + 16 * half] & m != 0 {
+                                0
+                            } else {
+                                4
+                            };
+                            lq - hb + 4
+                        });
+                        group(dl, -4.0 * dl, &qs);
+                    }
+                    m <<= 1;
+                }
+            }
+        }
     }
 
     fn dequantize(&self, data: &[u8], out: &mut [f32]) {

@@ -5,7 +5,7 @@
 //! nibble. Activations: Q8_0 ([`BlockQ8`]); `Σ = d_w·d_x·Σ (q_w − 8)·q_x` per block
 //! (ggml-cpu `ggml_vec_dot_q4_0_q8_0`). The AVX2 tiles live in [`crate::kernels::cpu`].
 
-use super::{blocks, h, Act, ActRow, Format};
+use super::{blocks, h, Act, ActRow, AffineLayout, Format};
 use crate::kernels::cpu::BlockQ8;
 use crate::quant::GgmlType;
 
@@ -31,6 +31,22 @@ impl Format for Q4_0 {
 
     fn act(&self) -> Act {
         Act::Q8
+    }
+
+    fn affine_layout(&self) -> Option<AffineLayout> {
+        Some(AffineLayout { bits: 4, group: 32 })
+    }
+
+    /// `d·(q − 8)` as `d·q − 8d`: both products exact.
+    fn affine_groups(&self, data: &[u8], group: &mut dyn FnMut(f32, f32, &[i8])) {
+        for b in blocks::<BlockQ4_0>(data) {
+            let d = h(b.d);
+            let mut q = [0i8; 32];
+            for (j, &v) in b.qs.iter().enumerate() {
+                (q[j], q[j + 16]) = ((v & 0x0f) as i8, (v >> 4) as i8);
+            }
+            group(d, -8.0 * d, &q);
+        }
     }
 
     fn dequantize(&self, data: &[u8], out: &mut [f32]) {

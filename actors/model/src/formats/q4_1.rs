@@ -5,7 +5,7 @@
 //! `s = d·Σq`); `Σ = d_w·d_x·Σ q_w·q_x + m_w·s_x` per block (ggml-cpu `ggml_vec_dot_q4_1_q8_1`).
 //! The AVX2 tiles and the repacked layout live in [`crate::kernels`].
 
-use super::{blocks, h, Act, ActRow, Format};
+use super::{blocks, h, Act, ActRow, AffineLayout, Format};
 use crate::kernels::cpu::BlockQ8;
 use crate::quant::GgmlType;
 
@@ -33,6 +33,20 @@ impl Format for Q4_1 {
 
     fn act(&self) -> Act {
         Act::Q8
+    }
+
+    fn affine_layout(&self) -> Option<AffineLayout> {
+        Some(AffineLayout { bits: 4, group: 32 })
+    }
+
+    fn affine_groups(&self, data: &[u8], group: &mut dyn FnMut(f32, f32, &[i8])) {
+        for b in blocks::<BlockQ4_1>(data) {
+            let mut q = [0i8; 32];
+            for (j, &v) in b.qs.iter().enumerate() {
+                (q[j], q[j + 16]) = ((v & 0x0f) as i8, (v >> 4) as i8);
+            }
+            group(h(b.d), h(b.m), &q);
+        }
     }
 
     fn dequantize(&self, data: &[u8], out: &mut [f32]) {

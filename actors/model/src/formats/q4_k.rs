@@ -11,7 +11,7 @@
 //! `Σ = d_x·(d·Σ_j sc_j·Σ_{i∈j} q_i·q8_i − dmin·Σ_j m_j·bsum_j)`: the minimum term reads the
 //! activation's `bsums` (8 multiply-adds per 256 weights); the inner loop stays u8 × i8.
 
-use super::{blocks, h, tiled_dot, Act, BlockQ8K, Format};
+use super::{blocks, h, tiled_dot, Act, AffineLayout, BlockQ8K, Format};
 use crate::quant::GgmlType;
 
 /// One Q4_K super-block.
@@ -100,6 +100,29 @@ impl Format for Q4K {
 
     fn act(&self) -> Act {
         Act::Q8K
+    }
+
+    fn affine_layout(&self) -> Option<AffineLayout> {
+        Some(AffineLayout { bits: 4, group: 32 })
+    }
+
+    /// Sub-blocks of 32: `d·sc·q − dmin·m`.
+    fn affine_groups(&self, data: &[u8], group: &mut dyn FnMut(f32, f32, &[i8])) {
+        for b in blocks::<BlockQ4K>(data) {
+            let (d, dmin) = (h(b.d), h(b.dmin));
+            let (sc, mn) = scales_mins(&b.scales);
+            for g in 0..4 {
+                let qs = &b.qs[32 * g..32 * g + 32];
+                let lo: [i8; 32] = std::array::from_fn(|l| (qs[l] & 0x0f) as i8);
+                let hi: [i8; 32] = std::array::from_fn(|l| (qs[l] >> 4) as i8);
+                group(d * sc[2 * g] as f32, -(dmin * mn[2 * g] as f32), &lo);
+                group(
+                    d * sc[2 * g + 1] as f32,
+                    -(dmin * mn[2 * g + 1] as f32),
+                    &hi,
+                );
+            }
+        }
     }
 
     fn dequantize(&self, data: &[u8], out: &mut [f32]) {

@@ -8,7 +8,7 @@
 //! `bytes_from_bits_32`, and ORs `0xF0` into weights whose fifth bit is clear: that byte read as
 //! signed is `q − 16`).
 
-use super::{blocks, h, tiled_dot, Act, Format};
+use super::{blocks, h, tiled_dot, Act, AffineLayout, Format};
 use crate::kernels::cpu::BlockQ8;
 use crate::quant::GgmlType;
 
@@ -57,6 +57,16 @@ impl Format for Q5_0 {
 
     fn act(&self) -> Act {
         Act::Q8
+    }
+
+    fn affine_layout(&self) -> Option<AffineLayout> {
+        Some(AffineLayout { bits: 8, group: 32 })
+    }
+
+    fn affine_groups(&self, data: &[u8], group: &mut dyn FnMut(f32, f32, &[i8])) {
+        for b in blocks::<BlockQ5_0>(data) {
+            group(h(b.d), 0.0, &b.quants().map(|q| q as i8 - 16));
+        }
     }
 
     fn dequantize(&self, data: &[u8], out: &mut [f32]) {

@@ -4,7 +4,7 @@
 //! ggml-quants.c `dequantize_row_q5_1`; bits as Q5_0. Activations: Q8_1 ([`crate::kernels::cpu::BlockQ8`]);
 //! `Σ = d_w·d_x·Σ q_w·q_x + m_w·s_x` per block (ggml-cpu `ggml_vec_dot_q5_1_q8_1`).
 
-use super::{blocks, h, Act, ActRow, Format};
+use super::{blocks, h, Act, ActRow, AffineLayout, Format};
 use crate::quant::GgmlType;
 
 /// One Q5_1 block.
@@ -39,6 +39,16 @@ impl Format for Q5_1 {
 
     fn act(&self) -> Act {
         Act::Q8
+    }
+
+    fn affine_layout(&self) -> Option<AffineLayout> {
+        Some(AffineLayout { bits: 8, group: 32 })
+    }
+
+    fn affine_groups(&self, data: &[u8], group: &mut dyn FnMut(f32, f32, &[i8])) {
+        for b in blocks::<BlockQ5_1>(data) {
+            group(h(b.d), h(b.m), &b.quants().map(|q| q as i8));
+        }
     }
 
     fn dequantize(&self, data: &[u8], out: &mut [f32]) {

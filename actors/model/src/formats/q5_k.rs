@@ -11,7 +11,7 @@
 #[cfg(target_arch = "x86_64")]
 use super::q4_k::avx2;
 use super::q4_k::{min_term, scales_mins, K4Block};
-use super::{blocks, h, tiled_dot, Act, BlockQ8K, Format};
+use super::{blocks, h, tiled_dot, Act, AffineLayout, BlockQ8K, Format};
 use crate::quant::GgmlType;
 
 /// One Q5_K super-block.
@@ -75,6 +75,26 @@ impl Format for Q5K {
 
     fn act(&self) -> Act {
         Act::Q8K
+    }
+
+    fn affine_layout(&self) -> Option<AffineLayout> {
+        Some(AffineLayout { bits: 8, group: 32 })
+    }
+
+    /// Sub-blocks of 32: `d·sc·q − dmin·m`, the 5-bit `q` in a byte.
+    fn affine_groups(&self, data: &[u8], group: &mut dyn FnMut(f32, f32, &[i8])) {
+        for b in blocks::<BlockQ5K>(data) {
+            let (d, dmin) = (h(b.d), h(b.dmin));
+            let (sc, mn) = scales_mins(&b.scales);
+            let q = b.quants().map(|q| q as i8);
+            for j in 0..8 {
+                group(
+                    d * sc[j] as f32,
+                    -(dmin * mn[j] as f32),
+                    &q[32 * j..32 * j + 32],
+                );
+            }
+        }
     }
 
     fn dequantize(&self, data: &[u8], out: &mut [f32]) {

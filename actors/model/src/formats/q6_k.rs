@@ -12,7 +12,7 @@
 //! (0..63) goes into the integer products and the `−32` offset is applied once per super-block
 //! as `32·Σ_s sc_s·bsum_s`.
 
-use super::{blocks, h, tiled_dot, Act, BlockQ8K, Format};
+use super::{blocks, h, tiled_dot, Act, AffineLayout, BlockQ8K, Format};
 use crate::quant::GgmlType;
 
 /// One Q6_K super-block.
@@ -67,6 +67,22 @@ impl Format for Q6K {
 
     fn act(&self) -> Act {
         Act::Q8K
+    }
+
+    fn affine_layout(&self) -> Option<AffineLayout> {
+        Some(AffineLayout { bits: 8, group: 16 })
+    }
+
+    /// Sub-blocks of 16: `d·sc·(q − 32)` with the signed `q − 32` (so `(d·sc)·q'` is the same
+    /// product [`Format::dequantize`] rounds).
+    fn affine_groups(&self, data: &[u8], group: &mut dyn FnMut(f32, f32, &[i8])) {
+        for b in blocks::<BlockQ6K>(data) {
+            let d = h(b.d);
+            let q = b.quants().map(|q| q as i8 - 32);
+            for s in 0..16 {
+                group(d * b.scales[s] as f32, 0.0, &q[16 * s..16 * s + 16]);
+            }
+        }
     }
 
     fn dequantize(&self, data: &[u8], out: &mut [f32]) {

@@ -5,7 +5,7 @@
 //! (ggml-cpu `ggml_vec_dot_q8_0_q8_0`). The AVX2 tiles and the repacked layout live in
 //! [`crate::kernels`].
 
-use super::{blocks, h, Act, ActRow, Format};
+use super::{blocks, h, Act, ActRow, AffineLayout, Format};
 use crate::kernels::cpu::BlockQ8;
 use crate::quant::GgmlType;
 
@@ -31,6 +31,16 @@ impl Format for Q8_0 {
 
     fn act(&self) -> Act {
         Act::Q8
+    }
+
+    fn affine_layout(&self) -> Option<AffineLayout> {
+        Some(AffineLayout { bits: 8, group: 32 })
+    }
+
+    fn affine_groups(&self, data: &[u8], group: &mut dyn FnMut(f32, f32, &[i8])) {
+        for b in blocks::<BlockQ8_0>(data) {
+            group(h(b.d), 0.0, &b.qs.map(|q| q as i8));
+        }
     }
 
     fn dequantize(&self, data: &[u8], out: &mut [f32]) {
