@@ -23,13 +23,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
 use serde_json::json;
 use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinHandle;
 use wecom_edge_actors::audit::knowledge::Knowledge;
 use wecom_edge_actors::audit::{AuditActor, AuditArgs, AuditMsg, AUDIT_ACTOR};
 use wecom_edge_actors::limiter::{LimiterActor, LIMITER_ACTOR};
+use wecom_edge_actors::model::device::{Device, Fallback, Placement};
 use wecom_edge_actors::model::{
     self, ModelActor, ModelArgs, Progress, QuantBackend, SchedulerConfig, MODEL_ACTOR,
 };
@@ -118,12 +119,15 @@ impl Progress for BeaconProgress {
     }
 }
 
-/// model_sup: the model actor (loads the GGUF, owns the device and the scheduler).
+/// model_sup: the model actor (loads the GGUF, owns the device and the scheduler), on
+/// `placement`'s device.
 fn model_sup(
     cfg: &Config,
     health: &Health,
+    metrics: &Metrics,
+    placement: &Placement,
     ev_tx: mpsc::UnboundedSender<SupervisorEvent>,
-) -> anyhow::Result<SupervisorSpec> {
+) -> SupervisorSpec {
     let beacon = health.beacon("model", Duration::from_secs(30));
     let progress: Arc<dyn Progress + Sync> = Arc::new(BeaconProgress(beacon));
     // A conversation's parked KV cache lives as long as its session.
@@ -132,17 +136,30 @@ fn model_sup(
         parked_ttl: cfg.idle_timeout,
         ..Default::default()
     };
-    let model_spec = gpu_or_cpu_child(
-        model_device(&cfg.device)?,
-        cfg.model_path.clone(),
-        cfg.cache_type,
+    let start = ModelStart {
+        path: cfg.model_path.clone(),
+        cache_type: cfg.cache_type,
         scheduler,
         progress,
-    );
-    Ok(SupervisorSpec::new(Strategy::RestForOne)
+    };
+    metrics.set_model_device(placement.current().name());
+    let metrics = metrics.clone();
+    let on_fallback = Arc::new(move |f: &Fallback| {
+        metrics.model_device_fallbacks.inc();
+        metrics.set_model_device(Device::Cpu.name());
+        tracing::error!(alert = true, from = f.from.name(), why = %f.why,
+            "the model left the GPU and runs on the CPU now (slower); restart the service to try the GPU again");
+        wecom_edge_actors::audit::record(
+            "model_device_fallback",
+            "model_sup",
+            MODEL_ACTOR,
+            json!({"from": f.from.name(), "to": Device::Cpu.name(), "why": f.why}),
+        );
+    });
+    SupervisorSpec::new(Strategy::RestForOne)
         .intensity(5, Duration::from_secs(60))
         .events(ev_tx)
-        .child(model_spec))
+        .child(model_child(placement.clone(), start, on_fallback))
 }
 
 /// Starts the OpenAI-compatible API (`[openai]`) on the sessions' context: its models are
@@ -246,21 +263,90 @@ fn model_device(device: &str) -> anyhow::Result<model::device::Device> {
     model::device::resolve(device).map_err(|e| anyhow::anyhow!("model.{e}"))
 }
 
-fn model_child<B: QuantBackend>(args: ModelArgs<B>) -> ChildSpec
-where
-    B::Device: Send + Sync,
-{
-    ChildSpec::new(MODEL_ACTOR, move |sup| {
-        let args = args.clone();
-        async move {
-            let (r, _) = Actor::spawn_linked(
-                Some(MODEL_ACTOR.into()),
-                ModelActor::<B>::default(),
-                args,
-                sup,
-            )
-            .await?;
+/// What the model actor starts with, on whichever device.
+#[derive(Clone)]
+struct ModelStart {
+    path: PathBuf,
+    cache_type: model::llama::CacheType,
+    scheduler: SchedulerConfig,
+    progress: Arc<dyn Progress + Sync>,
+}
+
+impl ModelStart {
+    /// Spawns the model actor on `device`'s backend, linked to `sup`; it answers once the
+    /// model is loaded ([`ModelActor`]).
+    ///
+    /// # Errors
+    /// The load failed (the file, the device: a GPU that is gone fails here), or this build
+    /// has no backend for `device`.
+    async fn spawn(self, device: Device, sup: ActorCell) -> Result<ActorCell, SpawnErr> {
+        async fn on<B: QuantBackend>(
+            args: ModelArgs<B>,
+            sup: ActorCell,
+        ) -> Result<ActorCell, SpawnErr>
+        where
+            B::Device: Send + Sync,
+        {
+            let actor = ModelActor::<B>::default();
+            let (r, _) = Actor::spawn_linked(Some(MODEL_ACTOR.into()), actor, args, sup).await?;
             Ok(r.get_cell())
+        }
+        macro_rules! on {
+            ($b:ty) => {
+                on::<$b>(
+                    ModelArgs {
+                        path: self.path,
+                        device: Default::default(),
+                        cache_type: self.cache_type,
+                        scheduler: self.scheduler,
+                        progress: self.progress,
+                    },
+                    sup,
+                )
+                .await
+            };
+        }
+        match device {
+            Device::Cpu => on!(model::CpuBackend),
+            #[cfg(feature = "cuda")]
+            Device::Cuda => on!(model::gpu::CudaBackend),
+            #[cfg(feature = "vulkan")]
+            Device::Vulkan => on!(model::gpu::VulkanBackend),
+            #[allow(unreachable_patterns)]
+            d => Err(SpawnErr::StartupFailed(
+                format!("this build has no {} backend", d.name()).into(),
+            )),
+        }
+    }
+}
+
+/// The model actor's child spec: each (re)start asks `placement` for its device ([`Placement::start`]:
+/// the restart of an instance that failed on a GPU is on the CPU), and a load that fails on a
+/// GPU is tried again on the CPU at once; `on_fallback` is told of each move (it alerts,
+/// audits and counts it).
+fn model_child(
+    placement: Placement,
+    start: ModelStart,
+    on_fallback: Arc<dyn Fn(&Fallback) + Send + Sync>,
+) -> ChildSpec {
+    ChildSpec::new(MODEL_ACTOR, move |sup| {
+        let (placement, start, on_fallback) =
+            (placement.clone(), start.clone(), on_fallback.clone());
+        async move {
+            let (device, moved) = placement.start();
+            if let Some(f) = moved {
+                on_fallback(&f);
+            }
+            match start.clone().spawn(device, sup.clone()).await {
+                Err(e) => match placement.load_failed(device, &e.to_string()) {
+                    Some(f) => {
+                        on_fallback(&f);
+                        start.spawn(Device::Cpu, sup).await
+                    }
+                    None => Err(e),
+                },
+                started => started,
+            }
         }
     })
     .shutdown(wecom_edge_actors::supervisor::Shutdown::Timeout(
@@ -504,7 +590,19 @@ async fn start_tree(cfg: &Config, api: Api) -> anyhow::Result<Running> {
         health.clone(),
         accepting.clone(),
     )));
-    let admin = admin_commands(cfg, &health, &metrics, &filter, knowledge.as_ref());
+    let placement = if cfg.local_model {
+        Some(Placement::new(model_device(&cfg.device)?))
+    } else {
+        None
+    };
+    let admin = admin_commands(
+        cfg,
+        &health,
+        &metrics,
+        &filter,
+        knowledge.as_ref(),
+        placement.clone(),
+    );
     let (generators, by_name) = generators(cfg)?;
     let mut openai_addr = None;
     let ctx = SessionContext {
@@ -566,11 +664,9 @@ async fn start_tree(cfg: &Config, api: Api) -> anyhow::Result<Running> {
         }));
 
     // model_sup (only when an endpoint generates, or falls back, on this box's model).
-    let model_sup = if cfg.local_model {
-        Some(model_sup(cfg, &health, ev_tx.clone())?)
-    } else {
-        None
-    };
+    let model_sup = placement
+        .as_ref()
+        .map(|p| model_sup(cfg, &health, &metrics, p, ev_tx.clone()));
 
     // session_sup: dynamic children only.
     let sessions = SupervisorSpec::new(Strategy::OneForOne)
@@ -713,11 +809,7 @@ async fn start_tree(cfg: &Config, api: Api) -> anyhow::Result<Running> {
         started,
         links: &links,
         ctx: console_ctx,
-        device: match (cfg.local_model, model_device(&cfg.device)) {
-            (false, _) => "upstream",
-            (true, Ok(d)) => d.name(),
-            (true, Err(_)) => "cpu",
-        },
+        placement: placement.clone(),
     };
     let console = crate::console::start(parts, &mut tasks).await;
     health.set_ready(true);
@@ -744,10 +836,15 @@ fn admin_commands(
     metrics: &Metrics,
     filter: &FilterHandle,
     knowledge: Option<&KnowledgeBase>,
+    placement: Option<Placement>,
 ) -> Admin {
     let started = std::time::Instant::now();
     let (health, metrics, f) = (health.clone(), metrics.clone(), filter.clone());
     let kb = knowledge.cloned();
+    let model_file = cfg
+        .model_path
+        .file_name()
+        .map_or(String::new(), |f| f.to_string_lossy().into_owned());
     let status = move || {
         let failures = health.failures();
         let mut lines = vec![format!(
@@ -766,6 +863,10 @@ fn admin_commands(
             .map(|(name, _, failing)| format!("{name} {}", if failing { "FAILING" } else { "ok" }))
             .collect();
         lines.push(format!("checks: {}", checks.join(" · ")));
+        lines.push(match &placement {
+            Some(p) => format!("model: {} on {}", model_file, p.describe()),
+            None => "model: none on this box (upstream generators only)".to_string(),
+        });
         let (terms, regexes) = f.current().sizes();
         lines.push(format!(
             "outbox: {} answer(s) waiting · filter: {terms} term(s), {regexes} regex(es) · knowledge: {}",
@@ -930,34 +1031,6 @@ async fn write_probe_on(a: &ActorRef<AuditMsg>) -> Result<(), String> {
     match ractor::call!(a, AuditMsg::Probe) {
         Ok(r) => r,
         Err(e) => Err(e.to_string()),
-    }
-}
-
-/// The model actor's child spec on `device`'s backend.
-fn gpu_or_cpu_child(
-    device: model::device::Device,
-    path: PathBuf,
-    cache_type: model::llama::CacheType,
-    scheduler: SchedulerConfig,
-    progress: Arc<dyn Progress + Sync>,
-) -> ChildSpec {
-    macro_rules! child {
-        ($b:ty) => {
-            model_child::<$b>(ModelArgs {
-                path,
-                device: Default::default(),
-                cache_type,
-                scheduler,
-                progress,
-            })
-        };
-    }
-    match device {
-        #[cfg(feature = "cuda")]
-        model::device::Device::Cuda => child!(model::gpu::CudaBackend),
-        #[cfg(feature = "vulkan")]
-        model::device::Device::Vulkan => child!(model::gpu::VulkanBackend),
-        _ => child!(model::CpuBackend),
     }
 }
 
@@ -1312,4 +1385,79 @@ async fn record_callback(inb: Inbound, api: Api, outbound: Arc<Outbound>) -> boo
         return false;
     }
     rx.await.unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wecom_edge_actors::model::ModelMsg;
+
+    /// A GPU the model cannot load on — here Vulkan in a build without it, as a GPU that is
+    /// gone fails the load — moves the model to the CPU at once; a later crash restarts it
+    /// there, with no second move.
+    #[cfg(not(feature = "vulkan"))]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_model_that_cannot_load_on_the_gpu_runs_on_the_cpu() {
+        let placement = Placement::new(Device::Vulkan);
+        let moves = Arc::new(std::sync::Mutex::new(Vec::<Fallback>::new()));
+        let start = ModelStart {
+            path: concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/data/synthetic/qwen2-q4_k_m.gguf"
+            )
+            .into(),
+            cache_type: Default::default(),
+            scheduler: SchedulerConfig::default(),
+            progress: Arc::new(()),
+        };
+        let seen = moves.clone();
+        let on_fallback = Arc::new(move |f: &Fallback| seen.lock().unwrap().push(f.clone()));
+        let spec = SupervisorSpec::new(Strategy::OneForOne)
+            .intensity(5, Duration::from_secs(60))
+            .child(model_child(placement.clone(), start, on_fallback));
+        let (sup, done) = Actor::spawn(
+            None,
+            Supervisor {
+                name: "model_sup".into(),
+            },
+            spec,
+        )
+        .await
+        .expect("the model starts on the CPU");
+        let model = || -> ActorRef<ModelMsg> {
+            ractor::registry::where_is(MODEL_ACTOR.into())
+                .expect("the model actor is registered")
+                .into()
+        };
+        let info = ractor::call!(model(), ModelMsg::Info).unwrap();
+        assert!(info.context_length > 0);
+        assert_eq!(placement.current(), Device::Cpu);
+        {
+            let m = moves.lock().unwrap();
+            assert_eq!(m.len(), 1, "{m:?}");
+            assert_eq!(m[0].from, Device::Vulkan);
+            assert!(m[0].why.contains("no vulkan backend"), "{}", m[0].why);
+        }
+        assert!(placement.describe().starts_with("cpu (vulkan failed: "));
+
+        // The CPU instance crashes: restarted on the CPU, nothing more to report.
+        let first = model().get_id();
+        model().kill();
+        let mut restarted = None;
+        for _ in 0..200 {
+            if let Some(c) = ractor::registry::where_is(MODEL_ACTOR.into()) {
+                if c.get_id() != first {
+                    restarted = Some(c);
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let again: ActorRef<ModelMsg> = restarted.expect("the model restarted").into();
+        ractor::call!(again, ModelMsg::Info).unwrap();
+        assert_eq!(moves.lock().unwrap().len(), 1);
+        assert_eq!(placement.current(), Device::Cpu);
+        sup.stop(None);
+        done.await.unwrap();
+    }
 }

@@ -150,7 +150,7 @@ pub struct BoxConsole {
     data_dir: PathBuf,
     version: String,
     model: String,
-    device: String,
+    placement: Option<wecom_edge_actors::model::device::Placement>,
     /// The loaded model file (a local model).
     model_path: Option<PathBuf>,
     /// The imported models' folder (the configuration stick's `models/`).
@@ -211,7 +211,10 @@ impl Backend for BoxConsole {
             health: self.health.failures(),
             version: self.version.clone(),
             model: self.model.clone(),
-            device: self.device.clone(),
+            device: self
+                .placement
+                .as_ref()
+                .map_or_else(|| "upstream".to_string(), |p| p.describe()),
             uptime: self.started.elapsed(),
             history: self.samples.get(),
             sample_every: SAMPLE_EVERY,
@@ -557,8 +560,9 @@ pub struct Parts<'a> {
     pub links: &'a Links,
     /// The sessions' context ("Try it" runs its turns on it).
     pub ctx: SessionContext,
-    /// Where the model runs: `cpu`, `cuda`, or `upstream` (no local model).
-    pub device: &'static str,
+    /// Where the local model runs now (`None`: no local model, the box answers through
+    /// upstreams).
+    pub placement: Option<wecom_edge_actors::model::device::Placement>,
 }
 
 /// The file the appliance's login screen (tty1) shows: the console's URL and certificate
@@ -732,7 +736,7 @@ pub async fn start(p: Parts<'_>, tasks: &mut Vec<JoinHandle<()>>) -> Option<Runn
         data_dir: cfg.data_dir.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         model,
-        device: p.device.to_string(),
+        placement: p.placement,
         model_path: cfg.local_model.then(|| cfg.model_path.clone()),
         imported: cfg
             .model_imported

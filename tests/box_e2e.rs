@@ -345,6 +345,15 @@ async fn the_box_answers_through_the_simulator() {
     .await;
     let m = common::metrics(&h.http, &admin).await;
     assert!(m.contains("wecom_edge_actor_restarts_total 1"), "{m}");
+    // A crash on the CPU is no device change: the model stays there, no fallback counted.
+    assert!(
+        m.contains("wecom_edge_model_device{device=\"cpu\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("wecom_edge_model_device_fallbacks_total 0"),
+        "{m}"
+    );
 
     // 6. The simulator drops the socket: the box reconnects and answers the next message.
     let before = h.get(&format!("/sim/aibot/{DEMO_BOT_ID}")).await["subscribes"]

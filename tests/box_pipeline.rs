@@ -460,6 +460,7 @@ async fn company_knowledge_is_retrieved_and_cited() {
     );
     let (status, _) = b.ask("ann", "m-adm-3", "#status all").await;
     assert!(status.contains("knowledge: 3 document(s)"), "{status}");
+    assert!(status.contains(".gguf on cpu"), "{status}");
     assert!(
         status.contains("checks: ") && status.contains("aibot/demo-bot ok"),
         "{status}"

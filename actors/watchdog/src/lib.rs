@@ -404,6 +404,11 @@ pub struct Metrics {
     /// A standby box's role changes for an AI bot, by `bot_id` and `event`: `takeover` (the
     /// owner was gone; this box subscribed), `yielded` (the owner came back).
     pub standby_events: Family<Vec<(String, String)>, Counter>,
+    /// 1 for the device the local model runs on now, 0 for one it left, by `device` (`cpu`,
+    /// `cuda`, `vulkan`); set with [`Metrics::set_model_device`].
+    pub model_device: Family<Vec<(String, String)>, Gauge>,
+    /// Moves of the model from a failed GPU to the CPU.
+    pub model_device_fallbacks: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -510,6 +515,17 @@ impl Metrics {
             "A standby box's takeovers of an AI bot and hand-backs to its owner, by bot_id and event",
             standby_events.clone(),
         );
+        let model_device = Family::<Vec<(String, String)>, Gauge>::default();
+        reg.register(
+            "model_device",
+            "1 for the device the local model runs on (cpu, cuda, vulkan), 0 for one it left",
+            model_device.clone(),
+        );
+        let model_device_fallbacks = c(
+            &mut reg,
+            "model_device_fallbacks",
+            "Moves of the local model from a failed GPU to the CPU",
+        );
         let queue_depth = Gauge::default();
         reg.register(
             "queue_depth",
@@ -538,6 +554,20 @@ impl Metrics {
             turns_failed,
             generation_failovers,
             standby_events,
+            model_device,
+            model_device_fallbacks,
+        }
+    }
+
+    /// Marks `device` as the one the local model runs on (1), every other one seen as left (0).
+    pub fn set_model_device(&self, device: &str) {
+        for d in ["cpu", "cuda", "vulkan"] {
+            let labels = vec![("device".to_string(), d.to_string())];
+            if d == device {
+                self.model_device.get_or_create(&labels).set(1);
+            } else if self.model_device.get(&labels).is_some() {
+                self.model_device.get_or_create(&labels).set(0);
+            }
         }
     }
 
