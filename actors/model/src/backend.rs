@@ -149,29 +149,88 @@ pub trait QuantBackend: Backend {
         (x * inv * w.unsqueeze::<2>()).into_primitive().tensor()
     }
 
-    /// Causal attention of `m` new tokens at positions `at.pos..at.pos + m` over the cache
-    /// (filled up to `pos + m`); GQA: query head `h` reads KV head `h / (n_head / n_head_kv)`;
-    /// scores `q·k · at.scale`; with `at.window > 0` (a sliding-window layer, `n_swa`) query `p`
-    /// sees keys `p − window < j ≤ p` only.
-    ///
-    /// `q`: `[m, n_head, head_dim]` f32; `k`, `v`: `[n_head_kv, capacity, head_dim]` in the
-    /// cache's type; returns `[m, n_head · head_dim]` f32. The default runs Burn's attention on
-    /// a slice of the cache read as f32.
-    fn attention_cached(
-        q: FloatTensor<Self>,
-        k: &FloatTensor<Self>,
-        v: &FloatTensor<Self>,
-        at: AttnSpan,
+    /// Rotary position embedding of each row: `x` `[rows, heads, head_dim]`; `cos`, `sin`
+    /// `[rows, head_dim / 2]`, row `r`'s angles. Pairs `(x0, x1)` are `(x[2i], x[2i+1])`
+    /// (`RopeKind::Norm`) or `(x[i], x[i + head_dim/2])` (`RopeKind::Neox`, `neox`);
+    /// `y0 = x0·cos − x1·sin`, `y1 = x0·sin + x1·cos`, each product rounded to f32 before the
+    /// sum (no fused multiply-add), as Burn's ops compute it — the default.
+    fn rope(
+        x: FloatTensor<Self>,
+        cos: &FloatTensor<Self>,
+        sin: &FloatTensor<Self>,
+        neox: bool,
     ) -> FloatTensor<Self> {
-        attention_cached_burn::<Self>(
-            Tensor::from_primitive(TensorPrimitive::Float(q)),
-            &Tensor::from_primitive(TensorPrimitive::Float(k.clone())),
-            &Tensor::from_primitive(TensorPrimitive::Float(v.clone())),
-            at,
-        )
-        .into_primitive()
-        .tensor()
+        let x: Tensor<Self, 3> = Tensor::from_primitive(TensorPrimitive::Float(x));
+        let cos: Tensor<Self, 2> = Tensor::from_primitive(TensorPrimitive::Float(cos.clone()));
+        let sin: Tensor<Self, 2> = Tensor::from_primitive(TensorPrimitive::Float(sin.clone()));
+        let [m, h, d] = x.dims();
+        let half = d / 2;
+        let (cos, sin) = (cos.unsqueeze_dim::<3>(1), sin.unsqueeze_dim::<3>(1));
+        let y = if neox {
+            let x0 = x.clone().slice([0..m, 0..h, 0..half]);
+            let x1 = x.slice([0..m, 0..h, half..d]);
+            let y0 = x0.clone() * cos.clone() - x1.clone() * sin.clone();
+            let y1 = x0 * sin + x1 * cos;
+            Tensor::cat(vec![y0, y1], 2)
+        } else {
+            let pairs = x.reshape([m, h, half, 2]);
+            let x0 = pairs
+                .clone()
+                .slice([0..m, 0..h, 0..half, 0..1])
+                .reshape([m, h, half]);
+            let x1 = pairs
+                .slice([0..m, 0..h, 0..half, 1..2])
+                .reshape([m, h, half]);
+            let y0 = x0.clone() * cos.clone() - x1.clone() * sin.clone();
+            let y1 = x0 * sin + x1 * cos;
+            Tensor::stack::<4>(vec![y0, y1], 3).reshape([m, h, d])
+        };
+        y.into_primitive().tensor()
     }
+
+    /// Causal attention of each sequence's new tokens over its own cache: sequence `s`'s `m`
+    /// tokens at positions `at.pos..at.pos + m` (the cache filled up to `pos + m`); GQA: query
+    /// head `h` reads KV head `h / (n_head / n_head_kv)`; scores `q·k · at.scale`; with
+    /// `at.window > 0` (a sliding-window layer, `n_swa`) query `p` sees keys
+    /// `p − window < j ≤ p` only.
+    ///
+    /// `q`: `[Σm, n_head, head_dim]` f32, the sequences' rows one after another; each `k`, `v`:
+    /// `[n_head_kv, capacity, head_dim]` in the cache's type; returns `[Σm, n_head · head_dim]`
+    /// f32. A sequence's rows may not depend on the other sequences (batched decode is
+    /// bit-identical to decoding alone). The default runs Burn's attention on a slice of each
+    /// cache read as f32, sequence by sequence.
+    fn attention_batch(q: FloatTensor<Self>, seqs: &[AttnSeq<'_, Self>]) -> FloatTensor<Self> {
+        let q: Tensor<Self, 3> = Tensor::from_primitive(TensorPrimitive::Float(q));
+        let [_, nh, d] = q.dims();
+        let mut r0 = 0;
+        let parts: Vec<Tensor<Self, 2>> = seqs
+            .iter()
+            .map(|s| {
+                let qs = q.clone().slice([r0..r0 + s.m, 0..nh, 0..d]);
+                r0 += s.m;
+                attention_cached_burn::<Self>(
+                    qs,
+                    &Tensor::from_primitive(TensorPrimitive::Float(s.k.clone())),
+                    &Tensor::from_primitive(TensorPrimitive::Float(s.v.clone())),
+                    s.at,
+                )
+            })
+            .collect();
+        Tensor::cat(parts, 0).into_primitive().tensor()
+    }
+}
+
+/// One sequence of [`QuantBackend::attention_batch`]: how many query rows it has, its layer's
+/// cache and where its queries attend.
+pub struct AttnSeq<'a, B: Backend> {
+    /// Query rows (new tokens).
+    pub m: usize,
+    /// Keys, `[n_head_kv, capacity, head_dim]`.
+    pub k: &'a FloatTensor<B>,
+    /// Values, the same shape.
+    pub v: &'a FloatTensor<B>,
+    /// Position, window and scale.
+    pub at: AttnSpan,
 }
 
 /// Where one sequence's new queries attend in a layer.
@@ -272,20 +331,35 @@ pub fn rms_norm<B: QuantBackend>(x: Tensor<B, 2>, weight: &Tensor<B, 1>, eps: f3
     )))
 }
 
-/// Runs [`QuantBackend::attention_cached`] on high-level tensors.
-pub fn attention_cached<B: QuantBackend>(
+/// Runs [`QuantBackend::attention_batch`] on high-level tensors: `q` `[Σm, n_head, head_dim]`,
+/// each sequence's `(m, k, v, span)`; returns `[Σm, n_head · head_dim]`.
+pub fn attention_batch<B: QuantBackend>(
     q: Tensor<B, 3>,
-    k: &Tensor<B, 3>,
-    v: &Tensor<B, 3>,
-    at: AttnSpan,
+    seqs: &[(usize, &Tensor<B, 3>, &Tensor<B, 3>, AttnSpan)],
 ) -> Tensor<B, 2> {
-    let k = k.clone().into_primitive().tensor();
-    let v = v.clone().into_primitive().tensor();
-    Tensor::from_primitive(TensorPrimitive::Float(B::attention_cached(
+    let prims: Vec<(usize, FloatTensor<B>, FloatTensor<B>, AttnSpan)> = seqs
+        .iter()
+        .map(|&(m, k, v, at)| {
+            (
+                m,
+                k.clone().into_primitive().tensor(),
+                v.clone().into_primitive().tensor(),
+                at,
+            )
+        })
+        .collect();
+    let seqs: Vec<AttnSeq<'_, B>> = prims
+        .iter()
+        .map(|(m, k, v, at)| AttnSeq {
+            m: *m,
+            k,
+            v,
+            at: *at,
+        })
+        .collect();
+    Tensor::from_primitive(TensorPrimitive::Float(B::attention_batch(
         q.into_primitive().tensor(),
-        &k,
-        &v,
-        at,
+        &seqs,
     )))
 }
 
@@ -295,6 +369,25 @@ pub fn qlinear<B: QuantBackend>(x: Tensor<B, 2>, weights: &[&B::QWeight]) -> Vec
         .into_iter()
         .map(|t| Tensor::from_primitive(TensorPrimitive::Float(t)))
         .collect()
+}
+
+/// Runs [`QuantBackend::rope`] on high-level tensors.
+pub fn rope<B: QuantBackend>(
+    x: Tensor<B, 3>,
+    cos: &Tensor<B, 2>,
+    sin: &Tensor<B, 2>,
+    neox: bool,
+) -> Tensor<B, 3> {
+    let (cos, sin) = (
+        cos.clone().into_primitive().tensor(),
+        sin.clone().into_primitive().tensor(),
+    );
+    Tensor::from_primitive(TensorPrimitive::Float(B::rope(
+        x.into_primitive().tensor(),
+        &cos,
+        &sin,
+        neox,
+    )))
 }
 
 /// Runs [`QuantBackend::kv_write`] on high-level tensors.
@@ -403,6 +496,38 @@ impl QuantBackend for Flex {
             .collect()
     }
 
+    fn rope(x: FlexTensor, cos: &FlexTensor, sin: &FlexTensor, neox: bool) -> FlexTensor {
+        let x = x.to_contiguous();
+        let shape = x.layout().shape().to_vec();
+        let [rows, heads, d]: [usize; 3] = shape.clone().try_into().expect("x is [rows, heads, d]");
+        let (cos, sin) = (cos.clone().to_contiguous(), sin.clone().to_contiguous());
+        let (xs, cs, ss) = (f32_elems(&x), f32_elems(&cos), f32_elems(&sin));
+        let half = d / 2;
+        assert!(
+            cs.len() == rows * half && ss.len() == rows * half,
+            "rope: angles for {rows} rows of {half}"
+        );
+        let mut out = vec![0.0f32; xs.len()];
+        for r in 0..rows {
+            let (c, s) = (&cs[r * half..(r + 1) * half], &ss[r * half..(r + 1) * half]);
+            for h in 0..heads {
+                let o = (r * heads + h) * d;
+                let (x, y) = (&xs[o..o + d], &mut out[o..o + d]);
+                for i in 0..half {
+                    let (i0, i1) = if neox {
+                        (i, i + half)
+                    } else {
+                        (2 * i, 2 * i + 1)
+                    };
+                    let (x0, x1) = (x[i0], x[i1]);
+                    y[i0] = x0 * c[i] - x1 * s[i];
+                    y[i1] = x0 * s[i] + x1 * c[i];
+                }
+            }
+        }
+        flex_f32(shape, out)
+    }
+
     fn rms_norm(x: FlexTensor, weight: &FlexTensor, eps: f32) -> FlexTensor {
         let x = x.to_contiguous();
         let shape = x.layout().shape().to_vec();
@@ -413,36 +538,61 @@ impl QuantBackend for Flex {
         flex_f32(shape, out)
     }
 
-    fn attention_cached(q: FlexTensor, k: &FlexTensor, v: &FlexTensor, at: AttnSpan) -> FlexTensor {
+    fn attention_batch(q: FlexTensor, seqs: &[AttnSeq<'_, Self>]) -> FlexTensor {
         let q = q.to_contiguous();
-        let [m, nh, d]: [usize; 3] = q
+        let [rows, nh, d]: [usize; 3] = q
             .layout()
             .shape()
             .to_vec()
             .try_into()
-            .expect("q is [m, n_head, head_dim]");
-        let kshape = k.layout().shape().to_vec();
-        let shape = attention::AttnShape {
-            m,
-            n_head: nh,
-            n_head_kv: kshape[0],
-            head_dim: d,
-            capacity: kshape[1],
-            pos: at.pos,
-            window: at.window,
-            scale: at.scale,
+            .expect("q is [Σm, n_head, head_dim]");
+        let caches: Vec<(FlexTensor, FlexTensor)> = seqs
+            .iter()
+            .map(|s| (s.k.clone().to_contiguous(), s.v.clone().to_contiguous()))
+            .collect();
+        let shape = |s: &AttnSeq<'_, Self>, k: &FlexTensor| {
+            let kshape = k.layout().shape();
+            attention::AttnShape {
+                m: s.m,
+                n_head: nh,
+                n_head_kv: kshape[0],
+                head_dim: d,
+                capacity: kshape[1],
+                pos: s.at.pos,
+                window: s.at.window,
+                scale: s.at.scale,
+            }
         };
-        let (k, v) = (k.to_contiguous(), v.to_contiguous());
-        let out = match k.dtype() {
-            DType::F16 => attention::attention_cached(
-                f32_elems(&q),
-                elems::<f16>(&k),
-                elems::<f16>(&v),
-                shape,
-            ),
-            _ => attention::attention_cached(f32_elems(&q), f32_elems(&k), f32_elems(&v), shape),
+        // The caches of one model share its cache type (`CacheType`).
+        let half = caches.iter().all(|(k, _)| k.dtype() == DType::F16);
+        assert!(
+            half || caches.iter().all(|(k, _)| k.dtype() == DType::F32),
+            "attention: the caches of one step share one type, f16 or f32"
+        );
+        let out = if half {
+            let kv: Vec<_> = seqs
+                .iter()
+                .zip(&caches)
+                .map(|(s, (k, v))| attention::SeqKv {
+                    k: elems::<f16>(k),
+                    v: elems::<f16>(v),
+                    shape: shape(s, k),
+                })
+                .collect();
+            attention::attention_batch(f32_elems(&q), &kv)
+        } else {
+            let kv: Vec<_> = seqs
+                .iter()
+                .zip(&caches)
+                .map(|(s, (k, v))| attention::SeqKv {
+                    k: f32_elems(k),
+                    v: f32_elems(v),
+                    shape: shape(s, k),
+                })
+                .collect();
+            attention::attention_batch(f32_elems(&q), &kv)
         };
-        flex_f32(vec![m, nh * d], out)
+        flex_f32(vec![rows, nh * d], out)
     }
 
     fn kv_write(mut cache: FlexTensor, value: FlexTensor, pos: usize) -> FlexTensor {
@@ -527,7 +677,8 @@ mod tests {
         }
     }
 
-    /// The fused CPU attention agrees with the Burn-ops default the GPU backend uses.
+    /// The fused CPU attention of several sequences at once agrees with the Burn-ops default
+    /// the GPU backend uses, sequence by sequence.
     #[test]
     fn fused_attention_matches_burn_default() {
         let dev = Default::default();
@@ -545,9 +696,13 @@ mod tests {
             burn::tensor::TensorData::new(f(nkv * cap * d, 2), [nkv, cap, d]),
             &dev,
         );
-        for (m, pos, window) in [(1, 7, 0), (4, 0, 0), (3, 5, 0), (1, 7, 3), (4, 5, 2)] {
+        // Five sequences over the same cache, in one call, against Burn's attention one by one.
+        let spans = [(1, 7, 0), (4, 0, 0), (3, 5, 0), (1, 7, 3), (4, 5, 2)];
+        let mut qs = Vec::new();
+        let mut want = Vec::new();
+        for (i, &(m, pos, window)) in spans.iter().enumerate() {
             let q = Tensor::<Flex, 3>::from_data(
-                burn::tensor::TensorData::new(f(m * nh * d, 3), [m, nh, d]),
+                burn::tensor::TensorData::new(f(m * nh * d, 3 + i), [m, nh, d]),
                 &dev,
             );
             let at = AttnSpan {
@@ -555,19 +710,75 @@ mod tests {
                 window,
                 scale: 0.3,
             };
-            let fused = attention_cached(q.clone(), &k, &v, at)
+            want.extend(
+                attention_cached_burn(q.clone(), &k, &v, at)
+                    .into_data()
+                    .to_vec::<f32>()
+                    .unwrap(),
+            );
+            qs.push((q, (m, at)));
+        }
+        let seqs: Vec<_> = qs.iter().map(|(_, (m, at))| (*m, &k, &v, *at)).collect();
+        let q = Tensor::cat(qs.iter().map(|(q, _)| q.clone()).collect(), 0);
+        let fused = attention_batch(q, &seqs)
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
+        assert_eq!(fused.len(), want.len());
+        for (i, (a, b)) in fused.iter().zip(&want).enumerate() {
+            assert!((a - b).abs() < 1e-4, "[{i}] of {spans:?}: {a} vs {b}");
+        }
+    }
+
+    /// The CPU's RoPE rotates each pair by its row's angle, NORM and NEOX pairing.
+    #[test]
+    fn flex_rope_rotates_each_pair() {
+        let dev = Default::default();
+        let (rows, heads, d) = (3, 2, 8);
+        let x: Vec<f32> = (0..rows * heads * d)
+            .map(|i| i as f32 * 0.37 - 4.0)
+            .collect();
+        let angle = |r: usize, i: usize| (r + 1) as f64 * 0.5 / (i + 1) as f64;
+        let (mut c, mut s) = (Vec::new(), Vec::new());
+        for r in 0..rows {
+            for i in 0..d / 2 {
+                c.push(angle(r, i).cos() as f32);
+                s.push(angle(r, i).sin() as f32);
+            }
+        }
+        let t2 = |v: Vec<f32>| {
+            Tensor::<Flex, 2>::from_data(burn::tensor::TensorData::new(v, [rows, d / 2]), &dev)
+        };
+        let (ct, st) = (t2(c), t2(s));
+        for neox in [false, true] {
+            let xt = Tensor::<Flex, 3>::from_data(
+                burn::tensor::TensorData::new(x.clone(), [rows, heads, d]),
+                &dev,
+            );
+            let y = rope(xt, &ct, &st, neox)
                 .into_data()
                 .to_vec::<f32>()
                 .unwrap();
-            let burn = attention_cached_burn(q, &k, &v, at)
-                .into_data()
-                .to_vec::<f32>()
-                .unwrap();
-            for (a, b) in fused.iter().zip(&burn) {
-                assert!(
-                    (a - b).abs() < 1e-4,
-                    "m{m} pos{pos} window{window}: {a} vs {b}"
-                );
+            for r in 0..rows {
+                for h in 0..heads {
+                    for i in 0..d / 2 {
+                        let (i0, i1) = if neox {
+                            (i, i + d / 2)
+                        } else {
+                            (2 * i, 2 * i + 1)
+                        };
+                        let o = (r * heads + h) * d;
+                        let (x0, x1) = (x[o + i0] as f64, x[o + i1] as f64);
+                        let (cs, sn) = (angle(r, i).cos(), angle(r, i).sin());
+                        let want = [x0 * cs - x1 * sn, x0 * sn + x1 * cs];
+                        for (got, want) in [y[o + i0], y[o + i1]].iter().zip(want) {
+                            assert!(
+                                (*got as f64 - want).abs() < 1e-5,
+                                "neox {neox}: {got} vs {want}"
+                            );
+                        }
+                    }
+                }
             }
         }
     }

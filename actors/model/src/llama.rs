@@ -21,7 +21,7 @@ use burn::tensor::{activation, DType, Tensor, TensorData};
 
 use crate::arch::{FfnAct, RopeKind};
 use crate::backend::{
-    attention_cached, kv_write, qlinear, rms_norm, AttnSpan, HostQWeight, QuantBackend,
+    attention_batch, kv_write, qlinear, rms_norm, rope, AttnSpan, HostQWeight, QuantBackend,
 };
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
@@ -85,44 +85,38 @@ impl<B: QuantBackend> Rope<B> {
         }
     }
 
-    /// Rotates `x` (`[m, heads, head_dim]`) for positions `pos..pos + m`: pairs
-    /// `(x[2i], x[2i+1])` (NORM) or `(x[i], x[i + head_dim/2])` (NEOX).
-    fn forward(&self, x: Tensor<B, 3>, pos: usize) -> Tensor<B, 3> {
-        let [m, h, d] = x.dims();
-        let half = d / 2;
-        let cos = self
-            .cos
-            .clone()
-            .slice([pos..pos + m, 0..half])
-            .unsqueeze_dim::<3>(1);
-        let sin = self
-            .sin
-            .clone()
-            .slice([pos..pos + m, 0..half])
-            .unsqueeze_dim::<3>(1);
-        match self.kind {
-            RopeKind::Norm => {
-                let pairs = x.reshape([m, h, half, 2]);
-                let x0 = pairs
-                    .clone()
-                    .slice([0..m, 0..h, 0..half, 0..1])
-                    .reshape([m, h, half]);
-                let x1 = pairs
-                    .slice([0..m, 0..h, 0..half, 1..2])
-                    .reshape([m, h, half]);
-                let y0 = x0.clone() * cos.clone() - x1.clone() * sin.clone();
-                let y1 = x0 * sin + x1 * cos;
-                Tensor::stack::<4>(vec![y0, y1], 3).reshape([m, h, d])
+    /// The angles of a step's rows: sequence `i`'s `m` rows at positions `pos..pos + m`, for
+    /// each `(pos, m)` of `spans`, one after another.
+    fn at(&self, spans: &[(usize, usize)]) -> RopeAt<B> {
+        let half = self.cos.dims()[1];
+        let rows = |t: &Tensor<B, 2>| {
+            let parts: Vec<Tensor<B, 2>> = spans
+                .iter()
+                .map(|&(pos, m)| t.clone().slice([pos..pos + m, 0..half]))
+                .collect();
+            if parts.len() == 1 {
+                parts.into_iter().next().expect("one span")
+            } else {
+                Tensor::cat(parts, 0)
             }
-            RopeKind::Neox => {
-                let x0 = x.clone().slice([0..m, 0..h, 0..half]);
-                let x1 = x.slice([0..m, 0..h, half..d]);
-                let y0 = x0.clone() * cos.clone() - x1.clone() * sin.clone();
-                let y1 = x0 * sin + x1 * cos;
-                Tensor::cat(vec![y0, y1], 2)
-            }
+        };
+        RopeAt {
+            cos: rows(&self.cos),
+            sin: rows(&self.sin),
         }
     }
+
+    /// Rotates `x` (`[rows, heads, head_dim]`) row by row at the angles `at` gives its rows
+    /// ([`QuantBackend::rope`]).
+    fn forward(&self, x: Tensor<B, 3>, at: &RopeAt<B>) -> Tensor<B, 3> {
+        rope(x, &at.cos, &at.sin, self.kind == RopeKind::Neox)
+    }
+}
+
+/// [`Rope::at`]: `cos`, `sin` of a step's rows, `[rows, head_dim / 2]` each.
+struct RopeAt<B: QuantBackend> {
+    cos: Tensor<B, 2>,
+    sin: Tensor<B, 2>,
 }
 
 /// One transformer block's weights (optional parts as the architecture has them).
@@ -680,6 +674,12 @@ impl<B: QuantBackend> Llama<B> {
             spans.push(r0..r0 + ch.tokens.len());
             r0 += ch.tokens.len();
         }
+        let positions: Vec<(usize, usize)> = chunks
+            .iter()
+            .map(|ch| (ch.cache.len, ch.tokens.len()))
+            .collect();
+        let rope_at = self.rope.at(&positions);
+        let rope_swa_at = self.rope_swa.as_ref().map(|r| r.at(&positions));
         let mut x = self.embed(&all)?;
         for (l, b) in self.blocks.iter().enumerate() {
             let h = b.attn_norm.forward(x.clone());
@@ -705,54 +705,54 @@ impl<B: QuantBackend> Llama<B> {
                 ],
                 None => [q, k],
             };
-            let rope = match (&self.rope_swa, b.swa) {
-                (Some(r), true) => r,
-                _ => &self.rope,
+            let (rope, at) = match (&self.rope_swa, &rope_swa_at, b.swa) {
+                (Some(r), Some(at), true) => (r, at),
+                _ => (&self.rope, &rope_at),
             };
-            let mut attn = Vec::with_capacity(chunks.len());
-            for (ch, rows) in chunks.iter_mut().zip(&spans) {
-                let (m, pos) = (rows.len(), ch.cache.len);
-                let part = |t: &Tensor<B, 2>, heads: usize| {
-                    let whole = t.dims()[0] == m;
-                    let t = if whole {
+            let q = rope.forward(q.reshape([rows, nh, hd]), at);
+            let q = match c.q_scale {
+                Some(s) => q.mul_scalar(s),
+                None => q,
+            };
+            let k = rope.forward(k.reshape([rows, nkv, hd]), at);
+            let v = v.reshape([rows, nkv, hd]);
+            // Each sequence's new keys and values into its cache, then one attention for all.
+            let whole = chunks.len() == 1;
+            for (ch, span) in chunks.iter_mut().zip(&spans) {
+                let part = |t: &Tensor<B, 3>| {
+                    if whole {
                         t.clone()
                     } else {
-                        t.clone().slice([rows.clone(), 0..heads * hd])
-                    };
-                    t.reshape([m, heads, hd])
+                        t.clone().slice([span.clone(), 0..nkv, 0..hd])
+                    }
                 };
-                let qi = rope.forward(part(&q, nh), pos);
-                let qi = match c.q_scale {
-                    Some(s) => qi.mul_scalar(s),
-                    None => qi,
-                };
-                let ki = rope.forward(part(&k, nkv), pos);
-                let vi = part(&v, nkv);
+                let pos = ch.cache.len;
                 let cache = &mut *ch.cache;
-                let kc = kv_write(
-                    cache.k[l].take().expect("cache present"),
-                    ki.swap_dims(0, 1),
-                    pos,
-                );
-                let vc = kv_write(
-                    cache.v[l].take().expect("cache present"),
-                    vi.swap_dims(0, 1),
-                    pos,
-                );
-                let at = AttnSpan {
-                    pos,
-                    window: b.window,
-                    scale: c.attn_scale,
-                };
-                attn.push(attention_cached(qi, &kc, &vc, at));
-                cache.k[l] = Some(kc);
-                cache.v[l] = Some(vc);
+                for (c, t) in [(&mut cache.k[l], &k), (&mut cache.v[l], &v)] {
+                    let written = kv_write(
+                        c.take().expect("cache present"),
+                        part(t).swap_dims(0, 1),
+                        pos,
+                    );
+                    *c = Some(written);
+                }
             }
-            let attn = if attn.len() == 1 {
-                attn.pop().expect("one chunk")
-            } else {
-                Tensor::cat(attn, 0)
-            };
+            let seqs: Vec<_> = chunks
+                .iter()
+                .map(|ch| {
+                    (
+                        ch.tokens.len(),
+                        ch.cache.k[l].as_ref().expect("cache present"),
+                        ch.cache.v[l].as_ref().expect("cache present"),
+                        AttnSpan {
+                            pos: ch.cache.len,
+                            window: b.window,
+                            scale: c.attn_scale,
+                        },
+                    )
+                })
+                .collect();
+            let attn = attention_batch(q, &seqs);
             x = b.finish(x, attn, c.ffn_act);
         }
         for ch in chunks.iter_mut() {

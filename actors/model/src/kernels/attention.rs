@@ -73,79 +73,135 @@ pub struct AttnShape {
     pub scale: f32,
 }
 
-/// `q`: `[m, n_head, d]`; `k`, `v`: `[n_head_kv, capacity, d]`; returns `[m, n_head, d]`.
+/// `q`: `[m, n_head, d]`; `k`, `v`: `[n_head_kv, capacity, d]`; returns `[m, n_head, d]`
+/// ([`attention_batch`] of one sequence).
 ///
 /// # Panics
 /// If the slices are shorter than the shapes say or `pos + m > capacity`.
 pub fn attention_cached<E: KvElem>(q: &[f32], k: &[E], v: &[E], s: AttnShape) -> Vec<f32> {
-    let AttnShape {
-        m,
-        n_head: nh,
-        n_head_kv: nkv,
-        head_dim: d,
-        capacity: cap,
-        pos,
-        ..
-    } = s;
-    assert_eq!(q.len(), m * nh * d, "attention: q shape");
-    assert!(
-        nkv > 0 && nh % nkv == 0 && pos + m <= cap,
-        "attention: {s:?}"
-    );
-    assert!(
-        k.len() >= nkv * cap * d && v.len() >= nkv * cap * d,
-        "attention: cache shape"
-    );
-    let mut out = vec![0.0f32; m * nh * d];
-    // Tasks: heads × chunks of queries; small problems run inline.
-    let chunk = 16usize;
-    let chunks = m.div_ceil(chunk);
-    let work = m * (pos + m) * nh;
-    let optr = SharedMut::new(&mut out);
-    let task = |i: usize| {
-        let (h, c) = (i / chunks, i % chunks);
-        let rows = c * chunk..((c + 1) * chunk).min(m);
-        // SAFETY: task (h, c) writes rows `rows` of head h only.
-        unsafe { head_rows(q, k, v, s, h, rows, optr.get()) };
+    attention_batch(q, &[SeqKv { k, v, shape: s }])
+}
+
+/// One sequence of [`attention_batch`]: its KV cache (`k`, `v`: `[n_head_kv, capacity, d]`)
+/// and shape (`shape.m` query rows at positions `shape.pos..`).
+#[derive(Debug, Clone, Copy)]
+pub struct SeqKv<'a, E> {
+    /// Keys.
+    pub k: &'a [E],
+    /// Values.
+    pub v: &'a [E],
+    /// Shape and span.
+    pub shape: AttnShape,
+}
+
+/// Each sequence's queries over its own cache, all in one parallel run: `q` holds the
+/// sequences' queries one after another (`[Σm, n_head, d]`; every sequence has the same
+/// `n_head` and `d`); returns `[Σm, n_head, d]` in the same order.
+///
+/// Tasks are (sequence, KV head, chunk of 16 queries): a task converts its KV head's keys and
+/// values once and serves every query head that reads them (GQA). What a query row gets does
+/// not depend on the other sequences, the chunking or whether the task runs on the pool —
+/// batched decode relies on it for bit-identical results.
+///
+/// # Panics
+/// If the sequences' head counts or widths differ, a slice is shorter than its shape says or
+/// `pos + m > capacity`.
+pub fn attention_batch<E: KvElem>(q: &[f32], seqs: &[SeqKv<'_, E>]) -> Vec<f32> {
+    const CHUNK: usize = 16;
+    let Some(first) = seqs.first() else {
+        assert!(q.is_empty(), "attention: queries without a sequence");
+        return Vec::new();
     };
-    if work < 1 << 15 {
-        (0..nh * chunks).for_each(task);
+    let (nh, d) = (first.shape.n_head, first.shape.head_dim);
+    // (sequence, KV head, query chunk) per task, and each sequence's first float in q/out.
+    let mut tasks = Vec::new();
+    let mut offsets = Vec::with_capacity(seqs.len());
+    let (mut total, mut work) = (0usize, 0usize);
+    for (i, sq) in seqs.iter().enumerate() {
+        let s = sq.shape;
+        let (m, nkv, cap, pos) = (s.m, s.n_head_kv, s.capacity, s.pos);
+        assert!(
+            s.n_head == nh && s.head_dim == d,
+            "attention: sequences of one call share n_head and head_dim: {s:?}"
+        );
+        assert!(
+            nkv > 0 && nh % nkv == 0 && pos + m <= cap,
+            "attention: {s:?}"
+        );
+        assert!(
+            sq.k.len() >= nkv * cap * d && sq.v.len() >= nkv * cap * d,
+            "attention: cache shape"
+        );
+        offsets.push(total);
+        total += m * nh * d;
+        work += m * (pos + m) * nh;
+        for g in 0..nkv {
+            for c in 0..m.div_ceil(CHUNK) {
+                tasks.push((i, g, c * CHUNK..((c + 1) * CHUNK).min(m)));
+            }
+        }
+    }
+    assert_eq!(q.len(), total, "attention: q shape");
+    let mut out = vec![0.0f32; total];
+    let optr = SharedMut::new(&mut out);
+    let task = |t: usize| {
+        let (i, g, ref rows) = tasks[t];
+        let (sq, off) = (&seqs[i], offsets[i]);
+        let n = sq.shape.m * nh * d;
+        // SAFETY: task (i, g, rows) writes the heads of KV head g in `rows` of sequence i only.
+        unsafe {
+            group_rows(
+                &q[off..off + n],
+                sq.k,
+                sq.v,
+                sq.shape,
+                g,
+                rows.clone(),
+                optr.get().add(off),
+            )
+        };
+    };
+    // Small problems run inline: a decode step of a short conversation.
+    if work < 1 << 12 || tasks.len() == 1 {
+        (0..tasks.len()).for_each(task);
     } else {
-        pool::global().run(nh * chunks, &task);
+        pool::global().run(tasks.len(), &task);
     }
     out
 }
 
+/// The query heads that read KV head `g`, for query `rows`.
+///
 /// # Safety
-/// `out` holds `m · n_head · d` floats; no other task writes head `h` of `rows`.
-unsafe fn head_rows<E: KvElem>(
+/// `out` holds `m · n_head · d` floats; no other task writes those heads of `rows`.
+unsafe fn group_rows<E: KvElem>(
     q: &[f32],
     k: &[E],
     v: &[E],
     s: AttnShape,
-    h: usize,
+    g: usize,
     rows: std::ops::Range<usize>,
     out: *mut f32,
 ) {
     #[cfg(target_arch = "x86_64")]
     if super::cpu::has_avx2() {
-        return head_rows_avx2(q, k, v, s, h, rows, out);
+        return group_rows_avx2(q, k, v, s, g, rows, out);
     }
-    head_rows_body(q, k, v, s, h, rows, out)
+    group_rows_body(q, k, v, s, g, rows, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn head_rows_avx2<E: KvElem>(
+unsafe fn group_rows_avx2<E: KvElem>(
     q: &[f32],
     k: &[E],
     v: &[E],
     s: AttnShape,
-    h: usize,
+    g: usize,
     rows: std::ops::Range<usize>,
     out: *mut f32,
 ) {
-    head_rows_body(q, k, v, s, h, rows, out)
+    group_rows_body(q, k, v, s, g, rows, out)
 }
 
 #[inline(always)]
@@ -186,17 +242,17 @@ fn exp_neg(x: f32) -> f32 {
 }
 
 #[inline(always)]
-unsafe fn head_rows_body<E: KvElem>(
+unsafe fn group_rows_body<E: KvElem>(
     q: &[f32],
     k: &[E],
     v: &[E],
     s: AttnShape,
-    h: usize,
+    g: usize,
     rows: std::ops::Range<usize>,
     out: *mut f32,
 ) {
     let (nh, d, cap) = (s.n_head, s.head_dim, s.capacity);
-    let g = h / (nh / s.n_head_kv);
+    let group = nh / s.n_head_kv;
     // Keys `first..last` cover every row of the task.
     let seen_from = |t: usize| {
         if s.window > 0 {
@@ -210,7 +266,7 @@ unsafe fn head_rows_body<E: KvElem>(
     let (kh, vh) = (E::f32_rows(&k[span.clone()]), E::f32_rows(&v[span]));
     let mut scores = vec![0.0f32; last - first];
     let mut q16 = vec![0.0f32; if E::HALF { d } else { 0 }];
-    for i in rows {
+    for (h, i) in (g * group..(g + 1) * group).flat_map(|h| rows.clone().map(move |i| (h, i))) {
         let t = s.pos + i + 1; // causal: keys 0..=pos+i
         let start = seen_from(t);
         let (kh, vh) = (&kh[(start - first) * d..], &vh[(start - first) * d..]);
