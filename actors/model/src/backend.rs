@@ -18,6 +18,7 @@ use burn_flex::{Flex, FlexTensor};
 use half::{f16, slice::HalfFloatSliceExt};
 use memmap2::Mmap;
 
+use crate::arch::FfnAct;
 use crate::formats::Acts;
 use crate::kernels::cpu::{self, QMatRef};
 use crate::kernels::packed::{PackedActs, PackedMatrix};
@@ -149,6 +150,33 @@ pub trait QuantBackend: Backend {
         (x * inv * w.unsqueeze::<2>()).into_primitive().tensor()
     }
 
+    /// The gated MLP's activation: `act(gate) ⊙ up`, element by element (`gate`, `up`, the
+    /// result: `[m, n_ff]`). SwiGLU: `silu(g) = g / (1 + e^−g)` (ggml `ggml_silu_f32`); GeGLU:
+    /// GELU with the tanh approximation as ggml's CPU computes it with `GGML_GELU_FP16` (`g`
+    /// rounded to f16, `0.5·r·(1 + tanh(√(2/π)·r·(1 + 0.044715·r²)))` rounded to f16 — its
+    /// table `ggml_table_gelu_f16` — except `g ≥ 10` → `g`, `g ≤ −10` → 0). The default uses
+    /// Burn's ops.
+    fn glu(gate: FloatTensor<Self>, up: FloatTensor<Self>, act: FfnAct) -> FloatTensor<Self> {
+        let g: Tensor<Self, 2> = Tensor::from_primitive(TensorPrimitive::Float(gate));
+        let u: Tensor<Self, 2> = Tensor::from_primitive(TensorPrimitive::Float(up));
+        let a = match act {
+            FfnAct::Silu => g.clone() / (g.neg().exp().add_scalar(1.0)),
+            FfnAct::GeluTanh => {
+                let f16 = |t: Tensor<Self, 2>| t.cast(DType::F16).cast(DType::F32);
+                let r = f16(g.clone());
+                let inner = (r.clone() * r.clone())
+                    .mul_scalar(GELU_COEF_A)
+                    .add_scalar(1.0)
+                    .mul(r.clone())
+                    .mul_scalar(SQRT_2_OVER_PI);
+                let y = f16(r.mul_scalar(0.5) * inner.tanh().add_scalar(1.0));
+                y.mask_where(g.clone().greater_equal_elem(10.0), g.clone())
+                    .mask_fill(g.lower_equal_elem(-10.0), 0.0)
+            }
+        };
+        (a * u).into_primitive().tensor()
+    }
+
     /// Rotary position embedding of each row: `x` `[rows, heads, head_dim]`; `cos`, `sin`
     /// `[rows, head_dim / 2]`, row `r`'s angles. Pairs `(x0, x1)` are `(x[2i], x[2i+1])`
     /// (`RopeKind::Norm`) or `(x[i], x[i + head_dim/2])` (`RopeKind::Neox`, `neox`);
@@ -218,6 +246,31 @@ pub trait QuantBackend: Backend {
             .collect();
         Tensor::cat(parts, 0).into_primitive().tensor()
     }
+}
+
+/// ggml's `GELU_COEF_A`.
+const GELU_COEF_A: f32 = 0.044715;
+/// ggml's `SQRT_2_OVER_PI`.
+const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+
+/// One element of [`QuantBackend::glu`] (the CPU's loop; the same formulas as the default).
+#[inline(always)]
+fn glu_one(g: f32, u: f32, act: FfnAct) -> f32 {
+    let a = match act {
+        FfnAct::Silu => g / (1.0 + (-g).exp()),
+        FfnAct::GeluTanh => {
+            if g >= 10.0 {
+                g
+            } else if g <= -10.0 {
+                0.0
+            } else {
+                let r = f16::from_f32(g).to_f32();
+                let inner = SQRT_2_OVER_PI * (r * (1.0 + GELU_COEF_A * r * r));
+                f16::from_f32(0.5 * r * (1.0 + inner.tanh())).to_f32()
+            }
+        }
+    };
+    a * u
 }
 
 /// One sequence of [`QuantBackend::attention_batch`]: how many query rows it has, its layer's
@@ -371,6 +424,15 @@ pub fn qlinear<B: QuantBackend>(x: Tensor<B, 2>, weights: &[&B::QWeight]) -> Vec
         .collect()
 }
 
+/// Runs [`QuantBackend::glu`] on high-level tensors.
+pub fn glu<B: QuantBackend>(gate: Tensor<B, 2>, up: Tensor<B, 2>, act: FfnAct) -> Tensor<B, 2> {
+    Tensor::from_primitive(TensorPrimitive::Float(B::glu(
+        gate.into_primitive().tensor(),
+        up.into_primitive().tensor(),
+        act,
+    )))
+}
+
 /// Runs [`QuantBackend::rope`] on high-level tensors.
 pub fn rope<B: QuantBackend>(
     x: Tensor<B, 3>,
@@ -494,6 +556,22 @@ impl QuantBackend for Flex {
                 flex_f32(vec![m, w.n()], out)
             })
             .collect()
+    }
+
+    fn glu(gate: FlexTensor, up: FlexTensor, act: FfnAct) -> FlexTensor {
+        let (g, u) = (gate.to_contiguous(), up.to_contiguous());
+        let shape = g.layout().shape().to_vec();
+        assert_eq!(
+            shape,
+            u.layout().shape().to_vec(),
+            "glu: gate and up shapes"
+        );
+        let out = f32_elems(&g)
+            .iter()
+            .zip(f32_elems(&u))
+            .map(|(&g, &u)| glu_one(g, u, act))
+            .collect();
+        flex_f32(shape, out)
     }
 
     fn rope(x: FlexTensor, cos: &FlexTensor, sin: &FlexTensor, neox: bool) -> FlexTensor {
@@ -727,6 +805,41 @@ mod tests {
         assert_eq!(fused.len(), want.len());
         for (i, (a, b)) in fused.iter().zip(&want).enumerate() {
             assert!((a - b).abs() < 1e-4, "[{i}] of {spans:?}: {a} vs {b}");
+        }
+    }
+
+    /// The CPU's gated activations: SwiGLU as f64 math says, GeGLU as ggml's f16-table GELU
+    /// (within its f16 rounding) with its clamps at ±10.
+    #[test]
+    fn flex_glu_silu_and_gelu_tanh() {
+        let dev = Default::default();
+        let g: Vec<f32> = (0..64).map(|i| i as f32 * 0.4 - 12.8).collect();
+        let u: Vec<f32> = (0..64).map(|i| 1.0 + i as f32 * 0.01).collect();
+        let t = |v: &[f32]| {
+            Tensor::<Flex, 2>::from_data(burn::tensor::TensorData::new(v.to_vec(), [4, 16]), &dev)
+        };
+        for act in [FfnAct::Silu, FfnAct::GeluTanh] {
+            let y = glu(t(&g), t(&u), act).into_data().to_vec::<f32>().unwrap();
+            for ((&g, &u), y) in g.iter().zip(&u).zip(y) {
+                let (g64, u64) = (g as f64, u as f64);
+                let (want, tol) = match act {
+                    FfnAct::Silu => (g64 / (1.0 + (-g64).exp()) * u64, 1e-5),
+                    FfnAct::GeluTanh if g >= 10.0 => ((g * u) as f64, 0.0),
+                    FfnAct::GeluTanh if g <= -10.0 => (0.0, 0.0),
+                    FfnAct::GeluTanh => {
+                        let inner =
+                            (2.0 / std::f64::consts::PI).sqrt() * (g64 + 0.044715 * g64.powi(3));
+                        (
+                            0.5 * g64 * (1.0 + inner.tanh()) * u64,
+                            1e-2 * (1.0 + g64.abs()),
+                        )
+                    }
+                };
+                assert!(
+                    (y as f64 - want).abs() <= tol,
+                    "{act:?}({g}) · {u}: {y} vs {want}"
+                );
+            }
         }
     }
 

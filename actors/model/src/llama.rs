@@ -17,11 +17,11 @@
 //! RoPE angles `θ_i = pos · base^(-2i/n_rot) [/ freq_factor_i]` are accumulated in f32 as
 //! ggml's `rope_cache_init` does.
 
-use burn::tensor::{activation, DType, Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorData};
 
 use crate::arch::{FfnAct, RopeKind};
 use crate::backend::{
-    attention_batch, kv_write, qlinear, rms_norm, rope, AttnSpan, HostQWeight, QuantBackend,
+    attention_batch, glu, kv_write, qlinear, rms_norm, rope, AttnSpan, HostQWeight, QuantBackend,
 };
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
@@ -143,20 +143,6 @@ pub struct Block<B: QuantBackend> {
     swa: bool,
 }
 
-/// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))` as ggml's CPU computes it for GeGLU
-/// (`ggml_vec_geglu_f32` with `GGML_GELU_FP16`): `x` rounded to f16, GELU of that rounded to
-/// f16 (its table `ggml_table_gelu_f16`), except `x ≥ 10` → `x` and `x ≤ −10` → 0 exactly.
-fn gelu_tanh<B: QuantBackend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
-    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-    let f16 = |t: Tensor<B, 2>| t.cast(DType::F16).cast(DType::F32);
-    let r = f16(x.clone());
-    let inner =
-        (r.clone().powi_scalar(3).mul_scalar(0.044715) + r.clone()).mul_scalar(SQRT_2_OVER_PI);
-    let y = f16(r.mul_scalar(0.5) * inner.tanh().add_scalar(1.0));
-    y.mask_where(x.clone().greater_equal_elem(10.0), x.clone())
-        .mask_fill(x.lower_equal_elem(-10.0), 0.0)
-}
-
 impl<B: QuantBackend> Block<B> {
     /// The block after attention: output projection and residual, then the gated MLP and its
     /// residual. `x` and `attn` are `[m, n_embd]`.
@@ -171,11 +157,7 @@ impl<B: QuantBackend> Block<B> {
         let [g, u]: [Tensor<B, 2>; 2] = qlinear(h, &[&self.w_gate, &self.w_up])
             .try_into()
             .expect("two outputs");
-        let g = match act {
-            FfnAct::Silu => activation::silu(g),
-            FfnAct::GeluTanh => gelu_tanh(g),
-        };
-        let [dn]: [Tensor<B, 2>; 1] = qlinear(g * u, &[&self.w_down])
+        let [dn]: [Tensor<B, 2>; 1] = qlinear(glu(g, u, act), &[&self.w_down])
             .try_into()
             .expect("one output");
         let dn = match &self.post_norms {
