@@ -355,6 +355,7 @@ mod tests {
                 (3, 7, 512),
                 (2, 4, 1536),
                 (5, 3, 192),
+                (9, 4, 320),
             ] {
                 let wf: Vec<f32> = (0..n * k).map(|i| f(i, 1)).collect();
                 let data = quant(&wf);
@@ -372,6 +373,20 @@ mod tests {
                 unsafe { rows(&p, &acts, 0, n, out.as_mut_ptr()) };
                 let nb = k / QK;
                 let rb = nb * ty.block_bytes();
+                // A token's values are the same bits among others as alone.
+                for t in 0..m {
+                    let one = PackedActs::new(&xq[t * nb..(t + 1) * nb], 1, k);
+                    let mut alone = vec![0.0f32; n];
+                    unsafe { rows(&p, &one, 0, n, alone.as_mut_ptr()) };
+                    for r in 0..n {
+                        assert_eq!(
+                            out[t * n + r].to_bits(),
+                            alone[r].to_bits(),
+                            "{} m{m} [{t},{r}]",
+                            ty.name()
+                        );
+                    }
+                }
                 for t in 0..m {
                     for r in 0..n {
                         let want =
