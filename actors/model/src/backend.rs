@@ -628,47 +628,45 @@ impl QuantBackend for Flex {
             .iter()
             .map(|s| (s.k.clone().to_contiguous(), s.v.clone().to_contiguous()))
             .collect();
-        let shape = |s: &AttnSeq<'_, Self>, k: &FlexTensor| {
-            let kshape = k.layout().shape();
-            attention::AttnShape {
-                m: s.m,
-                n_head: nh,
-                n_head_kv: kshape[0],
-                head_dim: d,
-                capacity: kshape[1],
-                pos: s.at.pos,
-                window: s.at.window,
-                scale: s.at.scale,
-            }
-        };
+        fn run<E: attention::KvElem + burn::tensor::Element + bytemuck::Pod>(
+            q: &[f32],
+            seqs: &[AttnSeq<'_, Flex>],
+            caches: &[(FlexTensor, FlexTensor)],
+            (nh, d): (usize, usize),
+        ) -> Vec<f32> {
+            let kv: Vec<_> = seqs
+                .iter()
+                .zip(caches)
+                .map(|(s, (k, v))| {
+                    let kshape = k.layout().shape();
+                    attention::SeqKv {
+                        k: elems::<E>(k),
+                        v: elems::<E>(v),
+                        shape: attention::AttnShape {
+                            m: s.m,
+                            n_head: nh,
+                            n_head_kv: kshape[0],
+                            head_dim: d,
+                            capacity: kshape[1],
+                            pos: s.at.pos,
+                            window: s.at.window,
+                            scale: s.at.scale,
+                        },
+                    }
+                })
+                .collect();
+            attention::attention_batch(q, &kv)
+        }
         // The caches of one model share its cache type (`CacheType`).
-        let half = caches.iter().all(|(k, _)| k.dtype() == DType::F16);
-        assert!(
-            half || caches.iter().all(|(k, _)| k.dtype() == DType::F32),
-            "attention: the caches of one step share one type, f16 or f32"
-        );
-        let out = if half {
-            let kv: Vec<_> = seqs
-                .iter()
-                .zip(&caches)
-                .map(|(s, (k, v))| attention::SeqKv {
-                    k: elems::<f16>(k),
-                    v: elems::<f16>(v),
-                    shape: shape(s, k),
-                })
-                .collect();
-            attention::attention_batch(f32_elems(&q), &kv)
+        let all = |t: DType| caches.iter().all(|(k, v)| k.dtype() == t && v.dtype() == t);
+        let out = if all(DType::F16) {
+            run::<f16>(f32_elems(&q), seqs, &caches, (nh, d))
         } else {
-            let kv: Vec<_> = seqs
-                .iter()
-                .zip(&caches)
-                .map(|(s, (k, v))| attention::SeqKv {
-                    k: f32_elems(k),
-                    v: f32_elems(v),
-                    shape: shape(s, k),
-                })
-                .collect();
-            attention::attention_batch(f32_elems(&q), &kv)
+            assert!(
+                all(DType::F32),
+                "attention: the caches of one step share one type, f16 or f32"
+            );
+            run::<f32>(f32_elems(&q), seqs, &caches, (nh, d))
         };
         flex_f32(vec![rows, nh * d], out)
     }

@@ -5,8 +5,9 @@
 //! `h` reads KV head `g(h) = h / (n_head / n_head_kv)` (GQA, ggml's broadcast rule). Scores are
 //! f32; the softmax subtracts the row maximum as ggml's `soft_max` does. With a sliding window
 //! of `w` positions (Gemma-3's SWA layers, `n_swa`), query `p` sees keys `p − w < j ≤ p` only
-//! (llama.cpp `llama_hparams::is_masked_swa`). Work is split over (head, query chunk) tasks on
-//! the kernel pool.
+//! (llama.cpp `llama_hparams::is_masked_swa`). One call serves all of a step's sequences
+//! ([`attention_batch`]); work is split over (sequence, KV head, query chunk) tasks on the
+//! kernel pool.
 //!
 //! The cache is f32 or f16 ([`KvElem`]). Over an f16 cache the kernel computes what llama.cpp's
 //! CPU attention without flash attention computes (`build_attn_mha`: `kq = mul_mat(k, q)`,
