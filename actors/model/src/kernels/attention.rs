@@ -100,9 +100,10 @@ pub struct SeqKv<'a, E> {
 /// `n_head` and `d`); returns `[Σm, n_head, d]` in the same order.
 ///
 /// Tasks are (sequence, KV head, chunk of 16 queries): a task converts its KV head's keys and
-/// values once and serves every query head that reads them (GQA). What a query row gets does
-/// not depend on the other sequences, the chunking or whether the task runs on the pool —
-/// batched decode relies on it for bit-identical results.
+/// values once and serves every query head that reads them (GQA); with fewer than four tasks
+/// per pool thread, one task per query head instead. What a query row gets does not depend on
+/// the other sequences, the split or whether the task runs on the pool — batched decode
+/// relies on it for bit-identical results.
 ///
 /// # Panics
 /// If the sequences' head counts or widths differ, a slice is shorter than its shape says or
@@ -136,27 +137,40 @@ pub fn attention_batch<E: KvElem>(q: &[f32], seqs: &[SeqKv<'_, E>]) -> Vec<f32> 
         offsets.push(total);
         total += m * nh * d;
         work += m * (pos + m) * nh;
+        let group = nh / nkv;
         for g in 0..nkv {
             for c in 0..m.div_ceil(CHUNK) {
-                tasks.push((i, g, c * CHUNK..((c + 1) * CHUNK).min(m)));
+                tasks.push((
+                    i,
+                    g * group..(g + 1) * group,
+                    c * CHUNK..((c + 1) * CHUNK).min(m),
+                ));
             }
         }
     }
     assert_eq!(q.len(), total, "attention: q shape");
+    // Too few tasks for the pool (one long conversation on a many-core box, few KV heads):
+    // one task per query head, each converting its KV head's rows itself.
+    if tasks.len() < 4 * pool::global().threads() && tasks.iter().any(|t| t.1.len() > 1) {
+        tasks = tasks
+            .into_iter()
+            .flat_map(|(i, heads, rows)| heads.map(move |h| (i, h..h + 1, rows.clone())))
+            .collect();
+    }
     let mut out = vec![0.0f32; total];
     let optr = SharedMut::new(&mut out);
     let task = |t: usize| {
-        let (i, g, ref rows) = tasks[t];
+        let (i, ref heads, ref rows) = tasks[t];
         let (sq, off) = (&seqs[i], offsets[i]);
         let n = sq.shape.m * nh * d;
-        // SAFETY: task (i, g, rows) writes the heads of KV head g in `rows` of sequence i only.
+        // SAFETY: task (i, heads, rows) writes `heads` of `rows` of sequence i only.
         unsafe {
             group_rows(
                 &q[off..off + n],
                 sq.k,
                 sq.v,
                 sq.shape,
-                g,
+                heads.clone(),
                 rows.clone(),
                 optr.get().add(off),
             )
@@ -171,7 +185,7 @@ pub fn attention_batch<E: KvElem>(q: &[f32], seqs: &[SeqKv<'_, E>]) -> Vec<f32> 
     out
 }
 
-/// The query heads that read KV head `g`, for query `rows`.
+/// Query `heads` (all reading one KV head) for query `rows`.
 ///
 /// # Safety
 /// `out` holds `m · n_head · d` floats; no other task writes those heads of `rows`.
@@ -180,15 +194,15 @@ unsafe fn group_rows<E: KvElem>(
     k: &[E],
     v: &[E],
     s: AttnShape,
-    g: usize,
+    heads: std::ops::Range<usize>,
     rows: std::ops::Range<usize>,
     out: *mut f32,
 ) {
     #[cfg(target_arch = "x86_64")]
     if super::cpu::has_avx2() {
-        return group_rows_avx2(q, k, v, s, g, rows, out);
+        return group_rows_avx2(q, k, v, s, heads, rows, out);
     }
-    group_rows_body(q, k, v, s, g, rows, out)
+    group_rows_body(q, k, v, s, heads, rows, out)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -198,11 +212,11 @@ unsafe fn group_rows_avx2<E: KvElem>(
     k: &[E],
     v: &[E],
     s: AttnShape,
-    g: usize,
+    heads: std::ops::Range<usize>,
     rows: std::ops::Range<usize>,
     out: *mut f32,
 ) {
-    group_rows_body(q, k, v, s, g, rows, out)
+    group_rows_body(q, k, v, s, heads, rows, out)
 }
 
 #[inline(always)]
@@ -248,12 +262,12 @@ unsafe fn group_rows_body<E: KvElem>(
     k: &[E],
     v: &[E],
     s: AttnShape,
-    g: usize,
+    heads: std::ops::Range<usize>,
     rows: std::ops::Range<usize>,
     out: *mut f32,
 ) {
     let (nh, d, cap) = (s.n_head, s.head_dim, s.capacity);
-    let group = nh / s.n_head_kv;
+    let g = heads.start / (nh / s.n_head_kv);
     // Keys `first..last` cover every row of the task.
     let seen_from = |t: usize| {
         if s.window > 0 {
@@ -267,7 +281,7 @@ unsafe fn group_rows_body<E: KvElem>(
     let (kh, vh) = (E::f32_rows(&k[span.clone()]), E::f32_rows(&v[span]));
     let mut scores = vec![0.0f32; last - first];
     let mut q16 = vec![0.0f32; if E::HALF { d } else { 0 }];
-    for (h, i) in (g * group..(g + 1) * group).flat_map(|h| rows.clone().map(move |i| (h, i))) {
+    for (h, i) in heads.flat_map(|h| rows.clone().map(move |i| (h, i))) {
         let t = s.pos + i + 1; // causal: keys 0..=pos+i
         let start = seen_from(t);
         let (kh, vh) = (&kh[(start - first) * d..], &vh[(start - first) * d..]);
@@ -469,6 +483,61 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// A sequence's rows are the same bits alone (few tasks: one per query head) as among
+    /// fifteen others (many tasks: one per KV head), over an f16 cache as the model uses.
+    #[test]
+    fn a_sequence_is_the_same_alone_and_in_a_batch() {
+        let f = |i: usize| f16::from_f32(((i * 7919 % 97) as f32 - 48.0) / 40.0);
+        let (nh, nkv, d, cap) = (6, 2, 32, 64);
+        let caches: Vec<(Vec<f16>, Vec<f16>)> = (0..16)
+            .map(|s| {
+                let k = (0..nkv * cap * d).map(|i| f(i + 13 * s)).collect();
+                let v = (0..nkv * cap * d).map(|i| f(i + 29 * s)).collect();
+                (k, v)
+            })
+            .collect();
+        let shape = |s: usize| AttnShape {
+            m: 1 + s % 3,
+            n_head: nh,
+            n_head_kv: nkv,
+            head_dim: d,
+            capacity: cap,
+            pos: 20 + 2 * s,
+            window: 0,
+            scale: 1.0 / (d as f32).sqrt(),
+        };
+        let qs: Vec<Vec<f32>> = (0..16)
+            .map(|s| {
+                (0..shape(s).m * nh * d)
+                    .map(|i| f(i + 7 * s).to_f32())
+                    .collect()
+            })
+            .collect();
+        let seqs: Vec<SeqKv<'_, f16>> = caches
+            .iter()
+            .enumerate()
+            .map(|(s, (k, v))| SeqKv {
+                k,
+                v,
+                shape: shape(s),
+            })
+            .collect();
+        let all = attention_batch(&qs.concat(), &seqs);
+        let mut off = 0;
+        for (s, q) in qs.iter().enumerate() {
+            let alone = attention_batch(q, &seqs[s..s + 1]);
+            let together = &all[off..off + alone.len()];
+            off += alone.len();
+            assert!(
+                alone
+                    .iter()
+                    .zip(together)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "sequence {s}"
+            );
         }
     }
 
