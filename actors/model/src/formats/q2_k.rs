@@ -45,20 +45,7 @@ impl Format for Q2K {
     /// Sub-blocks of 16: `d·sc·q − dmin·m`, the 2-bit `q` in the 4-bit container.
     fn affine_groups(&self, data: &[u8], group: &mut dyn FnMut(f32, f32, &[i8])) {
         for b in blocks::<BlockQ2K>(data) {
-            let (d, dmin) = (h(b.d), h(b.dmin));
-            let mut is = 0;
-            for n in 0..2 {
-                let q = &b.qs[32 * n..32 * n + 32];
-                for j in 0..4 {
-                    for half in 0..2 {
-                        let sc = b.scales[is];
-                        is += 1;
-                        let qs: [i8; 16] =
-                            std::array::from_fn(|l| ((q[l + 16 * half] >> (2 * j)) & 3) as i8);
-                        group(d * (sc & 0x0f) as f32, -(dmin * (sc >> 4) as f32), &qs);
-                    }
-                }
-            }
+            sub_blocks(b, |dl, ml, qs| group(dl, -ml, qs));
         }
     }
 
@@ -67,28 +54,37 @@ impl Format for Q2K {
             .iter()
             .zip(out.chunks_exact_mut(256))
         {
-            let (d, dmin) = (h(b.d), h(b.dmin));
-            let mut i = 0;
-            let mut is = 0;
-            for n in 0..2 {
-                let q = &b.qs[32 * n..32 * n + 32];
-                for j in 0..4 {
-                    for half in 0..2 {
-                        let sc = b.scales[is];
-                        is += 1;
-                        let (dl, ml) = (d * (sc & 0x0f) as f32, dmin * (sc >> 4) as f32);
-                        for l in 0..16 {
-                            o[i] = dl * ((q[l + 16 * half] >> (2 * j)) & 3) as f32 - ml;
-                            i += 1;
-                        }
-                    }
+            let mut o = o.chunks_exact_mut(16);
+            sub_blocks(b, |dl, ml, qs| {
+                for (o, &q) in o.next().expect("16 sub-blocks").iter_mut().zip(qs) {
+                    *o = dl * q as f32 - ml;
                 }
-            }
+            });
         }
     }
 
     fn dot(&self, row: &[u8], x: ActRow<'_>) -> f32 {
         super::dot_dequantized_k(self, row, x)
+    }
+}
+
+/// The block's 16 sub-blocks in weight order: scale `d·sc`, minimum `dmin·m` and the 16 2-bit
+/// quants of each (ggml-quants.c `dequantize_row_q2_K`).
+#[inline]
+fn sub_blocks(b: &BlockQ2K, mut f: impl FnMut(f32, f32, &[i8; 16])) {
+    let (d, dmin) = (h(b.d), h(b.dmin));
+    let mut is = 0;
+    for n in 0..2 {
+        let q = &b.qs[32 * n..32 * n + 32];
+        for j in 0..4 {
+            for half in 0..2 {
+                let sc = b.scales[is];
+                is += 1;
+                let qs: [i8; 16] =
+                    std::array::from_fn(|l| ((q[l + 16 * half] >> (2 * j)) & 3) as i8);
+                f(d * (sc & 0x0f) as f32, dmin * (sc >> 4) as f32, &qs);
+            }
+        }
     }
 }
 

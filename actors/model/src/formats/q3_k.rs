@@ -53,28 +53,7 @@ impl Format for Q3K {
     /// products exact, and so is their difference.
     fn affine_groups(&self, data: &[u8], group: &mut dyn FnMut(f32, f32, &[i8])) {
         for b in blocks::<BlockQ3K>(data) {
-            let d = h(b.d);
-            let (mut is, mut m) = (0, 1u8);
-            for n in 0..2 {
-                let q = &b.qs[32 * n..32 * n + 32];
-                for j in 0..4 {
-                    for half in 0..2 {
-                        let dl = d * scale(&b.scales, is) as f32;
-                        is += 1;
-                        let qs: [i8; 16] = std::array::from_fn(|l| {
-                            let lq = ((q[l + 16 * half] >> (2 * j)) & 3) as i8;
-                            let hb = if b.hmask[l + 16 * half] & m != 0 {
-                                0
-                            } else {
-                                4
-                            };
-                            lq - hb + 4
-                        });
-                        group(dl, -4.0 * dl, &qs);
-                    }
-                    m <<= 1;
-                }
-            }
+            sub_blocks(b, |dl, qs| group(dl, -4.0 * dl, &qs.map(|q| q + 4)));
         }
     }
 
@@ -83,33 +62,45 @@ impl Format for Q3K {
             .iter()
             .zip(out.chunks_exact_mut(256))
         {
-            let d = h(b.d);
-            let (mut i, mut is, mut m) = (0, 0, 1u8);
-            for n in 0..2 {
-                let q = &b.qs[32 * n..32 * n + 32];
-                for j in 0..4 {
-                    for half in 0..2 {
-                        let dl = d * scale(&b.scales, is) as f32;
-                        is += 1;
-                        for l in 0..16 {
-                            let lq = ((q[l + 16 * half] >> (2 * j)) & 3) as i32;
-                            let hb = if b.hmask[l + 16 * half] & m != 0 {
-                                0
-                            } else {
-                                4
-                            };
-                            o[i] = dl * (lq - hb) as f32;
-                            i += 1;
-                        }
-                    }
-                    m <<= 1;
+            let mut o = o.chunks_exact_mut(16);
+            sub_blocks(b, |dl, qs| {
+                for (o, &q) in o.next().expect("16 sub-blocks").iter_mut().zip(qs) {
+                    *o = dl * q as f32;
                 }
-            }
+            });
         }
     }
 
     fn dot(&self, row: &[u8], x: ActRow<'_>) -> f32 {
         super::dot_dequantized_k(self, row, x)
+    }
+}
+
+/// The block's 16 sub-blocks in weight order: scale `dl` and the 16 signed 3-bit quants
+/// `lq − hb` (−4..4) of each (ggml-quants.c `dequantize_row_q3_K`).
+#[inline]
+fn sub_blocks(b: &BlockQ3K, mut f: impl FnMut(f32, &[i8; 16])) {
+    let d = h(b.d);
+    let (mut is, mut m) = (0, 1u8);
+    for n in 0..2 {
+        let q = &b.qs[32 * n..32 * n + 32];
+        for j in 0..4 {
+            for half in 0..2 {
+                let dl = d * scale(&b.scales, is) as f32;
+                is += 1;
+                let qs: [i8; 16] = std::array::from_fn(|l| {
+                    let lq = ((q[l + 16 * half] >> (2 * j)) & 3) as i8;
+                    let hb = if b.hmask[l + 16 * half] & m != 0 {
+                        0
+                    } else {
+                        4
+                    };
+                    lq - hb
+                });
+                f(dl, &qs);
+            }
+            m <<= 1;
+        }
     }
 }
 
