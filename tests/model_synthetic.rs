@@ -6,10 +6,11 @@
 //! greedy decoding gives llama.cpp's tokens up to the first near-tie.
 
 mod common;
+#[path = "common/fixture.rs"]
+mod fixture;
 
 use std::path::PathBuf;
 
-use serde_json::Value;
 use wecom_edge_actors::model::gguf::GgufFile;
 use wecom_edge_actors::model::llama::Logits;
 use wecom_edge_actors::model::{CpuBackend, Engine};
@@ -35,33 +36,12 @@ fn dir() -> PathBuf {
     common::data("synthetic")
 }
 
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
-fn argmax(v: &[f32]) -> usize {
-    v.iter()
-        .copied()
-        .enumerate()
-        .fold(
-            (0, f32::NEG_INFINITY),
-            |a, (i, x)| if x > a.1 { (i, x) } else { a },
-        )
-        .0
-}
-
 /// Checks one architecture in its four quantizations (each prints its largest logit difference).
 fn check(arch: &str) {
     for quant in QUANTS {
         let name = format!("{arch}-{quant}");
-        let fixture: Value = serde_json::from_str(
-            &std::fs::read_to_string(dir().join(format!("{name}.json"))).unwrap(),
-        )
-        .unwrap();
+        let fx = fixture::read(&dir(), &name);
+        let fixture = &fx.json;
         let path = dir().join(format!("{name}.gguf"));
 
         // The block formats are the ones llama.cpp wrote (Q4_K_M mixes Q4_K and Q6_K).
@@ -82,7 +62,7 @@ fn check(arch: &str) {
 
         let engine = Engine::<CpuBackend>::load(&path, &Default::default()).unwrap();
         let text = fixture["text"].as_str().unwrap();
-        let prompt = ids(&fixture["token_ids"]);
+        let prompt = fx.token_ids.clone();
         assert_eq!(
             engine.tokenizer.tokenize(text, true, false).unwrap(),
             prompt,
@@ -97,19 +77,8 @@ fn check(arch: &str) {
         );
 
         // Every position's logits.
-        let want: Vec<Vec<f64>> = fixture["logits"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|row| {
-                row.as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|x| x.as_f64().unwrap())
-                    .collect()
-            })
-            .collect();
-        let greedy = ids(&fixture["greedy_token_ids"]);
+        let want = &fx.logits;
+        let greedy = &fx.greedy_token_ids;
         let model = &engine.model;
         let n_vocab = want[0].len();
         let mut cache = model.new_cache(prompt.len() + greedy.len() + 1);
@@ -150,12 +119,7 @@ fn check(arch: &str) {
         );
 
         // Greedy, free-running, up to the first near-tie.
-        let margins: Vec<f64> = fixture["greedy_top2_logit_margin"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
+        let margins = &fx.greedy_top2_logit_margin;
         let first_tie = margins
             .iter()
             .position(|&m| m < NEAR_TIE)
@@ -163,7 +127,7 @@ fn check(arch: &str) {
         let mut logits = all[(prompt.len() - 1) * n_vocab..].to_vec();
         let mut got = Vec::new();
         for &want_t in &greedy[..first_tie] {
-            let t = argmax(&logits) as u32;
+            let t = fixture::argmax(&logits);
             got.push(t);
             assert_eq!(
                 t, want_t,

@@ -11,7 +11,10 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
+#[path = "../../../tests/common/fixture.rs"]
+mod fixture;
+use fixture::argmax;
+
 use wecom_edge_model::gpu::VulkanBackend;
 use wecom_edge_model::llama::Logits;
 use wecom_edge_model::{CpuBackend, Engine};
@@ -39,25 +42,6 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
-fn argmax(v: &[f32]) -> u32 {
-    v.iter()
-        .copied()
-        .enumerate()
-        .fold(
-            (0, f32::NEG_INFINITY),
-            |a, (i, x)| if x > a.1 { (i, x) } else { a },
-        )
-        .0 as u32
-}
-
 /// The gap between the largest and the second largest value.
 fn margin(v: &[f32]) -> f64 {
     let mut s: Vec<f32> = v.to_vec();
@@ -71,40 +55,19 @@ fn synthetic_models_match_llama_cpp_on_vulkan() {
     for arch in ["qwen2", "qwen3", "llama3", "gemma3"] {
         for quant in ["q4_k_m", "q5_k_m", "q6_k", "q8_0"] {
             let name = format!("{arch}-{quant}");
-            let fixture: Value = serde_json::from_str(
-                &std::fs::read_to_string(dir.join(format!("{name}.json"))).unwrap(),
-            )
-            .unwrap();
+            let fx = fixture::read(&dir, &name);
             let engine = Engine::<VulkanBackend>::load(
                 dir.join(format!("{name}.gguf")),
                 &Default::default(),
             )
             .unwrap();
-            let prompt = ids(&fixture["token_ids"]);
-            let want: Vec<Vec<f64>> = fixture["logits"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|r| {
-                    r.as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|x| x.as_f64().unwrap())
-                        .collect()
-                })
-                .collect();
-            let greedy = ids(&fixture["greedy_token_ids"]);
-            let margins: Vec<f64> = fixture["greedy_top2_logit_margin"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap())
-                .collect();
+            let (prompt, want) = (&fx.token_ids, &fx.logits);
+            let (greedy, margins) = (&fx.greedy_token_ids, &fx.greedy_top2_logit_margin);
             let model = &engine.model;
             let n_vocab = want[0].len();
             let mut cache = model.new_cache(prompt.len() + greedy.len() + 1);
             let all: Vec<f32> = model
-                .forward(&prompt, &mut cache, Logits::All)
+                .forward(prompt, &mut cache, Logits::All)
                 .unwrap()
                 .into_data()
                 .to_vec()
@@ -126,7 +89,7 @@ fn synthetic_models_match_llama_cpp_on_vulkan() {
             // Greedy continuation, one token at a time, up to llama.cpp's first near-tie.
             let last = &all[(prompt.len() - 1) * n_vocab..];
             let mut tok = argmax(last);
-            for (step, (&g, &m)) in greedy.iter().zip(&margins).enumerate() {
+            for (step, (&g, &m)) in greedy.iter().zip(margins.iter()).enumerate() {
                 if m < NEAR_TIE {
                     break;
                 }
